@@ -1,0 +1,111 @@
+"""The durable store as the tasks see it (real one: runtime/store.py, SQLite).
+
+Every method is one transaction. Methods are synchronous: each is a short
+local SQLite transaction, cheaper than a thread hop.
+
+Errors, as a tree:
+
+    StoreError                    the database cannot be used
+    ├── StoreCorrupt              not a database / integrity check failed: never overwritten
+    └── StoreTooNew               written by a newer version of the bot: upgrade the bot
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from contracts.matrix import JsonDict
+from contracts.state import ChatRecord, RoomRecord, UserRecord
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message says which file and what to do."""
+
+
+class StoreCorrupt(StoreError):
+    pass
+
+
+class StoreTooNew(StoreError):
+    pass
+
+
+class LedgerStatus(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+
+
+class LedgerEntry(BaseModel):
+    """One Matrix event the bot must handle exactly once."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str
+    room_id: str
+    sender: str
+    type: str
+    content: JsonDict
+    origin_server_ts: int = 0
+    state_key: str | None = None
+    status: LedgerStatus = LedgerStatus.PENDING
+
+
+class SequenceState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    next_value: int  # the id the next allocation returns
+    reserved_through: int  # ids up to here are covered by the Matrix high-water mark
+
+
+class Store(Protocol):
+    # users
+    def get_user(self, matrix_user_id: str) -> UserRecord | None: ...
+    def put_user(self, user: UserRecord) -> None: ...
+    def list_users(self) -> list[UserRecord]: ...
+
+    # rooms and chats
+    def get_room(self, room_id: str) -> RoomRecord | None: ...
+    def put_room(self, room: RoomRecord) -> None:
+        """Insert or replace a room; a chat room's chat record is kept in step."""
+        ...
+
+    def list_rooms(self, matrix_user_id: str | None = None) -> list[RoomRecord]: ...
+    def delete_room(self, room_id: str) -> None: ...
+    def find_chat_room(self, matrix_user_id: str, chat_id: str) -> RoomRecord | None: ...
+    def list_chats(self, matrix_user_id: str) -> list[ChatRecord]: ...
+    def put_chat(self, chat: ChatRecord) -> None: ...
+    def add_chat_room(self, user: UserRecord, room: RoomRecord) -> None:
+        """Atomically store a new chat room and the user's advanced next_chat_index."""
+        ...
+
+    # the global platform-chat sequence (never reuses an id)
+    def sequence_state(self) -> SequenceState: ...
+    def allocate_platform_chat_id(self) -> int:
+        """Take the next id under BEGIN IMMEDIATE; raises StoreError past reserved_through."""
+        ...
+
+    def set_reserved_through(self, value: int) -> None: ...
+    def raise_sequence_floor(self, next_value: int) -> None:
+        """Make the next allocation at least `next_value` (never lowers it)."""
+        ...
+
+    # exactly-once ledger and sync checkpoint
+    def record_batch(self, entries: Sequence[LedgerEntry], checkpoint: str) -> list[LedgerEntry]:
+        """Insert unseen entries as pending and set the checkpoint, in one transaction.
+
+        Returns the entries that were new (already-known event ids are ignored).
+        """
+        ...
+
+    def pending_entries(self) -> list[LedgerEntry]: ...
+    def mark_done(self, event_id: str) -> None: ...
+    def is_known(self, event_id: str) -> bool: ...
+    def checkpoint(self) -> str | None: ...
+
+    # small key/value facts (bot session bookkeeping, catch-up markers)
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta(self, key: str, value: str) -> None: ...

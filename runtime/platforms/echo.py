@@ -1,0 +1,108 @@
+"""In-process echo platform: the embedded default and the unit/e2e test agent.
+
+Replies contain the user's text verbatim, streamed in a few deltas. Memory,
+snapshots and turn de-duplication live in this process only.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+
+from contracts.platform import (
+    ContextInfo,
+    PlatformEvent,
+    PlatformHealth,
+    PlatformRejected,
+    Snapshot,
+    TextDelta,
+    TurnDone,
+    UserTurn,
+)
+
+
+@dataclass
+class _Chat:
+    turns: list[tuple[str, str]] = field(default_factory=list)  # (user text, reply)
+
+
+class EchoPlatform:
+    """Answers `echo: <text>`; `delay` seconds per turn simulates a slow agent."""
+
+    def __init__(self, *, delay: float = 0.0, chunks: int = 3) -> None:
+        self.delay = delay
+        self.chunks = max(1, chunks)
+        self._chats: dict[tuple[str, str], _Chat] = {}
+        self._replies: dict[str, str] = {}  # idempotency key -> recorded reply
+        self._snapshots: dict[tuple[str, str], list[tuple[Snapshot, list[tuple[str, str]]]]] = {}
+        self._ids = itertools.count(1)
+        self.turns_seen: list[UserTurn] = []
+        self.disconnected: list[tuple[str, str]] = []
+
+    def _chat(self, agent_id: str, platform_chat_id: str) -> _Chat:
+        return self._chats.setdefault((agent_id, platform_chat_id), _Chat())
+
+    async def send_turn(self, turn: UserTurn) -> AsyncIterator[PlatformEvent]:
+        self.turns_seen.append(turn)
+        reply = self._replies.get(turn.idempotency_key)
+        if reply is None:
+            if self.delay:
+                await anyio.sleep(self.delay)
+            chat = self._chat(turn.agent_id, turn.platform_chat_id)
+            reply = f"echo: {turn.text}"
+            if turn.attachments:
+                reply += "\n\nattachments: " + ", ".join(turn.attachments)
+            chat.turns.append((turn.text, reply))
+            self._replies[turn.idempotency_key] = reply
+        step = max(1, -(-len(reply) // self.chunks))
+        for start in range(0, len(reply), step):
+            yield TextDelta(text=reply[start : start + step])
+        yield TurnDone(text=reply)
+
+    async def disconnect(self, agent_id: str, platform_chat_id: str) -> None:
+        self.disconnected.append((agent_id, platform_chat_id))
+
+    async def save_snapshot(
+        self, agent_id: str, platform_chat_id: str, *, owner: str, name: str
+    ) -> Snapshot:
+        chat = self._chat(agent_id, platform_chat_id)
+        snap = Snapshot(
+            snapshot_id=str(next(self._ids)),
+            name=name,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            turns=len(chat.turns),
+        )
+        self._snapshots.setdefault((agent_id, owner), []).append((snap, list(chat.turns)))
+        return snap
+
+    async def list_snapshots(self, agent_id: str, *, owner: str) -> list[Snapshot]:
+        return [snap for snap, _ in self._snapshots.get((agent_id, owner), [])]
+
+    async def load_snapshot(
+        self, agent_id: str, platform_chat_id: str, *, owner: str, snapshot_id: str
+    ) -> ContextInfo:
+        for snap, turns in self._snapshots.get((agent_id, owner), []):
+            if snap.snapshot_id == snapshot_id:
+                self._chats[(agent_id, platform_chat_id)] = _Chat(turns=list(turns))
+                return await self.context_info(agent_id, platform_chat_id)
+        raise PlatformRejected(f"no snapshot {snapshot_id!r} for this agent")
+
+    async def context_info(self, agent_id: str, platform_chat_id: str) -> ContextInfo:
+        chat = self._chat(agent_id, platform_chat_id)
+        snapshots = sum(
+            1 for (aid, _), snaps in self._snapshots.items() if aid == agent_id for _ in snaps
+        )
+        return ContextInfo(
+            agent_id=agent_id,
+            platform_chat_id=platform_chat_id,
+            turns=len(chat.turns),
+            snapshots=snapshots,
+            details={"backend": "in-process echo"},
+        )
+
+    async def health(self) -> PlatformHealth:
+        return PlatformHealth(ok=True, version="echo", detail="in-process")

@@ -1,0 +1,417 @@
+"""SQLite implementation of contracts.store.Store.
+
+WAL mode, one transaction per logical change, `BEGIN IMMEDIATE` for every
+read-modify-write, schema version in `PRAGMA user_version` with ordered forward
+migrations. A corrupt database or one written by a newer bot is refused with a
+clear message and never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import structlog
+
+from contracts.state import ChatRecord, RoomRecord, RoomType, UserRecord
+from contracts.store import (
+    LedgerEntry,
+    LedgerStatus,
+    SequenceState,
+    StoreCorrupt,
+    StoreError,
+    StoreTooNew,
+)
+
+log = structlog.get_logger(__name__)
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+# Ordered forward migrations: index + 1 is the schema version they produce.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: users, rooms, chats, the platform-chat sequence, meta
+    """
+    CREATE TABLE users (
+        matrix_user_id TEXT PRIMARY KEY,
+        space_id TEXT,
+        next_chat_index INTEGER NOT NULL DEFAULT 1,
+        selected_agent_id TEXT
+    );
+    CREATE TABLE rooms (
+        room_id TEXT PRIMARY KEY,
+        room_type TEXT NOT NULL CHECK (room_type IN ('space', 'chat')),
+        matrix_user_id TEXT NOT NULL,
+        space_id TEXT,
+        chat_id TEXT,
+        display_name TEXT,
+        agent_id TEXT,
+        platform_chat_id TEXT,
+        archived INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX rooms_by_user ON rooms (matrix_user_id);
+    CREATE TABLE chats (
+        matrix_user_id TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        archived INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (matrix_user_id, chat_id)
+    );
+    CREATE TABLE sequence (
+        name TEXT PRIMARY KEY,
+        next_value INTEGER NOT NULL,
+        reserved_through INTEGER NOT NULL
+    );
+    INSERT INTO sequence (name, next_value, reserved_through) VALUES ('platform_chat', 1, 0);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 2: the exactly-once ledger of Matrix events and the sync checkpoint
+    """
+    CREATE TABLE ledger (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        room_id TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        type TEXT NOT NULL,
+        state_key TEXT,
+        content TEXT NOT NULL,
+        origin_server_ts INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'pending'
+    );
+    CREATE INDEX ledger_pending ON ledger (status) WHERE status = 'pending';
+    CREATE TABLE checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), next_batch TEXT NOT NULL);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SqliteStore:
+    """The bot's durable state in one SQLite file (see contracts.store.Store)."""
+
+    def __init__(self, path: Path, *, migrate_to: int = SCHEMA_VERSION) -> None:
+        self.path = path
+        _check_existing_file(path)
+        _create_private(path)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA busy_timeout = 30000")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            if self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorrupt(
+                f"{path}: the database is damaged or not a SQLite file ({exc}). It was left "
+                "untouched. Restore it from a backup, or move it away and start the bot: "
+                "reconciliation rebuilds the state from Matrix."
+            ) from exc
+        if mode != "wal":
+            log.warning("store.no_wal", path=str(path), journal_mode=mode)
+        self._migrate(migrate_to)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self, target: int) -> None:
+        with self._write() as db:
+            current = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if current > SCHEMA_VERSION:
+                raise StoreTooNew(
+                    f"{self.path}: schema version {current} is newer than this bot understands "
+                    f"({SCHEMA_VERSION}). It was left untouched. Upgrade lambda-surface, or "
+                    "point MATRIX_DB_PATH at another file."
+                )
+            for version in range(current + 1, target + 1):
+                for statement in _statements(MIGRATIONS[version - 1]):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {version}")
+                log.info("store.migrated", path=str(self.path), version=version)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One read-modify-write transaction, taken under BEGIN IMMEDIATE."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- users -------------------------------------------------------------------------------
+
+    def get_user(self, matrix_user_id: str) -> UserRecord | None:
+        row = self._db.execute(
+            "SELECT * FROM users WHERE matrix_user_id = ?", (matrix_user_id,)
+        ).fetchone()
+        return UserRecord(**dict(row)) if row else None
+
+    def put_user(self, user: UserRecord) -> None:
+        with self._write() as db:
+            _put_user(db, user)
+
+    def list_users(self) -> list[UserRecord]:
+        rows = self._db.execute("SELECT * FROM users ORDER BY matrix_user_id").fetchall()
+        return [UserRecord(**dict(r)) for r in rows]
+
+    # -- rooms and chats ---------------------------------------------------------------------
+
+    def get_room(self, room_id: str) -> RoomRecord | None:
+        row = self._db.execute("SELECT * FROM rooms WHERE room_id = ?", (room_id,)).fetchone()
+        return _room(row) if row else None
+
+    def put_room(self, room: RoomRecord) -> None:
+        with self._write() as db:
+            _put_room(db, room)
+
+    def delete_room(self, room_id: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM chats WHERE room_id = ?", (room_id,))
+            db.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
+
+    def list_rooms(self, matrix_user_id: str | None = None) -> list[RoomRecord]:
+        if matrix_user_id is None:
+            rows = self._db.execute("SELECT * FROM rooms ORDER BY room_id").fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM rooms WHERE matrix_user_id = ? ORDER BY room_id", (matrix_user_id,)
+            ).fetchall()
+        return [_room(r) for r in rows]
+
+    def find_chat_room(self, matrix_user_id: str, chat_id: str) -> RoomRecord | None:
+        row = self._db.execute(
+            "SELECT * FROM rooms WHERE matrix_user_id = ? AND chat_id = ? AND room_type = 'chat'",
+            (matrix_user_id, chat_id),
+        ).fetchone()
+        return _room(row) if row else None
+
+    def list_chats(self, matrix_user_id: str) -> list[ChatRecord]:
+        rows = self._db.execute(
+            "SELECT * FROM chats WHERE matrix_user_id = ? "
+            "ORDER BY CAST(SUBSTR(chat_id, 2) AS INTEGER), chat_id",
+            (matrix_user_id,),
+        ).fetchall()
+        return [ChatRecord(**{**dict(r), "archived": bool(r["archived"])}) for r in rows]
+
+    def put_chat(self, chat: ChatRecord) -> None:
+        with self._write() as db:
+            _put_chat(db, chat)
+
+    def add_chat_room(self, user: UserRecord, room: RoomRecord) -> None:
+        with self._write() as db:
+            _put_user(db, user)
+            _put_room(db, room)
+
+    # -- the platform-chat sequence ----------------------------------------------------------
+
+    def sequence_state(self) -> SequenceState:
+        row = self._db.execute(
+            "SELECT next_value, reserved_through FROM sequence WHERE name = 'platform_chat'"
+        ).fetchone()
+        return SequenceState(next_value=row[0], reserved_through=row[1])
+
+    def allocate_platform_chat_id(self) -> int:
+        with self._write() as db:
+            next_value, reserved = db.execute(
+                "SELECT next_value, reserved_through FROM sequence WHERE name = 'platform_chat'"
+            ).fetchone()
+            if next_value > reserved:
+                raise StoreError(
+                    f"platform chat id {next_value} is not reserved yet (reserved through "
+                    f"{reserved}); extend the reservation first"
+                )
+            db.execute(
+                "UPDATE sequence SET next_value = ? WHERE name = 'platform_chat'",
+                (next_value + 1,),
+            )
+            return int(next_value)
+
+    def set_reserved_through(self, value: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE sequence SET reserved_through = MAX(reserved_through, ?) "
+                "WHERE name = 'platform_chat'",
+                (value,),
+            )
+
+    def raise_sequence_floor(self, next_value: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE sequence SET next_value = MAX(next_value, ?) WHERE name = 'platform_chat'",
+                (next_value,),
+            )
+
+    # -- ledger and checkpoint ---------------------------------------------------------------
+
+    def record_batch(self, entries: Sequence[LedgerEntry], checkpoint: str) -> list[LedgerEntry]:
+        new: list[LedgerEntry] = []
+        with self._write() as db:
+            for entry in entries:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO ledger (event_id, room_id, sender, type, state_key, "
+                    "content, origin_server_ts, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        entry.event_id,
+                        entry.room_id,
+                        entry.sender,
+                        entry.type,
+                        entry.state_key,
+                        json.dumps(entry.content, separators=(",", ":")),
+                        entry.origin_server_ts,
+                        entry.status.value,
+                    ),
+                )
+                if cursor.rowcount:
+                    new.append(entry)
+            db.execute(
+                "INSERT INTO checkpoint (id, next_batch) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET next_batch = excluded.next_batch",
+                (checkpoint,),
+            )
+        return new
+
+    def pending_entries(self) -> list[LedgerEntry]:
+        rows = self._db.execute(
+            "SELECT * FROM ledger WHERE status = 'pending' ORDER BY seq"
+        ).fetchall()
+        return [_entry(r) for r in rows]
+
+    def mark_done(self, event_id: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE ledger SET status = 'done' WHERE event_id = ?", (event_id,))
+
+    def is_known(self, event_id: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM ledger WHERE event_id = ?", (event_id,)).fetchone()
+        return row is not None
+
+    def checkpoint(self) -> str | None:
+        row = self._db.execute("SELECT next_batch FROM checkpoint WHERE id = 1").fetchone()
+        return str(row[0]) if row else None
+
+    # -- meta --------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+
+def _check_existing_file(path: Path) -> None:
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read the database ({exc.strerror}).") from exc
+    if header and header != SQLITE_HEADER:
+        raise StoreCorrupt(
+            f"{path}: this file is not a SQLite database. It was left untouched. Point "
+            "MATRIX_DB_PATH at the right file, or move this one away: the bot then rebuilds "
+            "its state from Matrix."
+        )
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file with mode 0600 before SQLite opens it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _put_user(db: sqlite3.Connection, user: UserRecord) -> None:
+    db.execute(
+        "INSERT INTO users (matrix_user_id, space_id, next_chat_index, selected_agent_id) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (matrix_user_id) DO UPDATE SET "
+        "space_id = excluded.space_id, next_chat_index = excluded.next_chat_index, "
+        "selected_agent_id = excluded.selected_agent_id",
+        (user.matrix_user_id, user.space_id, user.next_chat_index, user.selected_agent_id),
+    )
+
+
+def _put_room(db: sqlite3.Connection, room: RoomRecord) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO rooms (room_id, room_type, matrix_user_id, space_id, chat_id, "
+        "display_name, agent_id, platform_chat_id, archived) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            room.room_id,
+            room.room_type.value,
+            room.matrix_user_id,
+            room.space_id,
+            room.chat_id,
+            room.display_name,
+            room.agent_id,
+            room.platform_chat_id,
+            int(room.archived),
+        ),
+    )
+    if room.room_type is RoomType.CHAT and room.chat_id:
+        _put_chat(
+            db,
+            ChatRecord(
+                matrix_user_id=room.matrix_user_id,
+                chat_id=room.chat_id,
+                room_id=room.room_id,
+                display_name=room.display_name or room.chat_id,
+                archived=room.archived,
+            ),
+        )
+
+
+def _put_chat(db: sqlite3.Connection, chat: ChatRecord) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO chats (matrix_user_id, chat_id, room_id, display_name, archived) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (chat.matrix_user_id, chat.chat_id, chat.room_id, chat.display_name, int(chat.archived)),
+    )
+
+
+def _room(row: sqlite3.Row) -> RoomRecord:
+    data = dict(row)
+    data["archived"] = bool(data["archived"])
+    return RoomRecord(**data)
+
+
+def _entry(row: sqlite3.Row) -> LedgerEntry:
+    return LedgerEntry(
+        event_id=row["event_id"],
+        room_id=row["room_id"],
+        sender=row["sender"],
+        type=row["type"],
+        state_key=row["state_key"],
+        content=json.loads(row["content"]),
+        origin_server_ts=row["origin_server_ts"],
+        status=LedgerStatus(row["status"]),
+    )
