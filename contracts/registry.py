@@ -75,14 +75,20 @@ class AgentRegistryFile(BaseModel):
     @field_validator("agents")
     @classmethod
     def _unique_ids_one_default(cls, agents: list[AgentEntry]) -> list[AgentEntry]:
-        seen: set[str] = set()
-        for agent in agents:
-            if agent.id in seen:
-                raise ValueError(f"agent id {agent.id!r} appears twice; ids must be unique")
-            seen.add(agent.id)
-        defaults = [a.id for a in agents if a.default]
+        # The error's location is the whole list, so the message names the entries.
+        first_entry: dict[str, int] = {}
+        for number, agent in enumerate(agents, start=1):
+            if agent.id in first_entry:
+                raise ValueError(
+                    f"entries #{first_entry[agent.id]} and #{number} both have id {agent.id!r}; "
+                    "ids must be unique"
+                )
+            first_entry[agent.id] = number
+        defaults = [f"#{n} (id {a.id!r})" for n, a in enumerate(agents, start=1) if a.default]
         if len(defaults) > 1:
-            raise ValueError(f"more than one agent has default: true ({', '.join(defaults)})")
+            raise ValueError(
+                f"entries {', '.join(defaults)} all have default: true; at most one may"
+            )
         return agents
 
 
@@ -130,7 +136,9 @@ def parse_registry(text: str, source: str) -> AgentRegistry:
     """Parse registry YAML; raises RegistryError naming source, entry and field."""
     try:
         raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    # PyYAML's constructors raise plain ValueError for scalars it cannot build
+    # (`2001-13-01`, `!!int x`), and deep nesting exhausts the recursion limit.
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
         raise RegistryError(f"{source}: not valid YAML: {exc}. Fix the syntax.") from exc
     if not isinstance(raw, dict):
         raise RegistryError(

@@ -45,14 +45,18 @@ import structlog
 import yaml
 
 __all__ = [
+    "RATE_LIMITS",
     "DevHomeserverError",
     "HomeserverConfig",
     "HomeserverStartError",
     "LocalHomeserver",
     "RegisteredUser",
     "RegistrationError",
+    "dev_config",
+    "find_free_port",
     "generate_config",
     "main_dev_homeserver",
+    "registration_mac",
 ]
 
 log = structlog.get_logger(__name__)
@@ -170,6 +174,8 @@ def generate_config(cfg: HomeserverConfig) -> Path:
         _run_synapse_generator(cfg, data_dir, path)
         config = dev_config(_load_yaml(path), cfg, data_dir)
         _write_log_config(data_dir / LOG_CONFIG_FILE)
+        # The generator's own log config points at its working directory; ours replaces it.
+        (data_dir / f"{cfg.server_name}.log.config").unlink(missing_ok=True)
         log.info("homeserver.config_generated", path=str(path), port=cfg.port)
     _write_private(path, yaml.safe_dump(config, sort_keys=False))
     return path
@@ -545,12 +551,17 @@ def main_dev_homeserver(data_dir: Path, port: int, users: list[tuple[str, str]])
 
     Registers ``users`` as (localpart, password) pairs (idempotent). The first signal
     stops Synapse gracefully (SIGTERM, then SIGKILL after 10 s); a second one kills it at
-    once. Returns 0 on a clean stop, 1 if Synapse fails to start or dies on its own.
+    once; a signal during start-up aborts it. Returns 0 when stopped by a signal, 1 if
+    Synapse fails to start or dies on its own.
     """
     server = LocalHomeserver(HomeserverConfig(data_dir=data_dir, port=port))
     stop_requested = threading.Event()
+    serving = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not serving:
+            # Abort a start-up in progress; start() stops the child before re-raising.
+            raise KeyboardInterrupt
         if stop_requested.is_set():
             server.kill()
         stop_requested.set()
@@ -567,6 +578,7 @@ def main_dev_homeserver(data_dir: Path, port: int, users: list[tuple[str, str]])
         for user in registered:
             print(f"  user {user.user_id} (password as given)")
         print("Press Ctrl-C to stop.", flush=True)
+        serving = True
         while not stop_requested.wait(0.5):
             if not server.is_running():
                 print(f"Synapse exited unexpectedly:\n{server.log_tail()}", file=sys.stderr)

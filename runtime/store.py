@@ -96,23 +96,34 @@ class SqliteStore:
         self.path = path
         _check_existing_file(path)
         _create_private(path)
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+            self._open(migrate_to)
+        except BaseException:
+            # A refused file must not stay open (nor keep -wal/-shm files beside it).
+            self._db.close()
+            raise
+
+    def _open(self, migrate_to: int) -> None:
+        # Every check that can refuse the file runs before the first write: switching
+        # to WAL rewrites the file header, and a refused file must stay byte for byte.
+        try:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA busy_timeout = 30000")
+            if self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            self._refuse_newer(int(self._db.execute("PRAGMA user_version").fetchone()[0]))
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
-            if self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("quick_check failed")
         except sqlite3.DatabaseError as exc:
             raise StoreCorrupt(
-                f"{path}: the database is damaged or not a SQLite file ({exc}). It was left "
-                "untouched. Restore it from a backup, or move it away and start the bot: "
+                f"{self.path}: the database is damaged or not a SQLite file ({exc}). It was "
+                "left untouched. Restore it from a backup, or move it away and start the bot: "
                 "reconciliation rebuilds the state from Matrix."
             ) from exc
         if mode != "wal":
-            log.warning("store.no_wal", path=str(path), journal_mode=mode)
+            log.warning("store.no_wal", path=str(self.path), journal_mode=mode)
         self._migrate(migrate_to)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -133,17 +144,20 @@ class SqliteStore:
     def _migrate(self, target: int) -> None:
         with self._write() as db:
             current = int(db.execute("PRAGMA user_version").fetchone()[0])
-            if current > SCHEMA_VERSION:
-                raise StoreTooNew(
-                    f"{self.path}: schema version {current} is newer than this bot understands "
-                    f"({SCHEMA_VERSION}). It was left untouched. Upgrade lambda-surface, or "
-                    "point MATRIX_DB_PATH at another file."
-                )
+            self._refuse_newer(current)
             for version in range(current + 1, target + 1):
                 for statement in _statements(MIGRATIONS[version - 1]):
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {version}")
                 log.info("store.migrated", path=str(self.path), version=version)
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StoreTooNew(
+                f"{self.path}: schema version {version} is newer than this bot understands "
+                f"({SCHEMA_VERSION}). It was left untouched. Upgrade lambda-surface, or "
+                "point MATRIX_DB_PATH at another file."
+            )
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -1,0 +1,240 @@
+"""The composition root: real implementations wired into the supervised tasks."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import anyio
+import structlog
+from tasks.platform_pool import PlatformPool
+
+from contracts.matrix import MatrixAuthError, MatrixPort, MatrixUnreachable, SyncBatch
+from contracts.platform import PlatformClient
+from contracts.registry import AgentRegistry, builtin_registry, load_registry
+from runtime.http import HealthServer
+from runtime.metrics import PrometheusMetrics
+from runtime.platforms.echo import EchoPlatform
+from runtime.platforms.router import AgentRouter
+from runtime.settings import Settings
+from runtime.store import SqliteStore
+from runtime.supervisor import RestartPolicy, Supervisor, SupervisorConfig, TaskSpec
+from tasks.bot import BotConfig, SurfaceBot
+from tasks.catalogue import Catalogue
+from tasks.readiness import Readiness
+from tasks.reconcile import reconcile
+from tasks.sequence import PlatformChatSequence
+from tasks.sync import SyncTask
+
+log = structlog.get_logger(__name__)
+
+Backend = Literal["asyncio", "trio"]
+
+
+def load_agents(settings: Settings) -> AgentRegistry:
+    """The configured registry, or the built-in echo agent. Raises RegistryError."""
+    if settings.surface_agent_registry is None:
+        return builtin_registry()
+    return load_registry(settings.surface_agent_registry)
+
+
+async def connect_matrix(settings: Settings, backend: Backend) -> MatrixPort:
+    """Log in (or resume the session). Network errors retry with backoff; auth errors are fatal."""
+    from runtime.matrix_nio import NioMatrix
+
+    assert settings.matrix_homeserver is not None and settings.matrix_user_id is not None
+    kwargs: dict[str, Any] = {
+        "homeserver": settings.matrix_homeserver,
+        "user_id": settings.matrix_user_id,
+        "password": settings.matrix_password.get_secret_value()
+        if settings.matrix_password
+        else None,
+        "access_token": settings.matrix_access_token.get_secret_value()
+        if settings.matrix_access_token
+        else None,
+        "store_path": settings.matrix_store_path,
+        "device_name": settings.matrix_device_name,
+    }
+    delay = 1.0
+    while True:
+        try:
+            if backend == "trio":
+                from runtime.trio_bridge import TrioBridgedMatrix, on_asyncio
+
+                inner = await on_asyncio(NioMatrix.connect)(**kwargs)
+                return cast(MatrixPort, TrioBridgedMatrix(inner))
+            return cast(MatrixPort, await NioMatrix.connect(**kwargs))
+        except MatrixUnreachable as exc:
+            log.warning(
+                "matrix.unreachable", homeserver=settings.matrix_homeserver, error=str(exc),
+                retry_in=round(delay, 1),
+            )
+            await anyio.sleep(delay * (1 + random.uniform(0, 0.2)))
+            delay = min(delay * 2, 60.0)
+
+
+async def close_matrix(matrix: MatrixPort) -> None:
+    close = getattr(matrix, "close", None)
+    if close is not None:
+        with anyio.move_on_after(5, shield=True):
+            await close()
+
+
+@dataclass
+class Runtime:
+    """Everything one running bot holds; built by `build_runtime`."""
+
+    settings: Settings
+    store: SqliteStore
+    matrix: MatrixPort
+    platform: PlatformClient
+    pool: PlatformPool
+    registry: AgentRegistry
+    bot: SurfaceBot
+    sync: SyncTask
+    readiness: Readiness
+    metrics: PrometheusMetrics
+    http: HealthServer
+    supervisor: Supervisor | None = None
+    initial_batch: SyncBatch | None = None
+
+    async def reconcile_task(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        report, batch = await reconcile(self.store, self.matrix)
+        if self.store.checkpoint() is None:
+            self.initial_batch = batch  # the sync task catches up from it
+        self.readiness.reconciled = True
+        del report
+        task_status.started()
+
+    def take_initial_batch(self) -> SyncBatch | None:
+        batch, self.initial_batch = self.initial_batch, None
+        return batch
+
+    def specs(self) -> list[TaskSpec]:
+        return [
+            TaskSpec("http", self.http.run, RestartPolicy.PERMANENT),
+            TaskSpec("reconcile", self.reconcile_task, RestartPolicy.TRANSIENT, one_shot=True,
+                     start_timeout=600),
+            TaskSpec("platform_pool", self.pool.run, RestartPolicy.PERMANENT),
+            TaskSpec("sync", self.sync.run, RestartPolicy.PERMANENT, start_timeout=600),
+        ]
+
+    def is_ready(self) -> bool:
+        ready = self.readiness.ready
+        self.metrics.set_ready(ready)
+        return ready
+
+    def render_metrics(self) -> bytes:
+        if self.supervisor is not None:
+            stats = self.supervisor.statistics()
+            self.metrics.set_restarts({name: t.restarts for name, t in stats.tasks.items()})
+        self.metrics.set_ready(self.readiness.ready)
+        return self.metrics.render()
+
+
+@asynccontextmanager
+async def build_runtime(
+    settings: Settings,
+    *,
+    backend: Backend = "asyncio",
+    registry: AgentRegistry | None = None,
+    echo: EchoPlatform | None = None,
+) -> AsyncIterator[Runtime]:
+    """Open the store, log in, and wire the tasks. Closes what it opened on exit."""
+    registry = registry or load_agents(settings)
+    store = SqliteStore(settings.matrix_db_path)
+    try:
+        matrix = await connect_matrix(settings, backend)
+        try:
+            metrics = PrometheusMetrics()
+            readiness = Readiness()
+            router = AgentRouter(registry, echo=echo or EchoPlatform())
+            pool = PlatformPool(router)
+            metrics.gauge_source(
+                "surface_platform_pool", "Platform connection pool statistics",
+                lambda: {k: float(v) for k, v in vars(pool.statistics()).items()},
+            )
+            catalogue = Catalogue(settings.surface_locale)
+            sequence = PlatformChatSequence(store, matrix)
+            bot = SurfaceBot(
+                store=store,
+                matrix=matrix,
+                platform=pool,
+                registry=registry,
+                sequence=sequence,
+                catalogue=catalogue,
+                config=BotConfig(
+                    edit_interval=settings.surface_stream_edit_interval,
+                    is_allowed=settings.is_allowed,
+                ),
+            )
+            host, port = settings.http_host_port
+            runtime_ref: list[Runtime] = []
+            http = HealthServer(
+                host, port,
+                ready=lambda: runtime_ref[0].is_ready(),
+                metrics=lambda: runtime_ref[0].render_metrics(),
+            )
+            sync = SyncTask(
+                store=store,
+                matrix=matrix,
+                handler=bot.handle,
+                readiness=readiness,
+                concurrency=settings.surface_room_concurrency,
+                metrics=metrics,
+                initial_batch=lambda: runtime_ref[0].take_initial_batch(),
+            )
+            runtime = Runtime(
+                settings=settings, store=store, matrix=matrix, platform=router, pool=pool,
+                registry=registry, bot=bot, sync=sync, readiness=readiness, metrics=metrics,
+                http=http,
+            )
+            runtime_ref.append(runtime)
+            yield runtime
+        finally:
+            await close_matrix(matrix)
+    finally:
+        store.close()
+
+
+async def run_bot(
+    settings: Settings,
+    *,
+    backend: Backend = "asyncio",
+    install_signal_handlers: bool = True,
+    registry: AgentRegistry | None = None,
+) -> None:
+    """Run the bot until a shutdown signal. Raises SupervisorError on fatal task failure."""
+    async with build_runtime(settings, backend=backend, registry=registry) as runtime:
+        supervisor = Supervisor(
+            runtime.specs(), SupervisorConfig(), install_signal_handlers=install_signal_handlers
+        )
+        runtime.supervisor = supervisor
+        log.info(
+            "bot.starting", user_id=runtime.matrix.user_id, backend=backend,
+            agents=[a.id for a in runtime.registry],
+        )
+        await supervisor.run()
+        log.info("bot.stopped")
+
+
+def run(settings: Settings, *, backend: Backend = "asyncio") -> None:
+    """Blocking entry point: runs the bot on the chosen event loop backend."""
+    if backend == "trio":
+        import trio_asyncio
+
+        async def main_trio() -> None:
+            async with trio_asyncio.open_loop():
+                await run_bot(settings, backend="trio")
+
+        anyio.run(main_trio, backend="trio")
+    else:
+        anyio.run(lambda: run_bot(settings, backend="asyncio"), backend="asyncio")
+
+
+__all__ = ["MatrixAuthError", "Runtime", "build_runtime", "load_agents", "run", "run_bot"]

@@ -1,0 +1,759 @@
+"""The Matrix port on top of matrix-nio: the only module of the project that imports nio.
+
+nio *returns* errors (``RoomSendResponse | RoomSendError``); every call here turns an
+error response into one of the exceptions of :mod:`contracts.matrix`::
+
+    MatrixError
+    ├── MatrixAuthError      401, M_UNKNOWN_TOKEN, M_MISSING_TOKEN; on login also 403
+    │                        (wrong password) and M_USER_DEACTIVATED; a whoami user
+    │                        mismatch. Fatal: the configuration must be fixed.
+    ├── MatrixRateLimited    429 / M_LIMIT_EXCEEDED, ``retry_after`` from retry_after_ms
+    ├── MatrixUnreachable    aiohttp.ClientError, TimeoutError, 5xx, or a 2xx whose body
+    │                        is not what the endpoint promises (a proxy page, say)
+    └── MatrixRequestError   any other 4xx; download over ``max_bytes`` (M_TOO_LARGE)
+
+Who retries what:
+
+- nio retries nothing. Its ``_send`` would by default retry connection errors and
+  timeouts forever and sleep through 429s forever; ``max_timeouts=0`` and
+  ``max_limit_exceeded=0`` make the first failure come back at once. A silent retry of
+  ``createRoom`` after a timeout could also create the room twice.
+- The caller (the runtime's supervisor) retries MatrixUnreachable with backoff and
+  MatrixRateLimited after ``retry_after``; MatrixAuthError stops the bot;
+  MatrixRequestError is reported and not retried.
+- Message sends are safe to retry: the same ``txn_id`` (see :func:`txn_id_for`) from the
+  same device yields the same event, and the device survives restarts and re-logins
+  because its id is kept in ``session.json``.
+
+Endpoints whose answers must stay raw JSON (``/sync``, room state, ``/messages``,
+account data) and media (streamed, with a size limit and a bounded timeout, which nio's
+``upload``/``download`` do not have) go through :meth:`NioMatrix._request`, which uses
+nio's aiohttp session directly. That keeps every event, including custom
+``lambda.surface.*`` state and unknown message types, exactly as the server sent it,
+and spares nio from building its own room model.
+
+Initial and full-state syncs bypass Synapse's two-minute ``/sync`` response cache (see
+``_SNAPSHOT_TIMEOUT_SPREAD``): a reconciler restarted within two minutes would otherwise
+get its previous run's snapshot and miss the rooms it created since.
+
+No end-to-end encryption; ``close()`` never logs out (the device and its transaction
+ids must outlive the process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import urlsplit
+
+import aiohttp
+import anyio
+import nio
+import structlog
+
+from contracts.matrix import (
+    InvitedRoom,
+    JoinedRoom,
+    JsonDict,
+    MatrixAuthError,
+    MatrixError,
+    MatrixEvent,
+    MatrixRateLimited,
+    MatrixRequestError,
+    MatrixUnreachable,
+    MessagesPage,
+    StateEventSpec,
+    SyncBatch,
+)
+
+__all__ = [
+    "SESSION_FILE",
+    "NioMatrix",
+    "StoredSession",
+    "error_for",
+    "read_session",
+    "sync_batch_from_json",
+    "txn_id_for",
+    "write_session",
+]
+
+log = structlog.get_logger(__name__)
+
+SESSION_FILE: Final = "session.json"
+DEFAULT_RATE_LIMIT_WAIT_S: Final = 5.0
+_CLOSE_TIMEOUT_S: Final = 5.0
+_DOWNLOAD_CHUNK: Final = 64 * 1024
+_CLIENT_V3: Final = "/_matrix/client/v3"
+_CLIENT_V1: Final = "/_matrix/client/v1"
+_MEDIA_V3: Final = "/_matrix/media/v3"
+
+_AUTH_ERRCODES: Final = frozenset({"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"})
+_LOGIN_REFUSED_ERRCODES: Final = frozenset({"M_FORBIDDEN", "M_USER_DEACTIVATED"})
+_TRANSPORT_ERRORS: Final = (aiohttp.ClientError, TimeoutError)
+# Synapse keeps each /sync answer for ~2 minutes (`sync_response_cache_duration`) keyed on
+# (user, device, since, filter, timeout, full_state, ...), and it ignores `timeout` when
+# `since` is missing or `full_state` is set. Snapshot syncs therefore add a varying
+# offset to `timeout`, so a restarted reconciliation never gets a stale snapshot.
+_SNAPSHOT_TIMEOUT_SPREAD: Final = 1_000_000
+
+
+# --- pure decisions -------------------------------------------------------------------
+
+
+def txn_id_for(event_id: str, purpose: str) -> str:
+    """A transaction id derived from what caused the send.
+
+    Deterministic, so a resend after a crash reuses it and the homeserver deduplicates
+    (per device, for as long as it keeps transaction ids).
+    """
+    digest = hashlib.sha256(f"{purpose}\x00{event_id}".encode()).hexdigest()
+    return digest[:32]
+
+
+def error_for(
+    status: int | None,
+    errcode: str | None,
+    message: str,
+    *,
+    retry_after_ms: int | None = None,
+    login: bool = False,
+) -> MatrixError:
+    """The contracts exception for a failed homeserver answer (see the module docstring)."""
+    text = f"{errcode or 'HTTP ' + str(status)}: {message}" if message else str(errcode or status)
+    if status == 429 or errcode == "M_LIMIT_EXCEEDED":
+        wait = retry_after_ms / 1000 if retry_after_ms else DEFAULT_RATE_LIMIT_WAIT_S
+        return MatrixRateLimited(text, retry_after=wait, errcode=errcode)
+    if status is not None and status >= 500:
+        return MatrixUnreachable(text, errcode=errcode, status=status)
+    if status == 401 or errcode in _AUTH_ERRCODES:
+        return MatrixAuthError(text, errcode=errcode, status=status)
+    if login and (status == 403 or errcode in _LOGIN_REFUSED_ERRCODES):
+        return MatrixAuthError(text, errcode=errcode, status=status)
+    return MatrixRequestError(text, errcode=errcode, status=status)
+
+
+def _event_from_json(raw: Any, room_id: str) -> MatrixEvent | None:
+    """A MatrixEvent from raw event JSON; None for something that is not an event."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+        return None
+    content = raw.get("content")
+    unsigned = raw.get("unsigned")
+    state_key = raw.get("state_key")
+    ts = raw.get("origin_server_ts")
+    return MatrixEvent(
+        event_id=str(raw.get("event_id") or ""),
+        room_id=str(raw.get("room_id") or room_id),
+        sender=str(raw.get("sender") or ""),
+        type=raw["type"],
+        content=content if isinstance(content, dict) else {},
+        origin_server_ts=ts if isinstance(ts, int) else 0,
+        state_key=state_key if isinstance(state_key, str) else None,
+        unsigned=unsigned if isinstance(unsigned, dict) else {},
+    )
+
+
+def _events(section: Any, room_id: str) -> list[MatrixEvent]:
+    """The events of a ``{"events": [...]}`` section, in order, skipping garbage."""
+    raw_events = section.get("events") if isinstance(section, dict) else None
+    if not isinstance(raw_events, list):
+        return []
+    parsed = (_event_from_json(raw, room_id) for raw in raw_events)
+    return [event for event in parsed if event is not None]
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def sync_batch_from_json(body: Any, own_user_id: str) -> SyncBatch:
+    """Convert a raw ``/sync`` response body into a SyncBatch.
+
+    A joined room's ``state`` holds the ``state`` section first, then the state events
+    found in the timeline, in order: folding it into a dict keyed by (type, state_key)
+    gives the current state. Raises MatrixUnreachable for a body without next_batch.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("next_batch"), str):
+        raise MatrixUnreachable("sync answer without next_batch", status=200)
+    rooms = _dict(body.get("rooms"))
+
+    joined: dict[str, JoinedRoom] = {}
+    for room_id, room in _dict(rooms.get("join")).items():
+        room = _dict(room)
+        timeline_section = _dict(room.get("timeline"))
+        timeline = _events(timeline_section, room_id)
+        state = _events(room.get("state"), room_id)
+        state.extend(event for event in timeline if event.is_state)
+        prev_batch = timeline_section.get("prev_batch")
+        joined[room_id] = JoinedRoom(
+            room_id=room_id,
+            state=state,
+            timeline=timeline,
+            limited=bool(timeline_section.get("limited", False)),
+            prev_batch=prev_batch if isinstance(prev_batch, str) else None,
+        )
+
+    invited: dict[str, InvitedRoom] = {}
+    for room_id, room in _dict(rooms.get("invite")).items():
+        state = _events(_dict(room).get("invite_state"), room_id)
+        own = next(
+            (
+                event
+                for event in reversed(state)
+                if event.type == "m.room.member"
+                and event.state_key == own_user_id
+                and event.content.get("membership") == "invite"
+            ),
+            None,
+        )
+        invited[room_id] = InvitedRoom(
+            room_id=room_id,
+            inviter=own.sender or None if own else None,
+            is_direct=bool(own and own.content.get("is_direct") is True),
+            state=state,
+        )
+
+    account_data = {
+        event.type: event.content for event in _events(body.get("account_data"), room_id="")
+    }
+    return SyncBatch(
+        next_batch=body["next_batch"],
+        joined=joined,
+        invited=invited,
+        left=list(_dict(rooms.get("leave"))),
+        account_data=account_data,
+    )
+
+
+def _sync_filter(timeline_limit: int) -> str:
+    # Compact and stable: Synapse keys its sync response cache on the filter text.
+    return json.dumps(
+        {"room": {"timeline": {"limit": timeline_limit}, "state": {"lazy_load_members": False}}},
+        separators=(",", ":"),
+    )
+
+
+def _split_mxc(mxc_uri: str) -> tuple[str, str]:
+    parts = urlsplit(mxc_uri)
+    media_id = parts.path.lstrip("/")
+    if parts.scheme != "mxc" or not parts.netloc or not media_id or "/" in media_id:
+        raise MatrixRequestError(f"not an mxc:// URI: {mxc_uri!r}", errcode="M_INVALID_PARAM")
+    return parts.netloc, media_id
+
+
+def _path(*parts: str, base: str = _CLIENT_V3, query: Mapping[str, Any] | None = None) -> str:
+    return str(nio.Api._build_path(list(parts), dict(query) if query else None, base))
+
+
+# --- session persistence --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """What ``session.json`` holds: enough to resume as the same device."""
+
+    user_id: str
+    device_id: str
+    access_token: str
+    homeserver: str
+
+    def matches(self, *, user_id: str, homeserver: str) -> bool:
+        return self.user_id == user_id and _same_url(self.homeserver, homeserver)
+
+
+def _same_url(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def read_session(path: Path) -> StoredSession | None:
+    """The stored session, or None if there is none or it cannot be read."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return StoredSession(
+            user_id=str(data["user_id"]),
+            device_id=str(data["device_id"]),
+            access_token=str(data["access_token"]),
+            homeserver=str(data["homeserver"]),
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("matrix.session.unreadable", path=str(path), error=type(exc).__name__)
+        return None
+
+
+def write_session(path: Path, session: StoredSession) -> None:
+    """Write ``session.json`` atomically with mode 0600 (its directory is made 0700)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as tmp:  # mkstemp creates it 0600
+            json.dump(asdict(session), tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+# --- the adapter ----------------------------------------------------------------------
+
+
+class NioMatrix:
+    """MatrixPort on a logged-in ``nio.AsyncClient``. Create it with :meth:`connect`."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        request_timeout: float,
+        initial_sync_timeout: float,
+        media_timeout: float,
+    ) -> None:
+        self._client = client
+        self._request_timeout = request_timeout
+        self._initial_sync_timeout = initial_sync_timeout
+        self._media_timeout = media_timeout
+        self._snapshot_seq = secrets.randbelow(_SNAPSHOT_TIMEOUT_SPREAD)
+
+    @classmethod
+    async def connect(
+        cls,
+        *,
+        homeserver: str,
+        user_id: str,
+        password: str | None,
+        access_token: str | None,
+        store_path: Path,
+        device_name: str,
+        request_timeout: float = 30.0,
+        initial_sync_timeout: float = 120.0,
+        media_timeout: float = 120.0,
+    ) -> NioMatrix:
+        """Log in (or resume the stored session) and verify the token with whoami.
+
+        A configured ``access_token`` wins and is not stored. Otherwise
+        ``store_path/session.json`` is reused when it is for the same user and
+        homeserver; if its token was revoked, the password logs in again as the same
+        device. Raises MatrixAuthError (fatal: wrong password, revoked token without a
+        password, the token belongs to another user) or MatrixUnreachable (retry).
+        """
+        homeserver = homeserver.rstrip("/")
+        config = nio.AsyncClientConfig(
+            max_timeouts=0,
+            max_limit_exceeded=0,
+            request_timeout=request_timeout,
+            store_sync_tokens=False,
+            encryption_enabled=False,
+        )
+        client = nio.AsyncClient(homeserver, user_id, device_id="", store_path="", config=config)
+        matrix = cls(
+            client,
+            request_timeout=request_timeout,
+            initial_sync_timeout=initial_sync_timeout,
+            media_timeout=media_timeout,
+        )
+        try:
+            await matrix._log_in(
+                homeserver=homeserver,
+                user_id=user_id,
+                password=password,
+                access_token=access_token,
+                session_path=store_path / SESSION_FILE,
+                device_name=device_name,
+            )
+        except BaseException:
+            await matrix.close()
+            raise
+        return matrix
+
+    async def _log_in(
+        self,
+        *,
+        homeserver: str,
+        user_id: str,
+        password: str | None,
+        access_token: str | None,
+        session_path: Path,
+        device_name: str,
+    ) -> None:
+        client = self._client
+        if access_token:
+            client.restore_login(user_id, "", access_token)
+            await self._verify_whoami(user_id)
+            log.info("matrix.login.token", user_id=user_id, device_id=client.device_id)
+            return
+
+        stored = await anyio.to_thread.run_sync(read_session, session_path)
+        device_id = ""
+        if stored is not None and stored.matches(user_id=user_id, homeserver=homeserver):
+            device_id = stored.device_id
+            client.restore_login(user_id, stored.device_id, stored.access_token)
+            try:
+                await self._verify_whoami(user_id)
+            except MatrixAuthError as exc:
+                if password is None or exc.errcode != "M_UNKNOWN_TOKEN":
+                    raise
+                log.warning("matrix.session.token_rejected", user_id=user_id, device_id=device_id)
+            else:
+                log.info("matrix.session.restored", user_id=user_id, device_id=device_id)
+                return
+
+        if password is None:
+            raise MatrixAuthError(
+                f"no usable session in {session_path} and no password or access token "
+                f"configured for {user_id}"
+            )
+        # Without a token in the header, and with the old device id so the device (and
+        # the transaction ids the server remembers for it) stays the same.
+        client.access_token = ""
+        client.device_id = device_id
+        response = await self._call(client.login(password, device_name=device_name), login=True)
+        if response.user_id != user_id:
+            raise MatrixAuthError(f"logged in as {response.user_id}, expected {user_id}")
+        session = StoredSession(
+            user_id=user_id,
+            device_id=str(response.device_id),
+            access_token=str(response.access_token),
+            homeserver=homeserver,
+        )
+        await anyio.to_thread.run_sync(write_session, session_path, session)
+        log.info("matrix.login.password", user_id=user_id, device_id=session.device_id)
+
+    async def _verify_whoami(self, user_id: str) -> None:
+        response = await self._call(self._client.whoami())
+        if response.user_id != user_id:
+            raise MatrixAuthError(f"the access token belongs to {response.user_id}, not {user_id}")
+
+    async def close(self) -> None:
+        """Close the HTTP session. Never logs out: the device must survive restarts."""
+        with anyio.move_on_after(_CLOSE_TIMEOUT_S, shield=True):
+            await self._client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def user_id(self) -> str:
+        return str(self._client.user_id)
+
+    @property
+    def device_id(self) -> str:
+        return str(self._client.device_id)
+
+    @property
+    def server_name(self) -> str:
+        return self.user_id.split(":", 1)[1]
+
+    # --- plumbing -----------------------------------------------------------------
+
+    async def _call(self, request: Awaitable[Any], *, login: bool = False) -> Any:
+        """Await a nio call; return its success response or raise the mapped error."""
+        try:
+            response = await request
+        except _TRANSPORT_ERRORS as exc:
+            raise MatrixUnreachable(f"homeserver unreachable: {exc!r}") from exc
+        if not isinstance(response, nio.ErrorResponse):
+            return response
+        transport = response.transport_response
+        status = transport.status if transport is not None else None
+        if status is not None and 200 <= status < 300:
+            raise MatrixUnreachable(f"unexpected answer: {response}", status=status)
+        raise error_for(
+            status,
+            response.status_code,
+            response.message,
+            retry_after_ms=response.retry_after_ms,
+            login=login,
+        )
+
+    def _headers(self, content_type: str | None = "application/json") -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self._client.access_token}"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: JsonDict | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-request transport timeout
+    ) -> Any:
+        """A JSON request on nio's HTTP session; returns the parsed 2xx body."""
+        data = json.dumps(body) if body is not None else None
+        try:
+            response = await self._client.send(
+                method,
+                path,
+                data,
+                self._headers(),
+                timeout=self._request_timeout if timeout is None else timeout,
+            )
+            async with response:
+                status = response.status
+                raw = await response.read()
+        except _TRANSPORT_ERRORS as exc:
+            raise MatrixUnreachable(f"homeserver unreachable: {exc!r}") from exc
+        try:
+            parsed = json.loads(raw) if raw else {}
+        except ValueError:
+            parsed = None
+        if 200 <= status < 300:
+            if parsed is None:
+                raise MatrixUnreachable("answer is not JSON", status=status)
+            return parsed
+        raise _error_from_body(status, parsed)
+
+    # --- sync -----------------------------------------------------------------------
+
+    async def sync(
+        self,
+        since: str | None,
+        *,
+        timeout_ms: int,
+        full_state: bool = False,
+        timeline_limit: int | None = None,
+    ) -> SyncBatch:
+        """One ``/sync``, converted from the raw JSON so no event is dropped.
+
+        A full or initial sync is bounded by ``initial_sync_timeout`` (the server
+        returns it without long-polling); an incremental one by ``timeout_ms`` plus
+        ``request_timeout``. An initial or full-state sync always reflects the server's
+        current state: it dodges Synapse's two-minute response cache (see
+        ``_SNAPSHOT_TIMEOUT_SPREAD``), which would otherwise hand a restarted bot the
+        snapshot its previous run got.
+        """
+        snapshot = since is None or full_state
+        if snapshot:
+            self._snapshot_seq = (self._snapshot_seq + 1) % _SNAPSHOT_TIMEOUT_SPREAD
+        query: dict[str, Any] = {
+            "timeout": timeout_ms + self._snapshot_seq if snapshot else timeout_ms
+        }
+        if since:
+            query["since"] = since
+        if full_state:
+            query["full_state"] = "true"
+        if timeline_limit is not None:
+            query["filter"] = _sync_filter(timeline_limit)
+        if snapshot:
+            transport_timeout = self._initial_sync_timeout
+        else:
+            transport_timeout = timeout_ms / 1000 + self._request_timeout
+        body = await self._request("GET", _path("sync", query=query), timeout=transport_timeout)
+        return sync_batch_from_json(body, self.user_id)
+
+    # --- rooms ----------------------------------------------------------------------
+
+    async def create_room(
+        self,
+        *,
+        name: str,
+        invite: Sequence[str] = (),
+        is_space: bool = False,
+        initial_state: Sequence[StateEventSpec] = (),
+        power_level_overrides: JsonDict | None = None,
+        topic: str | None = None,
+    ) -> str:
+        """Create a private room (or Space); returns the room id.
+
+        Not idempotent: after MatrixUnreachable the room may exist; reconcile before
+        creating again.
+        """
+        response = await self._call(
+            self._client.room_create(
+                visibility=nio.RoomVisibility.private,
+                name=name,
+                topic=topic,
+                preset=nio.RoomPreset.private_chat,
+                invite=list(invite),
+                initial_state=[
+                    {"type": spec.type, "state_key": spec.state_key, "content": spec.content}
+                    for spec in initial_state
+                ],
+                power_level_override=power_level_overrides,
+                space=is_space,
+            )
+        )
+        return str(response.room_id)
+
+    async def send_state(
+        self, room_id: str, event_type: str, content: JsonDict, state_key: str = ""
+    ) -> str:
+        response = await self._call(
+            self._client.room_put_state(room_id, event_type, content, state_key=state_key)
+        )
+        return str(response.event_id)
+
+    async def send_message(
+        self, room_id: str, content: JsonDict, *, txn_id: str, event_type: str = "m.room.message"
+    ) -> str:
+        """Send a message event; the same txn_id from the same device is sent once."""
+        response = await self._call(
+            self._client.room_send(
+                room_id, event_type, content, tx_id=txn_id, ignore_unverified_devices=True
+            )
+        )
+        return str(response.event_id)
+
+    async def set_typing(self, room_id: str, typing: bool, *, timeout_ms: int = 30000) -> None:
+        await self._call(self._client.room_typing(room_id, typing, timeout=timeout_ms))
+
+    async def join(self, room_id: str) -> None:
+        await self._call(self._client.join(room_id))
+
+    async def leave(self, room_id: str, reason: str | None = None) -> None:
+        # nio's room_leave cannot carry a reason.
+        body: JsonDict = {"reason": reason} if reason else {}
+        await self._request("POST", _path("rooms", room_id, "leave"), body)
+
+    async def forget(self, room_id: str) -> None:
+        await self._call(self._client.room_forget(room_id))
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        await self._call(self._client.room_invite(room_id, user_id))
+
+    async def room_state(self, room_id: str) -> list[MatrixEvent]:
+        """The room's current state events, raw."""
+        body = await self._request("GET", _path("rooms", room_id, "state"))
+        if not isinstance(body, list):
+            raise MatrixUnreachable("room state answer is not a list", status=200)
+        parsed = (_event_from_json(raw, room_id) for raw in body)
+        return [event for event in parsed if event is not None]
+
+    async def room_messages(
+        self, room_id: str, start: str | None, *, backwards: bool = True, limit: int = 100
+    ) -> MessagesPage:
+        """A page of ``/messages``; ``start=None`` starts at the end (backwards) or start.
+
+        Events come in the order requested (newest first when backwards); ``end`` is
+        None once the edge of the room is reached.
+        """
+        query: dict[str, Any] = {"dir": "b" if backwards else "f", "limit": limit}
+        if start:
+            query["from"] = start
+        body = _dict(await self._request("GET", _path("rooms", room_id, "messages", query=query)))
+        end = body.get("end")
+        return MessagesPage(
+            events=_events({"events": body.get("chunk")}, room_id),
+            end=end if isinstance(end, str) else None,
+        )
+
+    # --- account data and profile ---------------------------------------------------
+
+    async def get_account_data(self, event_type: str) -> JsonDict | None:
+        """The global account data of this type, or None if it was never set."""
+        try:
+            body = await self._request(
+                "GET", _path("user", self.user_id, "account_data", event_type)
+            )
+        except MatrixRequestError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _dict(body)
+
+    async def set_account_data(self, event_type: str, content: JsonDict) -> None:
+        await self._request("PUT", _path("user", self.user_id, "account_data", event_type), content)
+
+    async def display_name(self, user_id: str) -> str | None:
+        """The user's global display name; None if unset or the user is unknown."""
+        try:
+            response = await self._call(self._client.get_displayname(user_id))
+        except MatrixRequestError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        name = response.displayname
+        return name if isinstance(name, str) and name else None
+
+    # --- media ----------------------------------------------------------------------
+
+    async def upload(self, data: bytes, *, content_type: str, filename: str) -> str:
+        """Upload media; returns its mxc:// URI."""
+        path = _path("upload", base=_MEDIA_V3, query={"filename": filename})
+        try:
+            response = await self._client.send(
+                "POST", path, data, self._headers(content_type), timeout=self._media_timeout
+            )
+            async with response:
+                status = response.status
+                raw = await response.read()
+        except _TRANSPORT_ERRORS as exc:
+            raise MatrixUnreachable(f"homeserver unreachable: {exc!r}") from exc
+        parsed = _loads_or_none(raw)
+        if not 200 <= status < 300:
+            raise _error_from_body(status, parsed)
+        uri = _dict(parsed).get("content_uri")
+        if not isinstance(uri, str):
+            raise MatrixUnreachable("upload answer without content_uri", status=status)
+        return uri
+
+    async def download(self, mxc_uri: str, *, max_bytes: int) -> bytes:
+        """Download media (authenticated media API).
+
+        Raises MatrixRequestError with errcode M_TOO_LARGE, without reading further,
+        when the media is bigger than ``max_bytes``.
+        """
+        server, media_id = _split_mxc(mxc_uri)
+        path = _path("media", "download", server, media_id, base=_CLIENT_V1)
+        too_large = MatrixRequestError(
+            f"{mxc_uri} is larger than {max_bytes} bytes", errcode="M_TOO_LARGE"
+        )
+        try:
+            response = await self._client.send(
+                "GET", path, None, self._headers(None), timeout=self._media_timeout
+            )
+            async with response:
+                status = response.status
+                if not 200 <= status < 300:
+                    raise _error_from_body(status, _loads_or_none(await response.read()))
+                if response.content_length is not None and response.content_length > max_bytes:
+                    raise too_large
+                received = bytearray()
+                async for chunk in response.content.iter_chunked(_DOWNLOAD_CHUNK):
+                    received += chunk
+                    if len(received) > max_bytes:
+                        raise too_large
+        except _TRANSPORT_ERRORS as exc:
+            raise MatrixUnreachable(f"homeserver unreachable: {exc!r}") from exc
+        return bytes(received)
+
+
+def _loads_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _error_from_body(status: int, body: Any) -> MatrixError:
+    body = _dict(body)
+    errcode = body.get("errcode")
+    message = body.get("error")
+    retry_after_ms = body.get("retry_after_ms")
+    return error_for(
+        status,
+        errcode if isinstance(errcode, str) else None,
+        message if isinstance(message, str) else "",
+        retry_after_ms=retry_after_ms if isinstance(retry_after_ms, int) else None,
+    )

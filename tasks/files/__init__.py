@@ -1,0 +1,1 @@
+"""Pure decisions about workspace files: names, relative paths, who may send what."""

@@ -1,0 +1,488 @@
+"""Moving files between Matrix and the shared workspace, as one supervised task.
+
+The sync task must never wait on a 50 MB download, so it hands jobs to the
+:class:`Materializer` through a memory object stream and carries on; each
+job's outcome comes back through the job's own ``on_result`` callback (or a
+:class:`ResultBox` for callers that want to await it).
+
+- :class:`DownloadJob`: Matrix media -> ``<room dir>/inbox/<ts>-<event>-<name>``,
+  written atomically. The path depends only on the event, so a re-run (after a
+  crash, or a re-delivered event) finds the finished file and downloads nothing.
+- :class:`UploadJob`: a file an agent emitted -> ``m.file``/``m.image``/
+  ``m.audio``/``m.video`` in the room. The message is sent with the job's
+  ``txn_id``, so a resend is deduplicated by the homeserver.
+
+Jobs run one at a time, in the order they were sent: acknowledgements and
+emitted files reach a room in order, and a chat bot's file traffic does not
+need more throughput than that.
+
+Which failures are retried: a homeserver that is unreachable (network, 5xx) or
+rate limiting is retried after each of ``retry_delays``. Everything else fails
+the job at once: too large, unsafe path, disk full, a 4xx, bad credentials
+(the sync task meets those too and stops the bot). A failed job is reported to
+its requester as :class:`JobFailed` with a message for the user; the task
+itself never dies on a bad job, only cancellation ends it early.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from contracts.matrix import (
+    JsonDict,
+    MatrixError,
+    MatrixEvent,
+    MatrixPort,
+    MatrixRateLimited,
+    MatrixUnreachable,
+)
+from contracts.platform import EmittedFile
+from contracts.workspace import FileTooLarge, UnsafePath, Workspace, WorkspaceError
+from tasks.files.paths import room_may_send, safe_component, safe_relative_path
+
+__all__ = [
+    "MEDIA_MSGTYPES",
+    "REPLY_TO_KEY",
+    "DownloadJob",
+    "Downloaded",
+    "Job",
+    "JobFailed",
+    "JobResult",
+    "Materializer",
+    "MaterializerStatistics",
+    "ResultBox",
+    "ResultHandler",
+    "UploadJob",
+    "Uploaded",
+    "download_job_for",
+    "media_msgtype",
+    "upload_job_for",
+    "upload_txn_id",
+]
+
+log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
+
+MEDIA_MSGTYPES = frozenset({"m.file", "m.image", "m.audio", "m.video"})
+# Ties an emitted file to the user message that caused it (content key of the sent event).
+REPLY_TO_KEY = "lambda.surface.reply_to"
+_MIMETYPE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+)
+_DEFAULT_MIMETYPE = "application/octet-stream"
+_MAX_RATE_LIMIT_WAIT = 60.0
+
+T = TypeVar("T")
+
+
+# -- jobs and results ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadJob:
+    """Download one media event into the room's inbox.
+
+    `timestamp_ms` is the event's ``origin_server_ts``: with `event_id` it
+    fixes the file's path, which is what makes the job idempotent.
+    """
+
+    event_id: str
+    room_id: str
+    user_id: str
+    mxc: str
+    filename: str
+    mimetype: str | None
+    size: int | None  # as declared by the sender's client; checked again after download
+    timestamp_ms: int
+    on_result: ResultHandler | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadJob:
+    """Send a workspace file an agent emitted to a room.
+
+    `txn_id` must be deterministic for this file of this turn (see
+    `upload_txn_id`): a resend with the same `txn_id` is not posted twice.
+    `mimetype` is the agent's claim; without it the file name decides.
+    """
+
+    room_id: str
+    rel_path: str
+    txn_id: str
+    reply_to_event_id: str
+    mimetype: str | None = None
+    on_result: ResultHandler | None = field(default=None, compare=False, repr=False)
+
+
+Job = DownloadJob | UploadJob
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    """The file is in the workspace at `rel_path`; `reused` when an earlier run wrote it."""
+
+    job: DownloadJob
+    rel_path: str
+    size: int
+    reused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    """The file was posted as `event_id` (`msgtype`), its media at `mxc`."""
+
+    job: UploadJob
+    event_id: str
+    mxc: str
+    msgtype: str
+    mimetype: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobFailed:
+    """The job did nothing lasting. `message` is for the user; `code` for logs/translations."""
+
+    job: Job
+    code: str
+    message: str
+    error: Exception
+
+
+JobResult = Downloaded | Uploaded | JobFailed
+ResultHandler = Callable[[JobResult], Awaitable[None]]
+
+
+class ResultBox:
+    """An `on_result` handler that keeps the result for whoever awaits it.
+
+    Create it inside the event loop. ``job = UploadJob(..., on_result=box)``,
+    then ``result = await box.wait()``.
+    """
+
+    def __init__(self) -> None:
+        self._done = anyio.Event()
+        self._result: JobResult | None = None
+
+    async def __call__(self, result: JobResult) -> None:
+        self._result = result
+        self._done.set()
+
+    @property
+    def result(self) -> JobResult | None:
+        """The result, or None while the job is still queued or running."""
+        return self._result
+
+    async def wait(self) -> JobResult:
+        await self._done.wait()
+        assert self._result is not None
+        return self._result
+
+
+@dataclass(frozen=True, slots=True)
+class MaterializerStatistics:
+    queued: int  # jobs waiting in the stream
+    downloaded: int
+    uploaded: int
+    failed: int
+
+
+# -- pure helpers for the caller ----------------------------------------------
+
+
+def media_msgtype(mimetype: str) -> str:
+    """The Matrix msgtype a file of `mimetype` is sent as."""
+    major = mimetype.split("/", 1)[0].lower()
+    return {"image": "m.image", "audio": "m.audio", "video": "m.video"}.get(major, "m.file")
+
+
+def download_job_for(
+    event: MatrixEvent, *, user_id: str | None = None, on_result: ResultHandler | None = None
+) -> DownloadJob | None:
+    """The job for a media message, or None when `event` is not an unencrypted media message.
+
+    The file name is the content's ``filename`` (when the body is a caption)
+    or its ``body``; `user_id` defaults to the sender.
+    """
+    content = event.content
+    if event.type != "m.room.message" or content.get("msgtype") not in MEDIA_MSGTYPES:
+        return None
+    url = content.get("url")
+    if not isinstance(url, str) or not url.startswith("mxc://"):
+        return None  # encrypted media (`file`) or a malformed event
+    filename = content.get("filename")
+    if not isinstance(filename, str) or not filename:
+        body = content.get("body")
+        filename = body if isinstance(body, str) and body else str(content["msgtype"])[2:]
+    info = content.get("info")
+    info = info if isinstance(info, dict) else {}
+    mimetype = info.get("mimetype")
+    size = info.get("size")
+    return DownloadJob(
+        event_id=event.event_id,
+        room_id=event.room_id,
+        user_id=user_id or event.sender,
+        mxc=url,
+        filename=filename,
+        mimetype=mimetype if isinstance(mimetype, str) else None,
+        size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
+        timestamp_ms=event.origin_server_ts,
+        on_result=on_result,
+    )
+
+
+def upload_txn_id(reply_to_event_id: str, index: int, rel_path: str) -> str:
+    """A transaction id for the `index`-th file a turn emitted: same inputs, same id."""
+    digest = hashlib.sha256(f"{reply_to_event_id}\0{index}\0{rel_path}".encode()).hexdigest()
+    return f"lsfile-{digest[:32]}"
+
+
+def upload_job_for(
+    emitted: EmittedFile,
+    *,
+    room_id: str,
+    reply_to_event_id: str,
+    index: int,
+    on_result: ResultHandler | None = None,
+) -> UploadJob:
+    """The job that posts an agent's `EmittedFile` (the `index`-th of its turn)."""
+    return UploadJob(
+        room_id=room_id,
+        rel_path=emitted.path,
+        txn_id=upload_txn_id(reply_to_event_id, index, emitted.path),
+        reply_to_event_id=reply_to_event_id,
+        mimetype=emitted.mimetype,
+        on_result=on_result,
+    )
+
+
+def _choose_mimetype(claimed: str | None, name: str) -> str:
+    if claimed and _MIMETYPE.match(claimed):
+        return claimed.lower()
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed or _DEFAULT_MIMETYPE
+
+
+def _failure(job: Job, error: Exception) -> JobFailed:
+    if isinstance(error, WorkspaceError):
+        return JobFailed(job, error.code, str(error), error)
+    action = "download" if isinstance(job, DownloadJob) else "send"
+    if isinstance(error, MatrixUnreachable | MatrixRateLimited):
+        message = f"Could not {action} the file: the homeserver is not answering. Try again later."
+        return JobFailed(job, "homeserver_unavailable", message, error)
+    if isinstance(error, MatrixError):
+        message = f"Could not {action} the file: the homeserver refused ({error.errcode or error})."
+        return JobFailed(job, "homeserver_refused", message, error)
+    return JobFailed(job, "internal_error", f"Could not {action} the file (internal error).", error)
+
+
+# -- the task -----------------------------------------------------------------
+
+
+class Materializer:
+    """The supervised task that runs download and upload jobs, one at a time.
+
+    Lifecycle: create it, give ``run`` to the supervisor, feed it with
+    `send_job` / `send_job_nowait` (or the raw `job_stream`), and `close()` it
+    at shutdown (or use it as a context manager). Queued jobs are not durable:
+    whatever is queued at shutdown is dropped, and the requester re-sends.
+    """
+
+    def __init__(
+        self,
+        matrix: MatrixPort,
+        workspace: Workspace,
+        *,
+        max_upload_bytes: int,
+        max_queued_jobs: int = 64,
+        retry_delays: Sequence[float] = (1.0, 5.0),
+    ) -> None:
+        if max_upload_bytes <= 0:
+            raise ValueError("max_upload_bytes must be positive")
+        self._matrix = matrix
+        self._workspace = workspace
+        self._max_bytes = max_upload_bytes
+        self._retry_delays = tuple(retry_delays)
+        self._send: MemoryObjectSendStream[Job]
+        self._receive: MemoryObjectReceiveStream[Job]
+        self._send, self._receive = anyio.create_memory_object_stream[Job](max_queued_jobs)
+        self._downloaded = 0
+        self._uploaded = 0
+        self._failed = 0
+
+    # -- feeding ---------------------------------------------------------
+
+    @property
+    def job_stream(self) -> MemoryObjectSendStream[Job]:
+        """The sending end, for callers that want anyio stream semantics (do not close it)."""
+        return self._send
+
+    async def send_job(self, job: Job) -> None:
+        """Queue a job, waiting while the queue is full."""
+        await self._send.send(job)
+
+    def send_job_nowait(self, job: Job) -> None:
+        """Queue a job now; raises `anyio.WouldBlock` when the queue is full."""
+        self._send.send_nowait(job)
+
+    def close(self) -> None:
+        """Refuse further jobs and drop queued ones; `run` returns. Idempotent."""
+        self._send.close()
+        self._receive.close()
+
+    def __enter__(self) -> Materializer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def statistics(self) -> MaterializerStatistics:
+        return MaterializerStatistics(
+            queued=self._receive.statistics().current_buffer_used,
+            downloaded=self._downloaded,
+            uploaded=self._uploaded,
+            failed=self._failed,
+        )
+
+    # -- running ---------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run jobs until `close()`. Restartable: queued jobs survive a restart."""
+        task_status.started()
+        log.info("materializer.ready", max_upload_bytes=self._max_bytes)
+        while True:
+            try:
+                job = await self._receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                log.info("materializer.closed")
+                return
+            result = await self.process(job)
+            await self._deliver(result)
+
+    async def process(self, job: Job) -> JobResult:
+        """Run one job now and return its result; never raises except on cancellation."""
+        try:
+            if isinstance(job, DownloadJob):
+                result: JobResult = await self._download(job)
+            else:
+                result = await self._upload(job)
+        except Exception as error:  # a bad job must not end the task; cancellation still does
+            result = _failure(job, error)
+            self._failed += 1
+            self._log_failure(result)
+        return result
+
+    async def _deliver(self, result: JobResult) -> None:
+        handler = result.job.on_result
+        if handler is None:
+            return
+        try:
+            await handler(result)
+        except Exception:
+            log.exception("materializer.result_handler_failed", job=type(result.job).__name__)
+
+    def _log_failure(self, failure: JobFailed) -> None:
+        job = failure.job
+        fields: JsonDict = {"code": failure.code, "room_id": job.room_id}
+        if isinstance(job, DownloadJob):
+            fields.update(kind="download", event_id=job.event_id, mxc=job.mxc)
+        else:
+            fields.update(kind="upload", rel_path=job.rel_path, txn_id=job.txn_id)
+        if isinstance(failure.error, UnsafePath):
+            fields["reason"] = failure.error.reason
+        if failure.code == "internal_error":
+            log.error("materializer.job_failed", exc_info=failure.error, **fields)
+        else:
+            log.warning("materializer.job_failed", error=str(failure.error), **fields)
+
+    async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, retried after each of `retry_delays` while the homeserver is unavailable."""
+        for delay in self._retry_delays:
+            try:
+                return await call()
+            except MatrixRateLimited as error:
+                wait = min(max(error.retry_after, delay), _MAX_RATE_LIMIT_WAIT)
+                log.info("materializer.retry", reason="rate_limited", delay=wait)
+            except MatrixUnreachable as error:
+                wait = delay
+                log.info("materializer.retry", reason="unreachable", delay=wait, error=str(error))
+            await anyio.sleep(wait)
+        return await call()
+
+    async def _download(self, job: DownloadJob) -> Downloaded:
+        rel_path = self._workspace.inbox_path(
+            job.user_id, job.room_id, job.filename, job.timestamp_ms, event_id=job.event_id
+        )
+        name = safe_component(job.filename)
+        if job.size is not None and job.size > self._max_bytes:
+            raise FileTooLarge(name, limit=self._max_bytes, size=job.size)
+        size = await anyio.to_thread.run_sync(self._workspace.file_size, rel_path)
+        if size is not None:
+            # Writes are atomic, so a file at this path is a finished earlier run.
+            log.info("materializer.download_reused", event_id=job.event_id, rel_path=rel_path)
+            self._downloaded += 1
+            return Downloaded(job, rel_path, size, reused=True)
+        try:
+            data = await self._with_retries(
+                partial(self._matrix.download, job.mxc, max_bytes=self._max_bytes)
+            )
+        except MatrixError as error:
+            if error.errcode == "M_TOO_LARGE":
+                raise FileTooLarge(name, limit=self._max_bytes) from error
+            raise
+        if len(data) > self._max_bytes:
+            raise FileTooLarge(name, limit=self._max_bytes, size=len(data))
+        await anyio.to_thread.run_sync(self._workspace.write_atomic, rel_path, data)
+        log.info(
+            "materializer.downloaded",
+            event_id=job.event_id,
+            room_id=job.room_id,
+            rel_path=rel_path,
+            size=len(data),
+        )
+        self._downloaded += 1
+        return Downloaded(job, rel_path, len(data), reused=False)
+
+    async def _upload(self, job: UploadJob) -> Uploaded:
+        path = safe_relative_path(job.rel_path)
+        if not room_may_send(path, job.room_id):
+            raise UnsafePath(job.rel_path, "it belongs to another room")
+        rel_path = str(path)
+        data = await anyio.to_thread.run_sync(self._workspace.read, rel_path, self._max_bytes)
+        name = safe_component(path.name)
+        mimetype = _choose_mimetype(job.mimetype, path.name)
+        msgtype = media_msgtype(mimetype)
+        mxc = await self._with_retries(
+            partial(self._matrix.upload, data, content_type=mimetype, filename=name)
+        )
+        content: JsonDict = {
+            "msgtype": msgtype,
+            "body": name,
+            "filename": name,
+            "url": mxc,
+            "info": {"mimetype": mimetype, "size": len(data)},
+            REPLY_TO_KEY: job.reply_to_event_id,
+        }
+        event_id = await self._with_retries(
+            partial(self._matrix.send_message, job.room_id, content, txn_id=job.txn_id)
+        )
+        log.info(
+            "materializer.uploaded",
+            room_id=job.room_id,
+            rel_path=rel_path,
+            event_id=event_id,
+            msgtype=msgtype,
+            size=len(data),
+        )
+        self._uploaded += 1
+        return Uploaded(job, event_id, mxc, msgtype, mimetype, len(data))

@@ -1,0 +1,78 @@
+"""Startup reconciliation: rebuild the local routing cache from Matrix.
+
+One full-state sync (timeline limit 0 when the local checkpoint is intact),
+then the pure rebuild decision (tasks/rebuild.py), then one write per record.
+Creates no room and makes no per-room request: everything comes from that one
+sync response. Idempotent: a second run reports no changes.
+
+When the local checkpoint is gone (fresh or wiped database), the same sync asks
+for a short timeline window too, so the sync task can catch up on unanswered
+messages without another full sync; state is read from both the state and the
+timeline sections, which is equivalent (see BUILD-NOTES).
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from contracts.markers import SEQUENCE_ACCOUNT_DATA_TYPE, SequenceHighWater
+from contracts.matrix import MatrixPort, SyncBatch
+from contracts.store import Store
+from tasks.rebuild import LocalState, ReconcileReport, plan_rebuild
+
+log = structlog.get_logger(__name__)
+
+CATCH_UP_WINDOW = 30
+
+
+def local_state(store: Store) -> LocalState:
+    users = {u.matrix_user_id: u for u in store.list_users()}
+    rooms = {r.room_id: r for r in store.list_rooms()}
+    chats = {(c.matrix_user_id, c.chat_id): c for u in users for c in store.list_chats(u)}
+    return LocalState(
+        users=users, rooms=rooms, chats=chats, sequence_next=store.sequence_state().next_value
+    )
+
+
+def high_water_of(batch: SyncBatch) -> int:
+    content = batch.account_data.get(SEQUENCE_ACCOUNT_DATA_TYPE)
+    if not content:
+        return 0
+    try:
+        return SequenceHighWater.model_validate(content).reserved_through
+    except ValueError:
+        return 0
+
+
+async def reconcile(
+    store: Store, matrix: MatrixPort, *, dry_run: bool = False
+) -> tuple[ReconcileReport, SyncBatch]:
+    """Rebuild missing or disagreeing records from the bot's markers; returns report and batch.
+
+    With dry_run nothing is written. Raises MatrixError when the sync fails.
+    """
+    fresh = store.checkpoint() is None
+    batch = await matrix.sync(
+        None,
+        timeout_ms=0,
+        full_state=True,
+        timeline_limit=CATCH_UP_WINDOW if fresh else 0,
+    )
+    rooms = {room_id: room.state for room_id, room in batch.joined.items()}
+    plan = plan_rebuild(
+        rooms, local_state(store), bot_user_id=matrix.user_id, high_water=high_water_of(batch)
+    )
+    if not dry_run:
+        for user in plan.users:
+            store.put_user(user)
+        for room in plan.rooms:
+            store.put_room(room)
+        for chat in plan.chats:
+            store.put_chat(chat)
+        for origin, room_id in plan.origins.items():
+            if store.get_meta(f"origin:{origin}") != room_id:
+                store.set_meta(f"origin:{origin}", room_id)
+        store.raise_sequence_floor(plan.sequence_floor)
+    report = plan.report
+    log.info("reconcile.done", dry_run=dry_run, **report.as_dict())
+    return report, batch

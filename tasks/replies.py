@@ -1,0 +1,82 @@
+"""Sending the bot's messages: Markdown to Matrix HTML, idempotent sends, streamed edits.
+
+Every message the bot sends because of a user event carries that event's id
+(`lambda.surface.reply_to`) and a transaction id derived from it, so a resend
+after a crash is de-duplicated by the homeserver, and after a loss of local
+state the bot can still tell what it already answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import markdown as md
+
+from contracts.markers import REPLY_TO_FIELD
+from contracts.matrix import JsonDict, MatrixPort
+
+_MARKDOWN_EXTENSIONS = ["fenced_code", "sane_lists", "nl2br", "tables"]
+
+
+def render_markdown(text: str) -> str:
+    """Markdown to the HTML subset Matrix clients show (`org.matrix.custom.html`)."""
+    html = md.markdown(text, extensions=_MARKDOWN_EXTENSIONS, output_format="html")
+    return html.strip()
+
+
+def txn_id_for(event_id: str, purpose: str) -> str:
+    """Deterministic transaction id: the same trigger and purpose give the same id."""
+    return hashlib.sha256(f"{purpose}\x00{event_id}".encode()).hexdigest()[:32]
+
+
+def message_content(text: str, *, reply_to: str | None, notice: bool = False) -> JsonDict:
+    content: JsonDict = {
+        "msgtype": "m.notice" if notice else "m.text",
+        "body": text,
+        "format": "org.matrix.custom.html",
+        "formatted_body": render_markdown(text),
+    }
+    if reply_to:
+        content[REPLY_TO_FIELD] = reply_to
+    return content
+
+
+def edit_content(original_event_id: str, text: str, *, reply_to: str | None) -> JsonDict:
+    new_content = message_content(text, reply_to=None)
+    content: JsonDict = {
+        "msgtype": "m.text",
+        "body": "* " + text,
+        "format": "org.matrix.custom.html",
+        "formatted_body": "* " + new_content["formatted_body"],
+        "m.new_content": new_content,
+        "m.relates_to": {"rel_type": "m.replace", "event_id": original_event_id},
+    }
+    if reply_to:
+        content[REPLY_TO_FIELD] = reply_to
+    return content
+
+
+class Replier:
+    """Sends replies to user events in one room."""
+
+    def __init__(self, matrix: MatrixPort) -> None:
+        self._matrix = matrix
+
+    async def say(
+        self, room_id: str, text: str, *, reply_to: str, purpose: str = "reply",
+        notice: bool = True,
+    ) -> str:
+        return await self._matrix.send_message(
+            room_id,
+            message_content(text, reply_to=reply_to, notice=notice),
+            txn_id=txn_id_for(reply_to, purpose),
+        )
+
+    async def edit(
+        self, room_id: str, original_event_id: str, text: str, *, reply_to: str, purpose: str
+    ) -> str:
+        return await self._matrix.send_message(
+            room_id,
+            edit_content(original_event_id, text, reply_to=reply_to),
+            txn_id=txn_id_for(reply_to, purpose),
+        )

@@ -1,0 +1,288 @@
+"""The sync task: long-poll /sync, record events durably, dispatch them per room.
+
+Exactly-once: the events of a sync response and the new checkpoint are stored
+in one transaction (ledger); an event is marked done after it was handled; on
+start, pending entries from before a crash are handled first. One room's
+events run in order; different rooms run concurrently, bounded.
+
+Errors: MatrixUnreachable / MatrixRateLimited are retried here with backoff
+(our own loop, not nio's sync_forever); MatrixAuthError propagates (fatal).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+import anyio
+import anyio.abc
+import structlog
+
+from contracts.matrix import (
+    JoinedRoom,
+    MatrixError,
+    MatrixEvent,
+    MatrixPort,
+    MatrixRateLimited,
+    MatrixUnreachable,
+    SyncBatch,
+)
+from contracts.metrics import Metrics, NullMetrics
+from contracts.state import RoomType
+from contracts.store import LedgerEntry, Store
+from tasks.bot import INVITE_EVENT_TYPE, invite_entry_id
+from tasks.catchup import find_unanswered, is_user_message
+from tasks.readiness import Readiness
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[LedgerEntry], Awaitable[None]]
+
+SYNC_TIMEOUT_MS = 30_000
+TIMELINE_LIMIT = 50
+MAX_BACKFILL_PAGES = 20
+
+
+def ledger_entry(event: MatrixEvent) -> LedgerEntry:
+    return LedgerEntry(
+        event_id=event.event_id,
+        room_id=event.room_id,
+        sender=event.sender,
+        type=event.type,
+        content=event.content,
+        origin_server_ts=event.origin_server_ts,
+        state_key=event.state_key,
+    )
+
+
+def invite_entries(batch: SyncBatch) -> list[LedgerEntry]:
+    return [
+        LedgerEntry(
+            event_id=invite_entry_id(room.room_id),
+            room_id=room.room_id,
+            sender=room.inviter,
+            type=INVITE_EVENT_TYPE,
+            content={"is_direct": room.is_direct},
+        )
+        for room in batch.invited.values()
+        if room.inviter
+    ]
+
+
+def live_messages(room: JoinedRoom, bot_user_id: str) -> list[MatrixEvent]:
+    """User messages of an incremental sync, skipping those before the bot's own join."""
+    events = list(room.timeline)
+    for index in range(len(events) - 1, -1, -1):
+        event = events[index]
+        if (
+            event.type == "m.room.member"
+            and event.state_key == bot_user_id
+            and event.content.get("membership") == "join"
+        ):
+            events = events[index + 1 :]
+            break
+    return [e for e in events if is_user_message(e, bot_user_id)]
+
+
+class RoomDispatcher:
+    """Runs entries per room in order, rooms concurrently up to a limit."""
+
+    def __init__(
+        self,
+        tg: anyio.abc.TaskGroup,
+        handler: Handler,
+        store: Store,
+        *,
+        concurrency: int,
+        metrics: Metrics,
+    ) -> None:
+        self._tg = tg
+        self._handler = handler
+        self._store = store
+        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._queues: dict[str, deque[LedgerEntry]] = {}
+        self._metrics = metrics
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    def submit(self, entry: LedgerEntry) -> None:
+        queue = self._queues.get(entry.room_id)
+        if queue is not None:
+            queue.append(entry)
+            return
+        self._queues[entry.room_id] = deque([entry])
+        self._idle = anyio.Event() if self._idle.is_set() else self._idle
+        self._tg.start_soon(self._drain, entry.room_id, name=f"room:{entry.room_id}")
+
+    @property
+    def busy_rooms(self) -> int:
+        return len(self._queues)
+
+    async def wait_idle(self) -> None:
+        """Wait until every submitted entry was handled."""
+        await self._idle.wait()
+
+    async def _drain(self, room_id: str) -> None:
+        queue = self._queues[room_id]
+        try:
+            while queue:
+                entry = queue[0]
+                async with self._limiter:
+                    await self._handle_with_retry(entry)
+                queue.popleft()
+        finally:
+            del self._queues[room_id]
+            if not self._queues:
+                self._idle.set()
+
+    async def _handle_with_retry(self, entry: LedgerEntry) -> None:
+        started = anyio.current_time()
+        delay = 0.5
+        while True:
+            try:
+                await self._handler(entry)
+            except (MatrixUnreachable, MatrixRateLimited) as exc:
+                wait = exc.retry_after if isinstance(exc, MatrixRateLimited) else delay
+                log.warning(
+                    "event.retry", event_id=entry.event_id, room_id=entry.room_id,
+                    error=str(exc), retry_in=round(wait, 2),
+                )
+                await anyio.sleep(wait)
+                delay = min(delay * 2, 30.0)
+                continue
+            except MatrixError as exc:
+                # The homeserver refused (forbidden, not found): retrying cannot help.
+                log.error("event.failed", event_id=entry.event_id, error=str(exc))
+                self._metrics.event_handled(entry.type, "failed")
+            except Exception:
+                log.exception("event.crashed", event_id=entry.event_id, room_id=entry.room_id)
+                self._metrics.event_handled(entry.type, "crashed")
+            else:
+                self._metrics.event_handled(entry.type, "ok")
+                self._metrics.reply_latency(anyio.current_time() - started)
+            self._store.mark_done(entry.event_id)
+            return
+
+
+class SyncTask:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        matrix: MatrixPort,
+        handler: Handler,
+        readiness: Readiness,
+        concurrency: int = 32,
+        metrics: Metrics | None = None,
+        initial_batch: Callable[[], SyncBatch | None] = lambda: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._matrix = matrix
+        self._handler = handler
+        self._readiness = readiness
+        self._concurrency = concurrency
+        self._metrics = metrics or NullMetrics()
+        self._initial_batch = initial_batch
+        self._rng = rng or random.Random()
+        self.dispatcher: RoomDispatcher | None = None
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            dispatcher = RoomDispatcher(
+                tg, self._handler, self._store, concurrency=self._concurrency,
+                metrics=self._metrics,
+            )
+            self.dispatcher = dispatcher
+            pending = self._store.pending_entries()
+            if pending:
+                log.info("sync.resume_pending", count=len(pending))
+            for entry in pending:
+                dispatcher.submit(entry)
+            initial = self._initial_batch()
+            if initial is not None:
+                await self.ingest(initial, dispatcher, initial=True)
+            task_status.started()
+            await self._loop(dispatcher)
+
+    async def _loop(self, dispatcher: RoomDispatcher) -> None:
+        delay = 0.5
+        while True:
+            since = self._store.checkpoint()
+            started = anyio.current_time()
+            try:
+                batch = await self._matrix.sync(
+                    since,
+                    timeout_ms=0 if not self._readiness.synced else SYNC_TIMEOUT_MS,
+                    timeline_limit=TIMELINE_LIMIT,
+                )
+                await self.ingest(batch, dispatcher, initial=since is None)
+            except (MatrixUnreachable, MatrixRateLimited) as exc:
+                wait = exc.retry_after if isinstance(exc, MatrixRateLimited) else delay
+                wait *= 1 + self._rng.uniform(0, 0.2)
+                log.warning("sync.retry", error=str(exc), retry_in=round(wait, 2))
+                await anyio.sleep(wait)
+                delay = min(delay * 2, 30.0)
+                continue
+            delay = 0.5
+            self._metrics.sync_completed(anyio.current_time() - started)
+            if not self._readiness.synced:
+                self._readiness.synced = True
+                log.info("sync.caught_up", checkpoint_set=True)
+
+    async def ingest(self, batch: SyncBatch, dispatcher: RoomDispatcher, *, initial: bool) -> None:
+        """Record the batch's events with its checkpoint (one transaction), then dispatch."""
+        entries = invite_entries(batch)
+        for room_id, room in batch.joined.items():
+            if initial:
+                entries.extend(ledger_entry(e) for e in await self._catch_up(room_id, room))
+            else:
+                messages = live_messages(room, self._matrix.user_id)
+                if room.limited:
+                    messages = await self._fill_gap(room, messages)
+                entries.extend(ledger_entry(e) for e in messages)
+        for entry in self._store.record_batch(entries, batch.next_batch):
+            dispatcher.submit(entry)
+
+    async def _catch_up(self, room_id: str, room: JoinedRoom) -> list[MatrixEvent]:
+        """After local state loss: the messages of a managed chat nobody answered yet."""
+        record = self._store.get_room(room_id)
+        if record is None or record.room_type is not RoomType.CHAT:
+            return []
+        events = list(room.timeline)
+        result = find_unanswered(events, self._matrix.user_id)
+        token = room.prev_batch if room.limited else None
+        pages = 0
+        while not result.anchored and token and pages < MAX_BACKFILL_PAGES:
+            page = await self._matrix.room_messages(room_id, token, backwards=True, limit=100)
+            events = [*reversed(page.events), *events]
+            token = page.end
+            pages += 1
+            result = find_unanswered(events, self._matrix.user_id)
+        if result.unanswered:
+            log.info("catchup.unanswered", room_id=room_id, count=len(result.unanswered))
+        return result.unanswered
+
+    async def _fill_gap(self, room: JoinedRoom, messages: list[MatrixEvent]) -> list[MatrixEvent]:
+        """A limited timeline skipped events: page back until an event we already know."""
+        older: list[MatrixEvent] = []
+        token = room.prev_batch
+        pages = 0
+        while token and pages < MAX_BACKFILL_PAGES:
+            page = await self._matrix.room_messages(room.room_id, token, backwards=True, limit=100)
+            fresh = list(_until_known(page.events, self._store))
+            older = [*reversed(fresh), *older]
+            if len(fresh) < len(page.events) or page.end is None:
+                break
+            token = page.end
+            pages += 1
+        bot = self._matrix.user_id
+        return [*(e for e in older if is_user_message(e, bot)), *messages]
+
+
+def _until_known(events: Sequence[MatrixEvent], store: Store) -> Iterable[MatrixEvent]:
+    for event in events:
+        if store.is_known(event.event_id):
+            return
+        yield event

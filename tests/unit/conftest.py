@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from trio.testing import MockClock
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "virtual_time: on trio, run the test under MockClock(autojump_threshold=0) "
+        "so sleeps and timeouts pass instantly",
+    )
+
+
+@pytest.fixture(
+    params=[pytest.param(("asyncio", {}), id="asyncio"), pytest.param(("trio", {}), id="trio")]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """Every async unit test runs on asyncio and on trio.
+
+    Tests marked ``virtual_time`` get a trio MockClock that jumps ahead
+    whenever all tasks sleep; asyncio keeps real time, so such tests pick tiny
+    durations there (see ``time_is_virtual``).
+    """
+    backend, options = request.param
+    if backend == "trio" and request.node.get_closest_marker("virtual_time") is not None:
+        # A fresh clock per test: a MockClock keeps its virtual time across runs.
+        return backend, {**options, "clock": MockClock(autojump_threshold=0)}
+    return backend, options
+
+
+@pytest.fixture
+def time_is_virtual(anyio_backend: tuple[str, dict[str, Any]]) -> bool:
+    """Whether this test's sleeps and timeouts run on a MockClock."""
+    return "clock" in anyio_backend[1]

@@ -1,0 +1,467 @@
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+
+import anyio
+import pytest
+from fakes import FakeMatrix
+from structlog.testing import capture_logs
+
+from contracts.matrix import MatrixEvent, MatrixRequestError, MatrixUnreachable
+from contracts.platform import EmittedFile
+from runtime.workspace import FsWorkspace
+from tasks.files.paths import room_directory
+from tasks.materializer import (
+    REPLY_TO_KEY,
+    Downloaded,
+    DownloadJob,
+    Job,
+    JobFailed,
+    JobResult,
+    Materializer,
+    ResultBox,
+    ResultHandler,
+    Uploaded,
+    UploadJob,
+    download_job_for,
+    media_msgtype,
+    upload_job_for,
+    upload_txn_id,
+)
+
+DEADLINE = 10.0
+LIMIT = 1024
+USER = "@alice:example.org"
+ROOM = "!room:example.org"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
+
+
+@pytest.fixture
+def matrix() -> FakeMatrix:
+    return FakeMatrix()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> FsWorkspace:
+    return FsWorkspace(tmp_path / "ws")
+
+
+@pytest.fixture
+async def materializer(matrix: FakeMatrix, workspace: FsWorkspace) -> AsyncIterator[Materializer]:
+    """A running materializer; closed (and its task ended) after the test."""
+    with Materializer(
+        matrix,  # type: ignore[arg-type]  # the fake implements the media part of MatrixPort
+        workspace,
+        max_upload_bytes=LIMIT,
+        retry_delays=(0.0, 0.0),
+    ) as running:
+        async with anyio.create_task_group() as tg:
+            await tg.start(running.run)
+            yield running
+            running.close()
+
+
+async def submit(materializer: Materializer, job: Job) -> JobResult:
+    """Send a job through the stream and wait for its result."""
+    box = ResultBox()
+    job = _with_handler(job, box)
+    with anyio.fail_after(DEADLINE):
+        await materializer.send_job(job)
+        return await box.wait()
+
+
+def _with_handler(job: Job, handler: ResultHandler) -> Job:
+    return replace(job, on_result=handler)
+
+
+def download(
+    matrix: FakeMatrix,
+    data: bytes = PNG,
+    *,
+    event_id: str = "$upload1",
+    room_id: str = ROOM,
+    filename: str = "photo.png",
+    size: int | None = None,
+) -> DownloadJob:
+    return DownloadJob(
+        event_id=event_id,
+        room_id=room_id,
+        user_id=USER,
+        mxc=matrix.add_media(data),
+        filename=filename,
+        mimetype="image/png",
+        size=len(data) if size is None else size,
+        timestamp_ms=1_700_000_000_000,
+    )
+
+
+def upload(rel_path: str, *, txn_id: str = "txn1", room_id: str = ROOM) -> UploadJob:
+    return UploadJob(room_id=room_id, rel_path=rel_path, txn_id=txn_id, reply_to_event_id="$ask")
+
+
+# -- downloads ---------------------------------------------------------------------
+
+
+async def test_download_writes_the_bytes_at_the_inbox_path(
+    materializer: Materializer, matrix: FakeMatrix, workspace: FsWorkspace
+) -> None:
+    result = await submit(materializer, download(matrix))
+
+    assert isinstance(result, Downloaded)
+    assert not result.reused
+    path = PurePosixPath(result.rel_path)
+    assert path.parent == room_directory(USER, ROOM) / "inbox"
+    assert path.name.endswith("-photo.png")
+    assert (workspace.root / result.rel_path).read_bytes() == PNG
+
+
+async def test_download_rerun_reuses_the_file_without_downloading_again(
+    materializer: Materializer, matrix: FakeMatrix, workspace: FsWorkspace
+) -> None:
+    job = download(matrix)
+    first = await submit(materializer, job)
+
+    again = await submit(materializer, job)
+
+    assert isinstance(first, Downloaded)
+    assert isinstance(again, Downloaded)
+    assert again.rel_path == first.rel_path
+    assert again.reused
+    assert again.size == len(PNG)
+    assert matrix.downloads == [job.mxc]
+    assert len(list((workspace.root / first.rel_path).parent.iterdir())) == 1
+
+
+async def test_declared_size_over_the_limit_is_refused_before_downloading(
+    materializer: Materializer, matrix: FakeMatrix
+) -> None:
+    result = await submit(materializer, download(matrix, size=5 * 1024 * 1024))
+
+    assert isinstance(result, JobFailed)
+    assert result.code == "file_too_large"
+    assert result.message == "“photo.png” is 5 MB; the limit is 1 KB."
+    assert matrix.downloads == []
+
+
+async def test_actual_size_over_the_limit_is_refused(
+    materializer: Materializer, matrix: FakeMatrix, workspace: FsWorkspace
+) -> None:
+    lying = download(matrix, b"x" * (LIMIT + 1), size=10)
+
+    result = await submit(materializer, lying)
+
+    assert isinstance(result, JobFailed)
+    assert result.code == "file_too_large"
+    assert "the limit of 1 KB" in result.message
+    assert not (workspace.root / "surfaces").exists()
+
+
+async def test_disk_full_is_reported_clearly(
+    materializer: Materializer, matrix: FakeMatrix, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+
+    result = await submit(materializer, download(matrix))
+
+    assert isinstance(result, JobFailed)
+    assert result.code == "workspace_full"
+    assert "no space left in the workspace" in result.message
+
+
+async def test_two_rooms_never_share_a_directory(
+    materializer: Materializer, matrix: FakeMatrix
+) -> None:
+    in_a = await submit(materializer, download(matrix, room_id="!a:example.org", event_id="$1"))
+    in_b = await submit(materializer, download(matrix, room_id="!A:example.org", event_id="$1"))
+
+    assert isinstance(in_a, Downloaded)
+    assert isinstance(in_b, Downloaded)
+    dir_a, dir_b = PurePosixPath(in_a.rel_path).parents[1], PurePosixPath(in_b.rel_path).parents[1]
+    assert str(dir_a).casefold() != str(dir_b).casefold()
+
+
+async def test_transient_homeserver_errors_are_retried(
+    materializer: Materializer, matrix: FakeMatrix
+) -> None:
+    matrix.fail["download"] = [MatrixUnreachable("502"), MatrixUnreachable("timeout")]
+
+    result = await submit(materializer, download(matrix))
+
+    assert isinstance(result, Downloaded)
+    assert matrix.fail["download"] == []
+
+
+async def test_refused_download_is_not_retried(
+    materializer: Materializer, matrix: FakeMatrix
+) -> None:
+    matrix.fail["download"] = [MatrixRequestError("forbidden", errcode="M_FORBIDDEN", status=403)]
+
+    result = await submit(materializer, download(matrix))
+
+    assert isinstance(result, JobFailed)
+    assert result.code == "homeserver_refused"
+    assert matrix.downloads == []
+
+
+# -- uploads --------------------------------------------------------------------------
+
+
+async def test_upload_sends_an_image_with_mimetype_size_and_reply_to(
+    materializer: Materializer, matrix: FakeMatrix, workspace: FsWorkspace
+) -> None:
+    workspace.write_atomic("out/chart.png", PNG)
+
+    result = await submit(materializer, upload("out/chart.png"))
+
+    assert isinstance(result, Uploaded)
+    [message] = matrix.sent
+    assert message.room_id == ROOM
+    assert message.txn_id == "txn1"
+    assert message.content == {
+        "msgtype": "m.image",
+        "body": "chart.png",
+        "filename": "chart.png",
+        "url": result.mxc,
+        "info": {"mimetype": "image/png", "size": len(PNG)},
+        REPLY_TO_KEY: "$ask",
+    }
+    [uploaded] = matrix.uploads
+    assert (uploaded.data, uploaded.content_type) == (PNG, "image/png")
+
+
+async def test_upload_resend_with_the_same_txn_id_is_posted_once(
+    materializer: Materializer, matrix: FakeMatrix, workspace: FsWorkspace
+) -> None:
+    workspace.write_atomic("report.pdf", b"%PDF-1.7")
+
+    first = await submit(materializer, upload("report.pdf"))
+    again = await submit(materializer, upload("report.pdf"))
+
+    assert isinstance(first, Uploaded)
+    assert isinstance(again, Uploaded)
+    assert again.event_id == first.event_id
+    assert len(matrix.messages_in(ROOM)) == 1
+    assert matrix.sent[0].content["msgtype"] == "m.file"
+    assert matrix.sent[0].content["info"]["mimetype"] == "application/pdf"
+
+
+async def test_the_agents_mimetype_wins_over_the_extension(
+    materializer: Materializer, matrix: FakeMatrix, workspace: FsWorkspace
+) -> None:
+    workspace.write_atomic("voice", b"OggS")
+    job = upload_job_for(
+        EmittedFile(path="voice", mimetype="audio/ogg"),
+        room_id=ROOM,
+        reply_to_event_id="$q",
+        index=0,
+    )
+
+    result = await submit(materializer, job)
+
+    assert isinstance(result, Uploaded)
+    assert (result.msgtype, result.mimetype) == ("m.audio", "audio/ogg")
+
+
+@pytest.mark.parametrize(
+    ("rel_path", "reason"),
+    [
+        ("../outside.txt", "'..'"),
+        ("/etc/passwd", "absolute"),
+        ("linked/secret.txt", "symbolic link"),
+        ("surfaces/matrix/someone/else/inbox/x.txt", "another room"),
+    ],
+)
+async def test_unsafe_emitted_path_is_refused_with_a_logged_reason(
+    materializer: Materializer,
+    matrix: FakeMatrix,
+    workspace: FsWorkspace,
+    tmp_path: Path,
+    rel_path: str,
+    reason: str,
+) -> None:
+    (tmp_path / "outside.txt").write_text("secret")
+    (workspace.root / "linked").symlink_to(tmp_path)
+    (tmp_path / "secret.txt").write_text("secret")
+
+    with capture_logs() as logs:
+        result = await submit(materializer, upload(rel_path))
+
+    assert isinstance(result, JobFailed)
+    assert result.code == "unsafe_path"
+    assert "is not allowed" in result.message
+    assert matrix.uploads == []
+    assert matrix.sent == []
+    [failure] = [e for e in logs if e["event"] == "materializer.job_failed"]
+    assert reason in failure["reason"]
+
+
+async def test_another_rooms_inbox_file_is_refused(
+    materializer: Materializer, matrix: FakeMatrix
+) -> None:
+    theirs = await submit(materializer, download(matrix, room_id="!theirs:example.org"))
+    assert isinstance(theirs, Downloaded)
+
+    result = await submit(materializer, upload(theirs.rel_path))
+
+    assert isinstance(result, JobFailed)
+    assert result.code == "unsafe_path"
+    assert matrix.sent == []
+
+
+async def test_own_inbox_file_can_be_sent_back(
+    materializer: Materializer, matrix: FakeMatrix
+) -> None:
+    mine = await submit(materializer, download(matrix))
+    assert isinstance(mine, Downloaded)
+
+    result = await submit(materializer, upload(mine.rel_path))
+
+    assert isinstance(result, Uploaded)
+
+
+async def test_emitted_file_over_the_limit_is_refused(
+    materializer: Materializer, matrix: FakeMatrix, workspace: FsWorkspace
+) -> None:
+    workspace.write_atomic("big.bin", b"x" * (LIMIT * 2))
+
+    result = await submit(materializer, upload("big.bin"))
+
+    assert isinstance(result, JobFailed)
+    assert result.message == "“big.bin” is 2 KB; the limit is 1 KB."
+    assert matrix.uploads == []
+
+
+async def test_missing_emitted_file_is_reported(
+    materializer: Materializer, matrix: FakeMatrix
+) -> None:
+    result = await submit(materializer, upload("nowhere.txt"))
+
+    assert isinstance(result, JobFailed)
+    assert result.code == "file_not_found"
+
+
+# -- the task ---------------------------------------------------------------------------
+
+
+async def test_a_bad_job_does_not_stop_the_task(
+    materializer: Materializer, matrix: FakeMatrix
+) -> None:
+    bad = await submit(materializer, upload("../x"))
+    good = await submit(materializer, download(matrix))
+
+    assert isinstance(bad, JobFailed)
+    assert isinstance(good, Downloaded)
+    stats = materializer.statistics()
+    assert (stats.downloaded, stats.failed) == (1, 1)
+
+
+async def test_a_failing_result_handler_does_not_stop_the_task(
+    materializer: Materializer, matrix: FakeMatrix
+) -> None:
+    async def explode(result: JobResult) -> None:
+        raise RuntimeError("handler bug")
+
+    with capture_logs() as logs:
+        await materializer.send_job(_with_handler(download(matrix, event_id="$x"), explode))
+        result = await submit(materializer, download(matrix, event_id="$y"))
+
+    assert isinstance(result, Downloaded)
+    assert any(e["event"] == "materializer.result_handler_failed" for e in logs)
+
+
+async def test_close_ends_run(matrix: FakeMatrix, workspace: FsWorkspace) -> None:
+    materializer = Materializer(matrix, workspace, max_upload_bytes=LIMIT)  # type: ignore[arg-type]
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            await tg.start(materializer.run)
+            materializer.close()
+
+    with pytest.raises(anyio.ClosedResourceError):
+        materializer.send_job_nowait(download(matrix))
+
+
+# -- helpers for the caller ----------------------------------------------------------
+
+
+def _media_event(content: dict[str, object]) -> MatrixEvent:
+    return MatrixEvent(
+        event_id="$m",
+        room_id=ROOM,
+        sender=USER,
+        type="m.room.message",
+        content=content,
+        origin_server_ts=1_700_000_000_123,
+    )
+
+
+def test_download_job_for_a_media_event() -> None:
+    event = _media_event(
+        {
+            "msgtype": "m.image",
+            "body": "look at this",
+            "filename": "cat.jpg",
+            "url": "mxc://example.org/abc",
+            "info": {"mimetype": "image/jpeg", "size": 1234},
+        }
+    )
+
+    job = download_job_for(event)
+
+    assert job == DownloadJob(
+        event_id="$m",
+        room_id=ROOM,
+        user_id=USER,
+        mxc="mxc://example.org/abc",
+        filename="cat.jpg",
+        mimetype="image/jpeg",
+        size=1234,
+        timestamp_ms=1_700_000_000_123,
+    )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"msgtype": "m.text", "body": "hi"},
+        {"msgtype": "m.file", "body": "f", "file": {"url": "mxc://x/enc"}},
+        {"msgtype": "m.file", "body": "f", "url": "https://evil.example/x"},
+    ],
+)
+def test_download_job_for_ignores_other_events(content: dict[str, object]) -> None:
+    assert download_job_for(_media_event(content)) is None
+
+
+def test_download_job_for_tolerates_junk_info() -> None:
+    event = _media_event({"msgtype": "m.file", "url": "mxc://x/y", "info": {"size": True}})
+
+    job = download_job_for(event)
+
+    assert job is not None
+    assert (job.filename, job.size, job.mimetype) == ("file", None, None)
+
+
+@pytest.mark.parametrize(
+    ("mimetype", "msgtype"),
+    [
+        ("image/png", "m.image"),
+        ("audio/ogg", "m.audio"),
+        ("video/mp4", "m.video"),
+        ("application/pdf", "m.file"),
+        ("text/plain", "m.file"),
+    ],
+)
+def test_media_msgtype(mimetype: str, msgtype: str) -> None:
+    assert media_msgtype(mimetype) == msgtype
+
+
+def test_upload_txn_id_is_deterministic_per_file_of_a_turn() -> None:
+    assert upload_txn_id("$e", 0, "a.png") == upload_txn_id("$e", 0, "a.png")
+    assert upload_txn_id("$e", 0, "a.png") != upload_txn_id("$e", 1, "a.png")
+    assert upload_txn_id("$e", 0, "a.png") != upload_txn_id("$f", 0, "a.png")

@@ -1,0 +1,507 @@
+"""The durable store: the Store contract (every implementation) and SQLite specifics.
+
+Contract tests take the parametrised `harness` / `store` fixtures, so a second
+Store implementation runs them all by adding one entry to `_BACKENDS`.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from contracts.state import ChatRecord, RoomRecord, RoomType, UserRecord
+from contracts.store import (
+    LedgerEntry,
+    LedgerStatus,
+    Store,
+    StoreCorrupt,
+    StoreError,
+    StoreTooNew,
+)
+from runtime.store import SCHEMA_VERSION, SqliteStore
+
+ALICE = "@alice:example.org"
+BOB = "@bob:example.org"
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@dataclass
+class StoreHarness:
+    """Opens handles on one backing store; every handle sees the same durable state."""
+
+    open_handle: Callable[[], Store]
+    close_handle: Callable[[Store], None]
+    _open: list[Store] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def open(self) -> Store:
+        handle = self.open_handle()
+        with self._lock:
+            self._open.append(handle)
+        return handle
+
+    def close(self, handle: Store) -> None:
+        with self._lock:
+            self._open.remove(handle)
+        self.close_handle(handle)
+
+    def close_all(self) -> None:
+        while self._open:
+            self.close(self._open[-1])
+
+
+def _sqlite_harness(tmp_path: Path) -> StoreHarness:
+    def close(handle: Store) -> None:
+        assert isinstance(handle, SqliteStore)
+        handle.close()
+
+    return StoreHarness(lambda: SqliteStore(tmp_path / "state.db"), close)
+
+
+_BACKENDS: dict[str, Callable[[Path], StoreHarness]] = {"sqlite": _sqlite_harness}
+
+
+@pytest.fixture(params=sorted(_BACKENDS))
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreHarness]:
+    opened = _BACKENDS[request.param](tmp_path)
+    yield opened
+    opened.close_all()
+
+
+@pytest.fixture
+def store(harness: StoreHarness) -> Store:
+    return harness.open()
+
+
+def _chat_room(
+    room_id: str,
+    chat_id: str,
+    *,
+    owner: str = ALICE,
+    display_name: str | None = None,
+    archived: bool = False,
+) -> RoomRecord:
+    return RoomRecord(
+        room_id=room_id,
+        room_type=RoomType.CHAT,
+        matrix_user_id=owner,
+        space_id="!space:example.org",
+        chat_id=chat_id,
+        display_name=display_name,
+        agent_id="echo",
+        platform_chat_id="7",
+        archived=archived,
+    )
+
+
+def _entry(event_id: str, body: str = "hi", **overrides: object) -> LedgerEntry:
+    fields: dict[str, object] = {
+        "event_id": event_id,
+        "room_id": "!room:example.org",
+        "sender": ALICE,
+        "type": "m.room.message",
+        "content": {"msgtype": "m.text", "body": body},
+        "origin_server_ts": 1_700_000_000_000,
+        **overrides,
+    }
+    return LedgerEntry.model_validate(fields)
+
+
+# -- the platform-chat sequence --------------------------------------------------------------
+
+
+def test_concurrent_allocations_from_separate_handles_are_unique(harness: StoreHarness) -> None:
+    setup = harness.open()
+    setup.set_reserved_through(1000)
+    workers = 50
+    start_together = threading.Barrier(workers, timeout=60)
+
+    def allocate_once() -> int:
+        handle = harness.open()
+        try:
+            start_together.wait()
+            return handle.allocate_platform_chat_id()
+        finally:
+            harness.close(handle)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(allocate_once) for _ in range(workers)]
+        ids = [future.result() for future in futures]
+
+    assert sorted(ids) == list(range(1, workers + 1))
+    assert setup.sequence_state().next_value == workers + 1
+
+
+def test_sequence_continues_after_reopen_and_never_reissues(harness: StoreHarness) -> None:
+    first = harness.open()
+    first.set_reserved_through(100)
+    issued = [first.allocate_platform_chat_id() for _ in range(3)]
+    harness.close(first)
+
+    reopened = harness.open()
+    after_reopen = reopened.allocate_platform_chat_id()
+
+    assert issued == [1, 2, 3]
+    assert after_reopen == 4
+    assert reopened.sequence_state().reserved_through == 100
+
+
+def test_allocation_past_reserved_through_raises_and_consumes_nothing(store: Store) -> None:
+    store.set_reserved_through(2)
+    assert [store.allocate_platform_chat_id(), store.allocate_platform_chat_id()] == [1, 2]
+
+    with pytest.raises(StoreError, match="reserved"):
+        store.allocate_platform_chat_id()
+
+    assert store.sequence_state().next_value == 3
+    store.set_reserved_through(3)
+    assert store.allocate_platform_chat_id() == 3
+
+
+def test_fresh_store_has_nothing_reserved(store: Store) -> None:
+    with pytest.raises(StoreError):
+        store.allocate_platform_chat_id()
+
+
+def test_raise_sequence_floor_never_lowers(store: Store) -> None:
+    store.set_reserved_through(100)
+    for _ in range(5):
+        store.allocate_platform_chat_id()
+
+    store.raise_sequence_floor(3)
+
+    assert store.sequence_state().next_value == 6
+    assert store.allocate_platform_chat_id() == 6
+
+
+def test_raise_sequence_floor_skips_ahead(store: Store) -> None:
+    store.set_reserved_through(100)
+
+    store.raise_sequence_floor(40)
+
+    assert store.allocate_platform_chat_id() == 40
+
+
+def test_set_reserved_through_never_lowers(store: Store) -> None:
+    store.set_reserved_through(50)
+
+    store.set_reserved_through(10)
+
+    assert store.sequence_state().reserved_through == 50
+
+
+# -- ledger and checkpoint ---------------------------------------------------------------------
+
+
+def test_record_batch_returns_new_entries_and_sets_checkpoint(store: Store) -> None:
+    entries = [_entry("$b"), _entry("$a", state_key="", type="m.room.name")]
+
+    new = store.record_batch(entries, "s1")
+
+    assert new == entries
+    assert store.checkpoint() == "s1"
+    assert all(store.is_known(e.event_id) for e in entries)
+    assert store.pending_entries() == entries
+
+
+def test_record_batch_ignores_known_event_ids(store: Store) -> None:
+    store.record_batch([_entry("$a"), _entry("$b")], "s1")
+
+    new = store.record_batch([_entry("$b", body="replayed"), _entry("$c")], "s2")
+
+    assert [e.event_id for e in new] == ["$c"]
+    assert [e.event_id for e in store.pending_entries()] == ["$a", "$b", "$c"]
+    assert store.pending_entries()[1].content["body"] == "hi"
+    assert store.checkpoint() == "s2"
+
+
+def test_record_batch_ignores_duplicates_within_one_batch(store: Store) -> None:
+    new = store.record_batch([_entry("$a"), _entry("$a", body="again")], "s1")
+
+    assert [e.event_id for e in new] == ["$a"]
+    assert len(store.pending_entries()) == 1
+
+
+def test_record_batch_failing_midway_keeps_neither_entries_nor_checkpoint(store: Store) -> None:
+    store.record_batch([_entry("$old")], "s1")
+    unserialisable = _entry("$bad", content={"body": {"a", "set"}})
+
+    with pytest.raises(TypeError):
+        store.record_batch([_entry("$good"), unserialisable], "s2")
+
+    assert not store.is_known("$good")
+    assert not store.is_known("$bad")
+    assert store.checkpoint() == "s1"
+    # The failed transaction was rolled back, not left open: the store still writes.
+    assert store.record_batch([_entry("$good")], "s3") == [_entry("$good")]
+
+
+def test_pending_entries_keep_arrival_order_across_batches(store: Store) -> None:
+    store.record_batch([_entry("$z"), _entry("$m")], "s1")
+    store.record_batch([_entry("$a")], "s2")
+
+    pending = store.pending_entries()
+
+    assert [e.event_id for e in pending] == ["$z", "$m", "$a"]
+    assert all(e.status is LedgerStatus.PENDING for e in pending)
+
+
+def test_mark_done_removes_from_pending_but_stays_known(store: Store) -> None:
+    store.record_batch([_entry("$a"), _entry("$b")], "s1")
+
+    store.mark_done("$a")
+
+    assert [e.event_id for e in store.pending_entries()] == ["$b"]
+    assert store.is_known("$a")
+    assert store.record_batch([_entry("$a")], "s2") == []
+    assert [e.event_id for e in store.pending_entries()] == ["$b"]
+
+
+def test_checkpoint_is_none_before_any_batch(store: Store) -> None:
+    assert store.checkpoint() is None
+    assert store.pending_entries() == []
+
+
+# -- users, rooms and chats --------------------------------------------------------------------
+
+
+def test_put_user_round_trips_and_updates(store: Store) -> None:
+    store.put_user(UserRecord(matrix_user_id=ALICE))
+
+    store.put_user(UserRecord(matrix_user_id=ALICE, space_id="!s:x", next_chat_index=4))
+
+    assert store.get_user(ALICE) == UserRecord(
+        matrix_user_id=ALICE, space_id="!s:x", next_chat_index=4
+    )
+    assert store.get_user(BOB) is None
+    assert store.list_users() == [store.get_user(ALICE)]
+
+
+def test_put_room_for_a_chat_room_keeps_the_chat_record_in_step(store: Store) -> None:
+    store.put_room(_chat_room("!r1:x", "C1", display_name="Old name"))
+
+    store.put_room(_chat_room("!r1:x", "C1", display_name="New name", archived=True))
+
+    assert store.list_chats(ALICE) == [
+        ChatRecord(
+            matrix_user_id=ALICE,
+            chat_id="C1",
+            room_id="!r1:x",
+            display_name="New name",
+            archived=True,
+        )
+    ]
+    room = store.find_chat_room(ALICE, "C1")
+    assert room is not None
+    assert room.display_name == "New name"
+    assert room.archived
+
+
+def test_put_room_for_a_space_adds_no_chat(store: Store) -> None:
+    space = RoomRecord(room_id="!space:x", room_type=RoomType.SPACE, matrix_user_id=ALICE)
+
+    store.put_room(space)
+
+    assert store.get_room("!space:x") == space
+    assert store.list_chats(ALICE) == []
+
+
+def test_delete_room_removes_its_chat(store: Store) -> None:
+    store.put_room(_chat_room("!r1:x", "C1", display_name="One"))
+    store.put_room(_chat_room("!r2:x", "C2", display_name="Two"))
+
+    store.delete_room("!r1:x")
+
+    assert store.get_room("!r1:x") is None
+    assert [c.chat_id for c in store.list_chats(ALICE)] == ["C2"]
+
+
+def test_add_chat_room_stores_room_chat_and_advanced_user(store: Store) -> None:
+    store.put_user(UserRecord(matrix_user_id=ALICE, space_id="!space:x", next_chat_index=1))
+    room = _chat_room("!r1:x", "C1", display_name="First")
+
+    store.add_chat_room(
+        UserRecord(matrix_user_id=ALICE, space_id="!space:x", next_chat_index=2), room
+    )
+
+    user = store.get_user(ALICE)
+    assert user is not None
+    assert user.next_chat_index == 2
+    assert store.get_room("!r1:x") == room
+    assert [c.room_id for c in store.list_chats(ALICE)] == ["!r1:x"]
+
+
+def test_list_chats_orders_by_number_not_text(store: Store) -> None:
+    for chat_id in ("C10", "C2", "C1"):
+        store.put_room(_chat_room(f"!{chat_id}:x", chat_id, display_name=chat_id))
+
+    chats = store.list_chats(ALICE)
+
+    assert [c.chat_id for c in chats] == ["C1", "C2", "C10"]
+
+
+def test_list_chats_and_rooms_are_per_user(store: Store) -> None:
+    store.put_room(_chat_room("!a:x", "C1", owner=ALICE, display_name="A"))
+    store.put_room(_chat_room("!b:x", "C1", owner=BOB, display_name="B"))
+
+    assert [c.room_id for c in store.list_chats(BOB)] == ["!b:x"]
+    assert [r.room_id for r in store.list_rooms(ALICE)] == ["!a:x"]
+    assert [r.room_id for r in store.list_rooms()] == ["!a:x", "!b:x"]
+
+
+def test_meta_set_overwrites(store: Store) -> None:
+    store.set_meta("device_id", "A")
+
+    store.set_meta("device_id", "B")
+
+    assert store.get_meta("device_id") == "B"
+    assert store.get_meta("missing") is None
+
+
+# -- SQLite specifics --------------------------------------------------------------------------
+
+
+def _sqlite_with_data(path: Path, *, rows: int = 200) -> None:
+    """A real, healthy database several pages long, written by SqliteStore."""
+    with SqliteStore(path) as store:
+        for i in range(rows):
+            store.put_user(UserRecord(matrix_user_id=f"@user{i}:example.org", space_id="!s:x"))
+
+
+def _plain_sqlite_with_data(path: Path, *, rows: int = 200) -> None:
+    """A healthy database in rollback-journal mode, as another tool would leave it."""
+    db = sqlite3.connect(path)
+    try:
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+        db.executemany("INSERT INTO t (body) VALUES (?)", [("x" * 200,) for _ in range(rows)])
+        db.commit()
+    finally:
+        db.close()
+
+
+def test_migrates_a_version_1_database_keeping_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with SqliteStore(path, migrate_to=1) as old:
+        assert old.schema_version == 1
+        old.put_user(UserRecord(matrix_user_id=ALICE, space_id="!space:x", next_chat_index=2))
+        old.put_room(_chat_room("!r1:x", "C1", display_name="Kept"))
+
+    with SqliteStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        user = store.get_user(ALICE)
+        assert user is not None
+        assert user.next_chat_index == 2
+        assert [c.display_name for c in store.list_chats(ALICE)] == ["Kept"]
+        assert store.record_batch([_entry("$a")], "s1") == [_entry("$a")]
+        assert store.checkpoint() == "s1"
+
+
+def test_random_bytes_file_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    garbage = random.Random(1).randbytes(8192)
+    path.write_bytes(garbage)
+
+    with pytest.raises(StoreCorrupt) as refused:
+        SqliteStore(path)
+
+    assert str(path) in str(refused.value)
+    assert path.read_bytes() == garbage
+
+
+@pytest.mark.parametrize("writer", [_sqlite_with_data, _plain_sqlite_with_data])
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_damaged_sqlite_file_is_refused_and_untouched(
+    tmp_path: Path, writer: Callable[[Path], None], damage: str
+) -> None:
+    path = tmp_path / "state.db"
+    writer(path)
+    healthy = path.read_bytes()
+    if damage == "truncated":
+        broken = healthy[: len(healthy) // 3]
+    else:
+        # Keep the 100-byte header so the file still looks like SQLite at a glance.
+        broken = healthy[:100] + random.Random(2).randbytes(len(healthy) - 100)
+    path.write_bytes(broken)
+
+    with pytest.raises(StoreCorrupt) as refused:
+        SqliteStore(path)
+
+    assert str(path) in str(refused.value)
+    assert path.read_bytes() == broken
+
+
+def test_newer_schema_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE future (x)")
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+
+    with pytest.raises(StoreTooNew) as refused:
+        SqliteStore(path)
+
+    assert str(path) in str(refused.value)
+    assert "99" in str(refused.value)
+    assert path.read_bytes() == before
+
+
+def test_database_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "state.db"
+
+    with SqliteStore(path):
+        mode = stat.S_IMODE(path.stat().st_mode)
+
+    assert mode == 0o600
+
+
+def test_database_uses_wal(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with SqliteStore(path):
+        pass
+
+    db = sqlite3.connect(path)
+    try:
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        db.close()
+
+    assert mode == "wal"
+
+
+def test_add_chat_room_failing_on_the_room_keeps_the_old_user(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.put_user(UserRecord(matrix_user_id=ALICE, next_chat_index=1))
+    # A real SQLite failure half-way through the transaction, after the user write.
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TRIGGER refuse_room BEFORE INSERT ON rooms WHEN NEW.room_id = '!boom:x' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
+    )
+    db.commit()
+    db.close()
+
+    with store, pytest.raises(sqlite3.IntegrityError, match="refused by test trigger"):
+        store.add_chat_room(
+            UserRecord(matrix_user_id=ALICE, next_chat_index=2),
+            _chat_room("!boom:x", "C1", display_name="Boom"),
+        )
+
+    with SqliteStore(path) as reopened:
+        user = reopened.get_user(ALICE)
+        assert user is not None
+        assert user.next_chat_index == 1
+        assert reopened.get_room("!boom:x") is None
+        assert reopened.list_chats(ALICE) == []
