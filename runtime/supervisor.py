@@ -248,7 +248,7 @@ class _GracePeriod:
         self._scopes: weakref.WeakSet[anyio.CancelScope] = weakref.WeakSet()
 
     def open_scope(self, timeout: float) -> anyio.CancelScope:
-        deadline = anyio.current_time() + timeout
+        deadline = min(anyio.current_time() + timeout, self._deadline)
         scope = anyio.CancelScope(deadline=deadline, shield=True)
         if self._forced:
             scope.cancel()

@@ -25,6 +25,8 @@ def _url_problem(agent: AgentEntry) -> str | None:
     fix = "set it to the platform's base url, e.g. http://platform-agent:8090"
     if not agent.url:
         return f"agent {agent.id!r}: field 'url' is missing for backend 'http'; {fix}"
+    if any(ch.isspace() for ch in agent.url):
+        return f"agent {agent.id!r}: field 'url' {agent.url!r} contains whitespace; {fix}"
     try:
         url = httpx.URL(agent.url)
         port = url.port  # parses the port; a bad one raises

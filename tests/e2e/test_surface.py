@@ -55,3 +55,156 @@ async def test_message_is_answered_by_the_agent(bot: BotProcess, alice: UserClie
     message = alice.replies_to(event_id)[0]
     assert message["content"]["format"] == "org.matrix.custom.html"
     assert "<strong>world</strong>" in message["content"]["formatted_body"]
+
+
+async def test_second_invite_creates_no_second_space(bot: BotProcess, alice: UserClient) -> None:
+    space_id, _ = await onboard(alice, bot.bot.user_id)
+    before = set(alice.seen.invites)
+
+    dm = await alice.start_dm(bot.bot.user_id)
+    answer = await alice.wait_for(lambda: alice.bot_messages(dm), what="answer in the 2nd DM")
+
+    assert "Space" in answer[0]["content"]["body"]
+    spaces_invited = [
+        room for room in set(alice.seen.invites) - before if room != dm and room != space_id
+    ]
+    assert spaces_invited == []
+    chats = await alice.ask((await _chat_of(alice, space_id)), "!chats", expect="C1")
+    assert "C2" not in chats
+
+
+async def _chat_of(user: UserClient, space_id: str) -> str:
+    rooms = await user.hierarchy(space_id)
+    return next(r["room_id"] for r in rooms if r["room_id"] != space_id)
+
+
+async def test_every_command_answers(bot: BotProcess, alice: UserClient) -> None:
+    space_id, chat = await onboard(alice, bot.bot.user_id)
+
+    assert "!new" in await alice.ask(chat, "!help", expect="Commands")
+    assert "Unknown command" in await alice.ask(chat, "!frobnicate")
+    assert "Usage" in await alice.ask(chat, "!rename")
+    assert "echo" in await alice.ask(chat, "!agents", expect="echo")
+    assert "Echo" in await alice.ask(chat, "!agent", expect="Echo")
+    assert "no agent" in await alice.ask(chat, "!agent nosuch", expect="no agent")
+    assert "Renamed" in await alice.ask(chat, "!rename Research", expect="Research")
+    context = await alice.ask(chat, "!context", expect="platform chat")
+    assert "Research" in context and "echo" in context
+
+    created = await alice.ask(chat, "!new Ideas", expect="Ideas")
+    assert "C2" in created
+    chats = await alice.ask(chat, "!chats", expect="C2")
+    assert "C1 — Research" in chats and "C2 — Ideas" in chats
+    hierarchy = {r["room_id"] for r in await alice.hierarchy(space_id)}
+    assert len(hierarchy) == 3  # the Space and two chats
+
+    await alice.ask(chat, "remember this", expect="remember this")
+    assert "Saved" in await alice.ask(chat, "!save first", expect="Saved")
+    listing = await alice.ask(chat, "!load", expect="1.")
+    assert "first" in listing
+    assert "Loaded" in await alice.ask(chat, "1", expect="Loaded")
+
+    assert "Clear" in await alice.ask(chat, "!clear", expect="!yes")
+    assert "Cancelled" in await alice.ask(chat, "!no", expect="Cancelled")
+    old_context = await alice.ask(chat, "!context", expect="platform chat")
+    await alice.ask(chat, "!clear", expect="!yes")
+    cleared = await alice.ask(chat, "!yes", expect="Cleared")
+    new_context = await alice.ask(chat, "!context", expect="platform chat")
+    assert _platform_chat(old_context) != _platform_chat(new_context)
+    assert _platform_chat(new_context) in cleared
+
+    assert "nothing to confirm" in await alice.ask(chat, "!yes", expect="nothing")
+    await alice.ask(chat, "!archive", expect="!yes")
+    assert "Archived" in await alice.ask(chat, "!yes", expect="Archived")
+    assert "archived" in await alice.ask(chat, "hello?", expect="archived")
+
+
+def _platform_chat(context: str) -> str:
+    line = next(ln for ln in context.splitlines() if "platform chat" in ln)
+    return line.rsplit(":", 1)[1].strip()
+
+
+async def test_restart_keeps_bindings_and_routing(
+    bot: BotProcess, alice: UserClient
+) -> None:
+    _, chat = await onboard(alice, bot.bot.user_id)
+    await alice.ask(chat, "!new Second", expect="Second")
+    before = await alice.ask(chat, "!context", expect="platform chat")
+
+    bot.stop()  # SIGTERM: graceful
+    assert bot.returncode == 0, bot.log_tail()
+    bot.start_ready()
+    assert await alice.ask(chat, "!context", expect="platform chat") == before
+    assert await alice.ask(chat, "after sigterm") == "echo: after sigterm"
+
+    bot.kill()  # SIGKILL: no cleanup at all
+    bot.start_ready()
+    assert await alice.ask(chat, "!context", expect="platform chat") == before
+    assert await alice.ask(chat, "after kill") == "echo: after kill"
+    assert "C3" in await alice.ask(chat, "!new", expect="C3")
+
+
+async def test_pending_confirmation_lost_on_restart_does_not_break_chat(
+    bot: BotProcess, alice: UserClient
+) -> None:
+    _, chat = await onboard(alice, bot.bot.user_id)
+    await alice.ask(chat, "!clear", expect="!yes")
+
+    bot.kill()
+    bot.start_ready()
+
+    assert "nothing to confirm" in await alice.ask(chat, "!yes", expect="nothing")
+    assert await alice.ask(chat, "still here?") == "echo: still here?"
+
+
+async def test_message_sent_while_down_is_answered_once(
+    bot: BotProcess, alice: UserClient
+) -> None:
+    _, chat = await onboard(alice, bot.bot.user_id)
+    await alice.ask(chat, "before")
+    bot.stop()
+
+    while_down = await alice.send(chat, "while you were out")
+    bot.start_ready()
+
+    assert await alice.wait_reply(while_down) == "echo: while you were out"
+    await alice.ask(chat, "after")  # by now a duplicate would have arrived
+    assert len(alice.replies_to(while_down)) == 1
+
+
+async def test_agent_removed_from_registry_prompts_reselection(
+    synapse: LocalHomeserver, register: Register, alice: UserClient, tmp_path: Path
+) -> None:
+    registry = tmp_path / "agents.yaml"
+    registry.write_text(
+        "agents:\n"
+        "  - {id: alpha, name: Alpha, backend: mock, default: true}\n"
+        "  - {id: beta, name: Beta, backend: mock}\n"
+    )
+    bot = BotProcess(synapse, register("bot"), tmp_path / "bot", registry=registry)
+    bot.start_ready()
+    try:
+        _, chat = await onboard(alice, bot.bot.user_id)
+        assert "Alpha" in await alice.ask(chat, "!agent", expect="Alpha")
+        bot.stop()
+        registry.write_text("agents:\n  - {id: beta, name: Beta, backend: mock, default: true}\n")
+        bot.start_ready()
+
+        prompt = await alice.ask(chat, "hello", expect="!agents")
+        assert "alpha" in prompt and "no longer available" in prompt
+        assert "Beta" in await alice.ask(chat, "!agent beta", expect="Beta")
+        assert await alice.ask(chat, "hello again") == "echo: hello again"
+    finally:
+        bot.kill()
+
+
+async def test_trio_backend_answers(
+    synapse: LocalHomeserver, register: Register, alice: UserClient, tmp_path: Path
+) -> None:
+    bot = BotProcess(synapse, register("bot"), tmp_path / "bot", backend="trio")
+    bot.start_ready()
+    try:
+        _, chat = await onboard(alice, bot.bot.user_id)
+        assert await alice.ask(chat, "under trio") == "echo: under trio"
+    finally:
+        bot.kill()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -438,6 +438,3 @@ def test_config_reads_every_variable() -> None:
 def test_config_errors_name_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         config_from_env(env)
-
-
-_: Callable[..., Any] = create_app  # the factory is the package's public entry point
