@@ -24,7 +24,9 @@ COPY contracts/ contracts/
 COPY runtime/ runtime/
 COPY tasks/ tasks/
 COPY platform_agent/ platform_agent/
-RUN /opt/uv/bin/uv sync --frozen --no-dev --no-default-groups --no-editable
+# Dependencies were byte-compiled above; compiling the whole venv again on every code
+# change would cost far more than our own modules save.
+RUN UV_COMPILE_BYTECODE=0 /opt/uv/bin/uv sync --frozen --no-dev --no-default-groups --no-editable
 
 # --- runtime -------------------------------------------------------------------------------
 FROM ${BASE_IMAGE}

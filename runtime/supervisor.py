@@ -262,8 +262,6 @@ class _GracePeriod:
 
     def end_now(self) -> None:
         self._forced = True
-        for scope in list(self._scopes):
-            scope.cancel()
 
 
 _grace_period: ContextVar[_GracePeriod | None] = ContextVar("_grace_period", default=None)

@@ -144,6 +144,7 @@ class UserClient:
         self.user = user
         self.seen = Seen()
         self._since: str | None = None
+        self._joined: set[str] = set()
 
     @classmethod
     async def login(cls, base_url: str, user: RegisteredUser) -> UserClient:
@@ -192,6 +193,20 @@ class UserClient:
     async def join(self, room_id: str) -> None:
         response = await self.client.join(room_id)
         assert isinstance(response, nio.JoinResponse), response
+        self._joined.add(room_id)
+
+    async def accept_invites(self, count: int = 1, timeout: float = 30.0) -> list[str]:
+        """Wait until `count` new invites arrived, join them; returns their room ids."""
+        joined = self._joined
+
+        def pending() -> list[str] | None:
+            rooms = [r for r in self.seen.invites if r not in joined]
+            return rooms if len(rooms) >= count else None
+
+        rooms: list[str] = await self.wait_for(pending, timeout=timeout, what="invites")
+        for room_id in rooms:
+            await self.join(room_id)
+        return rooms
 
     async def send(self, room_id: str, text: str) -> str:
         response = await self.client.room_send(
@@ -291,3 +306,27 @@ async def onboard(user: UserClient, bot_user_id: str, *, timeout: float = 60.0) 
             chat_id = room_id
     assert space_id and chat_id, f"invites were {invites}"
     return space_id, chat_id
+
+
+def joined_rooms(synapse: LocalHomeserver, user: RegisteredUser) -> set[str]:
+    """The rooms `user` is joined to, asked with its own registration token."""
+    r = httpx.get(
+        f"{synapse.base_url}/_matrix/client/v3/joined_rooms",
+        headers={"Authorization": f"Bearer {user.access_token}"},
+        timeout=10,
+    )
+    r.raise_for_status()
+    return set(r.json()["joined_rooms"])
+
+
+def surface_cli(bot: BotProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a `surface` subcommand with the bot's configuration."""
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args],
+        cwd=bot.workdir,
+        env=bot.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

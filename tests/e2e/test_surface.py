@@ -206,5 +206,6 @@ async def test_trio_backend_answers(
     try:
         _, chat = await onboard(alice, bot.bot.user_id)
         assert await alice.ask(chat, "under trio") == "echo: under trio"
+        assert '"backend": "trio"' in bot.log_text()
     finally:
         bot.kill()

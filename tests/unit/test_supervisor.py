@@ -29,6 +29,8 @@ from runtime.supervisor import (
 
 # How long a test waits for a condition before it fails (virtual under MockClock).
 DEADLINE = 10.0
+# Longer than any deadline here, short enough that a regression fails instead of hanging.
+LONG_CLEANUP = 60.0
 FAST = SupervisorConfig(backoff_initial=0.001, backoff_max=0.01, backoff_jitter=0.0)
 
 
@@ -513,7 +515,7 @@ async def test_first_shutdown_request_is_graceful_cleanup_runs() -> None:
         try:
             await anyio.sleep_forever()
         finally:
-            with cleanup_scope(3600):
+            with cleanup_scope(LONG_CLEANUP):
                 cleanup_began.set()
                 await may_finish.wait()
                 cleanup_finished = True
@@ -544,7 +546,7 @@ async def test_second_shutdown_request_forces() -> None:
         try:
             await anyio.sleep_forever()
         finally:
-            with cleanup_scope(3600):
+            with cleanup_scope(LONG_CLEANUP):
                 cleanup_began.set()
                 await anyio.sleep_forever()
                 cleanup_finished = True
@@ -574,7 +576,7 @@ async def test_cleanup_cut_off_when_grace_period_ends(time_is_virtual: bool) -> 
         try:
             await anyio.sleep_forever()
         finally:
-            with cleanup_scope(3600):
+            with cleanup_scope(LONG_CLEANUP):
                 await anyio.sleep_forever()
                 cleanup_finished = True
 
@@ -589,6 +591,40 @@ async def test_cleanup_cut_off_when_grace_period_ends(time_is_virtual: bool) -> 
 
     assert not cleanup_finished
     assert not supervisor.forced
+    if time_is_virtual:
+        assert anyio.current_time() - requested_at == pytest.approx(grace)
+
+
+@pytest.mark.virtual_time
+async def test_cleanup_under_way_when_shutdown_begins_is_cut_off_after_grace_period(
+    time_is_virtual: bool,
+) -> None:
+    grace = 10.0 if time_is_virtual else 0.01
+    cleanup_began = anyio.Event()
+    cleanup_finished = False
+
+    async def task(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        nonlocal cleanup_finished
+        task_status.started()
+        try:
+            raise Boom("crash")
+        finally:
+            with cleanup_scope(LONG_CLEANUP):
+                cleanup_began.set()
+                await anyio.sleep_forever()
+                cleanup_finished = True
+
+    supervisor = Supervisor(
+        [TaskSpec("sync", task, RestartPolicy.PERMANENT)], SupervisorConfig(grace_period=grace)
+    )
+    with anyio.fail_after(DEADLINE + grace):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(supervisor.run)
+            await cleanup_began.wait()
+            requested_at = anyio.current_time()
+            supervisor.request_shutdown()
+
+    assert not cleanup_finished
     if time_is_virtual:
         assert anyio.current_time() - requested_at == pytest.approx(grace)
 
@@ -667,7 +703,7 @@ async def test_real_sigterm_triggers_graceful_shutdown() -> None:
         try:
             await anyio.sleep_forever()
         finally:
-            with cleanup_scope(3600):
+            with cleanup_scope(LONG_CLEANUP):
                 await anyio.lowlevel.checkpoint()
                 cleanup_finished = True
 
@@ -694,7 +730,7 @@ async def test_second_real_sigterm_forces_shutdown() -> None:
         try:
             await anyio.sleep_forever()
         finally:
-            with cleanup_scope(3600):
+            with cleanup_scope(LONG_CLEANUP):
                 cleanup_began.set()
                 await anyio.sleep_forever()
                 cleanup_finished = True

@@ -1,0 +1,142 @@
+"""Loss of local state: Matrix is the record; nothing is lost, nothing answered twice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from runtime.dev_homeserver import LocalHomeserver, RegisteredUser
+from tests.e2e.harness import BotProcess, UserClient, joined_rooms, onboard, surface_cli
+
+Register = Callable[..., RegisteredUser]
+
+
+@pytest.fixture
+def bot(synapse: LocalHomeserver, register: Register, tmp_path: Path) -> Iterator[BotProcess]:
+    process = BotProcess(synapse, register("bot"), tmp_path / "bot")
+    process.start_ready()
+    yield process
+    process.kill()
+
+
+@pytest.fixture
+async def alice(synapse: LocalHomeserver, register: Register) -> AsyncIterator[UserClient]:
+    user = await UserClient.login(synapse.base_url, register("alice"))
+    yield user
+    await user.close()
+
+
+def _context(text: str) -> dict[str, str]:
+    """The binding shown by `!context` (the in-process agent's memory is not durable)."""
+    fields = {}
+    for line in text.splitlines():
+        if line.startswith("- ") and ":" in line:
+            key, value = line[2:].split(":", 1)
+            if key.strip() in ("chat", "agent", "platform chat"):
+                fields[key.strip()] = value.strip()
+    assert len(fields) == 3, text
+    return fields
+
+
+def _wipe_database(bot: BotProcess) -> None:
+    for path in bot.db_path.parent.glob(bot.db_path.name + "*"):
+        path.unlink()
+
+
+@pytest.mark.parametrize("lose_store", [False, True], ids=["db", "db+nio-store"])
+async def test_lost_database_is_rebuilt_from_matrix(
+    synapse: LocalHomeserver, bot: BotProcess, alice: UserClient, lose_store: bool
+) -> None:
+    space_id, c1 = await onboard(alice, bot.bot.user_id)
+    await alice.ask(c1, "!new Two", expect="Two")
+    [c2] = await alice.accept_invites()
+    await alice.ask(c2, "!agent echo", expect="Echo")
+    first = await alice.send(c1, "answered before the loss")
+    await alice.wait_reply(first)
+    before_c1 = _context(await alice.ask(c1, "!context", expect="platform chat"))
+    before_c2 = _context(await alice.ask(c2, "!context", expect="platform chat"))
+    rooms_before = joined_rooms(synapse, bot.bot)
+
+    bot.kill()
+    _wipe_database(bot)
+    if lose_store:
+        shutil.rmtree(bot.store_path)
+    unanswered = await alice.send(c2, "sent while the bot had lost everything")
+    bot.start_ready()
+
+    assert await alice.wait_reply(unanswered) == "echo: sent while the bot had lost everything"
+    assert _context(await alice.ask(c1, "!context", expect="platform chat")) == before_c1
+    assert _context(await alice.ask(c2, "!context", expect="platform chat")) == before_c2
+    chats = await alice.ask(c1, "!chats", expect="C2")
+    assert "C1" in chats and "C2 — Two" in chats
+    created = await alice.ask(c1, "!new", expect="C3")
+    assert "C3" in created
+    [c3] = await alice.accept_invites()
+    c3_context = _context(await alice.ask(c3, "!context", expect="platform chat"))
+    used = {before_c1["platform chat"], before_c2["platform chat"]}
+    assert c3_context["platform chat"] not in used
+    assert int(c3_context["platform chat"]) > max(int(x) for x in used)
+    assert "Renamed" in await alice.ask(c2, "!rename Renamed", expect="Renamed")
+    await alice.ask(c2, "!archive", expect="!yes")
+    assert "Archived" in await alice.ask(c2, "!yes", expect="Archived")
+    # Exactly the one room `!new` made is new; nothing answered twice.
+    assert joined_rooms(synapse, bot.bot) - rooms_before == {c3}
+    assert len(alice.replies_to(first)) == 1
+    assert len(alice.replies_to(unanswered)) == 1
+
+
+async def test_partial_loss_of_chat_records_is_repaired(bot: BotProcess, alice: UserClient) -> None:
+    _, c1 = await onboard(alice, bot.bot.user_id)
+    await alice.ask(c1, "!new Second", expect="Second")
+    bot.stop()
+    with sqlite3.connect(bot.db_path) as db:
+        db.execute("DELETE FROM chats")
+
+    report = json.loads(surface_cli(bot, "reconcile").stdout)
+
+    assert report["chats_restored"] == 2
+    bot.start_ready()
+    chats = await alice.ask(c1, "!chats", expect="C2")
+    assert "C1" in chats and "C2 — Second" in chats
+
+
+async def test_disagreeing_local_record_loses_to_matrix(bot: BotProcess, alice: UserClient) -> None:
+    _, c1 = await onboard(alice, bot.bot.user_id)
+    before = _context(await alice.ask(c1, "!context", expect="platform chat"))
+    bot.stop()
+    with sqlite3.connect(bot.db_path) as db:
+        db.execute("UPDATE rooms SET platform_chat_id = '999', agent_id = 'bogus' "
+                   "WHERE room_id = ?", (c1,))
+
+    dry = surface_cli(bot, "reconcile", "--dry-run")
+    report = json.loads(dry.stdout)
+    assert report["dry_run"] is True and report["repaired"] >= 1
+    reasons = [c["reason"] for c in report["conflicts"] if c["room_id"] == c1]
+    assert any("platform_chat_id" in r and "agent_id" in r for r in reasons), report
+    with sqlite3.connect(bot.db_path) as db:  # dry run changed nothing
+        row = db.execute("SELECT platform_chat_id FROM rooms WHERE room_id = ?", (c1,)).fetchone()
+    assert row == ("999",)
+
+    bot.start_ready()
+    assert _context(await alice.ask(c1, "!context", expect="platform chat")) == before
+
+
+async def test_reconcile_twice_changes_nothing_the_second_time(
+    bot: BotProcess, alice: UserClient
+) -> None:
+    _, c1 = await onboard(alice, bot.bot.user_id)
+    await alice.ask(c1, "!new", expect="C2")
+    bot.stop()
+    _wipe_database(bot)
+
+    first = json.loads(surface_cli(bot, "reconcile").stdout)
+    second = json.loads(surface_cli(bot, "reconcile").stdout)
+
+    assert first["rooms_restored"] == 3 and first["users_restored"] == 1
+    assert first["changes"] > 0
+    assert second["changes"] == 0 and second["conflicts"] == []
