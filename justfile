@@ -14,9 +14,35 @@ test *ARGS:
 unit *ARGS:
     uv run pytest tests/unit {{ARGS}}
 
-# The fullstack Docker Compose tests (needs a Docker engine; see deploy/README.md).
+# Fullstack Docker Compose tests: starts/reuses a Docker engine, builds the images, runs them.
 e2e *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    eval "$(deploy/docker-engine.sh start)"
+    deploy/build-images.sh
     uv run pytest tests/e2e -m compose {{ARGS}}
+
+# Build the bot, platform-agent and Synapse images (BASE_IMAGE env; see deploy/README.md).
+images *NAMES:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    eval "$(deploy/docker-engine.sh start)"
+    deploy/build-images.sh {{NAMES}}
+
+# (Re)build local/python-base:bookworm from Debian packages, for hosts without a registry.
+base-image:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    eval "$(deploy/docker-engine.sh start)"
+    FORCE=1 deploy/base-image.sh
+
+# Start a Docker engine if none answers; in a shell: eval "$(deploy/docker-engine.sh start)"
+engine-start:
+    deploy/docker-engine.sh start >/dev/null
+
+# Stop the Docker engine that engine-start started (a system engine is left alone).
+engine-stop:
+    deploy/docker-engine.sh stop
 
 # Lint, format check and type check.
 lint:

@@ -26,15 +26,18 @@ Who retries what:
   because its id is kept in ``session.json``.
 
 Endpoints whose answers must stay raw JSON (``/sync``, room state, ``/messages``,
-account data) and media (streamed, with a size limit and a bounded timeout, which nio's
-``upload``/``download`` do not have) go through :meth:`NioMatrix._request`, which uses
-nio's aiohttp session directly. That keeps every event, including custom
-``lambda.surface.*`` state and unknown message types, exactly as the server sent it,
-and spares nio from building its own room model.
+account data) or that nio cannot express (leave with a reason) go through
+:meth:`NioMatrix._request`; media goes through the same aiohttp session, streamed, with
+a size limit and a bounded timeout (nio's ``upload``/``download`` have no timeout at
+all). Raw JSON keeps every event, including custom ``lambda.surface.*`` state and
+unknown message types, exactly as the server sent it, and spares nio from building its
+own room model. Everything else uses nio's typed calls.
 
-Initial and full-state syncs bypass Synapse's two-minute ``/sync`` response cache (see
+Every sync bypasses Synapse's two-minute ``/sync`` response cache (see
 ``_SNAPSHOT_TIMEOUT_SPREAD``): a reconciler restarted within two minutes would otherwise
-get its previous run's snapshot and miss the rooms it created since.
+get its previous run's snapshot and miss the rooms it created since, and a bot killed
+during a long-poll would, after restart, be served the cached empty answer for its
+checkpoint over and over until the cache expires.
 
 No end-to-end encryption; ``close()`` never logs out (the device and its transaction
 ids must outlive the process).
@@ -103,7 +106,10 @@ _TRANSPORT_ERRORS: Final = (aiohttp.ClientError, TimeoutError)
 # (user, device, since, filter, timeout, full_state, ...), and it ignores `timeout` when
 # `since` is missing or `full_state` is set. Snapshot syncs therefore add a varying
 # offset to `timeout`, so a restarted reconciliation never gets a stale snapshot.
+# Incremental syncs add a smaller one (it is a real wait when nothing is new): within a
+# process it never repeats, across processes it starts at random.
 _SNAPSHOT_TIMEOUT_SPREAD: Final = 1_000_000
+_INCREMENTAL_TIMEOUT_SPREAD: Final = 250
 
 
 # --- pure decisions -------------------------------------------------------------------
@@ -544,11 +550,11 @@ class NioMatrix:
         snapshot its previous run got.
         """
         snapshot = since is None or full_state
-        if snapshot:
-            self._snapshot_seq = (self._snapshot_seq + 1) % _SNAPSHOT_TIMEOUT_SPREAD
-        query: dict[str, Any] = {
-            "timeout": timeout_ms + self._snapshot_seq if snapshot else timeout_ms
-        }
+        self._snapshot_seq = (self._snapshot_seq + 1) % _SNAPSHOT_TIMEOUT_SPREAD
+        offset = (
+            self._snapshot_seq if snapshot else self._snapshot_seq % _INCREMENTAL_TIMEOUT_SPREAD
+        )
+        query: dict[str, Any] = {"timeout": timeout_ms + offset}
         if since:
             query["since"] = since
         if full_state:

@@ -63,8 +63,7 @@ log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
 
 TaskState = Literal["pending", "starting", "running", "backoff", "stopped", "failed", "done"]
 
-# Cleanup that outlives the bound would be cut anyway; without a supervisor
-# `cleanup_scope()` still needs some bound.
+# `cleanup_scope()` outside any supervisor: the same bound as SupervisorConfig's default.
 _DEFAULT_CLEANUP_TIMEOUT = 5.0
 # 2**64 times any sane backoff_initial is far above any sane backoff_max; the
 # cap keeps the power from overflowing a float after many crashes.
@@ -207,7 +206,7 @@ class TaskStatistics:
 @dataclass(frozen=True)
 class SupervisorStatistics:
     ready: bool
-    """Every task reported ready and no shutdown has begun."""
+    """Every task reported ready, and the supervisor is neither stopping nor stopped."""
     tasks: Mapping[str, TaskStatistics]
 
 
@@ -262,6 +261,8 @@ class _GracePeriod:
 
     def end_now(self) -> None:
         self._forced = True
+        for scope in list(self._scopes):
+            scope.cancel()
 
 
 _grace_period: ContextVar[_GracePeriod | None] = ContextVar("_grace_period", default=None)
@@ -369,8 +370,9 @@ class Supervisor:
 
         Each task starts only after the previous one reported ready (a one-shot
         task: after it finished). ``task_status.started()`` is called once all
-        are ready. Returns normally after a requested shutdown, or when every
-        task finished and none is due a restart.
+        are ready (not at all if a shutdown comes first). Returns normally after
+        a requested shutdown, or when every task finished and none is due a
+        restart.
 
         Raises :class:`StartupFailed`, :class:`RestartIntensityExceeded` or
         :class:`RequiredTaskFailed` (after stopping the other tasks), and
@@ -395,17 +397,24 @@ class Supervisor:
         log.info("supervisor.stopped", forced=self.forced)
 
     async def _run_tasks(self, task_status: TaskStatus[None]) -> None:
-        async with anyio.create_task_group() as tasks:
-            self._tasks_scope = tasks.cancel_scope
-            for spec in self._specs:
-                try:
-                    await tasks.start(self._supervise, spec, name=f"supervised:{spec.name}")
-                except StartupFailed as exc:
-                    self._fail(exc)
-                    return
-            self._ready = True
-            log.info("supervisor.ready", tasks=len(self._specs))
-            task_status.started()
+        try:
+            async with anyio.create_task_group() as tasks:
+                self._tasks_scope = tasks.cancel_scope
+                if self._stopping:
+                    # Requested while the signal handlers were being installed.
+                    self._stop_tasks(tasks.cancel_scope)
+                for spec in self._specs:
+                    try:
+                        await tasks.start(self._supervise, spec, name=f"supervised:{spec.name}")
+                    except StartupFailed as exc:
+                        self._fail(exc)
+                        return
+                self._ready = True
+                log.info("supervisor.ready", tasks=len(self._specs))
+                task_status.started()
+        finally:
+            self._tasks_scope = None
+            self._ready = False
 
     def request_shutdown(self) -> None:
         """Begin a graceful shutdown; called again, force it. Idempotent afterwards.
@@ -454,8 +463,11 @@ class Supervisor:
             return
         self._stopping = True
         if self._tasks_scope is not None:
-            self._grace.end_at(anyio.current_time() + self._config.grace_period)
-            self._tasks_scope.cancel()
+            self._stop_tasks(self._tasks_scope)
+
+    def _stop_tasks(self, tasks_scope: anyio.CancelScope) -> None:
+        self._grace.end_at(anyio.current_time() + self._config.grace_period)
+        tasks_scope.cancel()
 
     def _fail(self, error: SupervisorError) -> None:
         if self._fatal is None:

@@ -27,6 +27,7 @@ from tasks.replies import Replier
 from tasks.rooms import (
     create_chat_room,
     create_space,
+    link_child,
     new_chat_record,
     write_room_marker,
     write_space_marker,
@@ -163,6 +164,9 @@ class SurfaceBot:
         """Create a chat room for `trigger` unless one was already created for it."""
         existing = self.store.get_meta(f"origin:{trigger}")
         if existing and (room := self.store.get_room(existing)) is not None:
+            # Handled before a crash: the room exists; the link may not (idempotent).
+            if room.space_id is not None:
+                await link_child(self.matrix, room.space_id, room.room_id, order=room.chat_id)
             return room
         user = self.store.get_user(user.matrix_user_id) or user
         agent = self._selected_agent(user)
@@ -181,8 +185,12 @@ class SurfaceBot:
         self.store.add_chat_room(advanced, room)
         self.store.set_meta(f"origin:{trigger}", room_id)
         log.info(
-            "chat.created", user=user.matrix_user_id, room_id=room_id, chat_id=room.chat_id,
-            agent_id=room.agent_id, platform_chat_id=platform_chat_id,
+            "chat.created",
+            user=user.matrix_user_id,
+            room_id=room_id,
+            chat_id=room.chat_id,
+            agent_id=room.agent_id,
+            platform_chat_id=platform_chat_id,
         )
         return room
 
@@ -234,8 +242,13 @@ class SurfaceBot:
         )
         outcome = await self.streamer.run(room.room_id, turn)
         log.info(
-            "turn.done", room_id=room.room_id, agent_id=agent.id, chars=len(outcome.text),
-            edits=outcome.edits, error=outcome.error, files=len(outcome.files),
+            "turn.done",
+            room_id=room.room_id,
+            agent_id=agent.id,
+            chars=len(outcome.text),
+            edits=outcome.edits,
+            error=outcome.error,
+            files=len(outcome.files),
         )
 
     # -- commands ---------------------------------------------------------------------------
@@ -390,7 +403,10 @@ class SurfaceBot:
         for n, snap in enumerate(snaps, start=1):
             lines.append(
                 self.t(
-                    "snapshots_line", n=n, name=snap.name, created_at=snap.created_at,
+                    "snapshots_line",
+                    n=n,
+                    name=snap.name,
+                    created_at=snap.created_at,
                     turns=snap.turns,
                 )
             )
@@ -411,7 +427,9 @@ class SurfaceBot:
         snap = pending.snapshots[choice - 1]
         try:
             info = await self.platform.load_snapshot(
-                agent.id, room.platform_chat_id, owner=room.matrix_user_id,
+                agent.id,
+                room.platform_chat_id,
+                owner=room.matrix_user_id,
                 snapshot_id=snap.snapshot_id,
             )
         except PlatformError as exc:
@@ -506,8 +524,11 @@ class SurfaceBot:
             except PlatformError as exc:
                 log.warning("platform.disconnect_failed", agent_id=old_agent, error=str(exc))
         log.info(
-            "chat.rotated", room_id=room.room_id, agent_id=agent_id,
-            old_platform_chat_id=old_chat, platform_chat_id=rotated.platform_chat_id,
+            "chat.rotated",
+            room_id=room.room_id,
+            agent_id=agent_id,
+            old_platform_chat_id=old_chat,
+            platform_chat_id=rotated.platform_chat_id,
         )
         return rotated
 
@@ -567,4 +588,3 @@ _Say = Callable[[str], Awaitable[None]]
 
 def _reason(error: PlatformError) -> str:
     return str(error).strip() or error.code.replace("_", " ")
-

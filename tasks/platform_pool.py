@@ -18,7 +18,7 @@ Sessions are not durable: after a restart the pool starts empty.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -203,7 +203,7 @@ class PlatformPool:
 
     # -- PlatformClient ------------------------------------------------------------------------
 
-    async def send_turn(self, turn: UserTurn) -> AsyncIterator[PlatformEvent]:
+    async def send_turn(self, turn: UserTurn) -> AsyncGenerator[PlatformEvent, None]:
         """The inner platform's events for `turn`, with reconnects before the first event."""
         key = (turn.agent_id, turn.platform_chat_id)
         session, evict = self._check_out(key)

@@ -63,7 +63,12 @@ class Replier:
         self._matrix = matrix
 
     async def say(
-        self, room_id: str, text: str, *, reply_to: str, purpose: str = "reply",
+        self,
+        room_id: str,
+        text: str,
+        *,
+        reply_to: str,
+        purpose: str = "reply",
         notice: bool = True,
     ) -> str:
         return await self._matrix.send_message(

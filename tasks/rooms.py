@@ -90,7 +90,8 @@ async def create_chat_room(
         initial_state=[
             StateEventSpec(type=ROOM_MARKER_TYPE, content=marker),
             StateEventSpec(
-                type="m.space.parent", state_key=room.space_id,
+                type="m.space.parent",
+                state_key=room.space_id,
                 content={"via": via, "canonical": True},
             ),
         ],
@@ -109,7 +110,9 @@ async def link_child(matrix: MatrixPort, space_id: str, room_id: str, *, order: 
 
 async def write_room_marker(matrix: MatrixPort, room: RoomRecord) -> None:
     """Publish the room's current binding (agent, platform chat, name, archived) to Matrix."""
-    await matrix.send_state(room.room_id, ROOM_MARKER_TYPE, marker_for(room).model_dump(mode="json"))
+    await matrix.send_state(
+        room.room_id, ROOM_MARKER_TYPE, marker_for(room).model_dump(mode="json")
+    )
 
 
 async def write_space_marker(matrix: MatrixPort, user: UserRecord) -> None:
@@ -120,7 +123,11 @@ async def write_space_marker(matrix: MatrixPort, user: UserRecord) -> None:
 
 
 def new_chat_record(
-    user: UserRecord, *, room_id: str, display_name: str, agent_id: str | None,
+    user: UserRecord,
+    *,
+    room_id: str,
+    display_name: str,
+    agent_id: str | None,
     platform_chat_id: str,
 ) -> RoomRecord:
     return RoomRecord(

@@ -145,8 +145,11 @@ class RoomDispatcher:
             except (MatrixUnreachable, MatrixRateLimited) as exc:
                 wait = exc.retry_after if isinstance(exc, MatrixRateLimited) else delay
                 log.warning(
-                    "event.retry", event_id=entry.event_id, room_id=entry.room_id,
-                    error=str(exc), retry_in=round(wait, 2),
+                    "event.retry",
+                    event_id=entry.event_id,
+                    room_id=entry.room_id,
+                    error=str(exc),
+                    retry_in=round(wait, 2),
                 )
                 await anyio.sleep(wait)
                 delay = min(delay * 2, 30.0)
@@ -188,10 +191,15 @@ class SyncTask:
         self._rng = rng or random.Random()
         self.dispatcher: RoomDispatcher | None = None
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         async with anyio.create_task_group() as tg:
             dispatcher = RoomDispatcher(
-                tg, self._handler, self._store, concurrency=self._concurrency,
+                tg,
+                self._handler,
+                self._store,
+                concurrency=self._concurrency,
                 metrics=self._metrics,
             )
             self.dispatcher = dispatcher
@@ -242,7 +250,16 @@ class SyncTask:
                 if room.limited:
                     messages = await self._fill_gap(room, messages)
                 entries.extend(ledger_entry(e) for e in messages)
-        for entry in self._store.record_batch(entries, batch.next_batch):
+        new = self._store.record_batch(entries, batch.next_batch)
+        if entries:
+            log.info(
+                "sync.recorded",
+                events=len(entries),
+                new=len(new),
+                initial=initial,
+                rooms=len(batch.joined),
+            )
+        for entry in new:
             dispatcher.submit(entry)
 
     async def _catch_up(self, room_id: str, room: JoinedRoom) -> list[MatrixEvent]:

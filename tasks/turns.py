@@ -158,5 +158,3 @@ class TurnStreamer:
 def _reason(error: PlatformError) -> str:
     text = str(error).strip()
     return text if text else error.code.replace("_", " ")
-
-

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -236,7 +236,7 @@ class HttpPlatform:
 
     # -- PlatformClient ------------------------------------------------------------------------
 
-    async def send_turn(self, turn: UserTurn) -> AsyncIterator[PlatformEvent]:
+    async def send_turn(self, turn: UserTurn) -> AsyncGenerator[PlatformEvent, None]:
         """Stream one turn; see the module docstring for what is retried."""
         path = "v1/turns"
         body = TurnRequest.from_turn(turn).model_dump_json()

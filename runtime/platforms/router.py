@@ -8,7 +8,7 @@ PlatformRejected, so a stale binding degrades into a message, not a crash.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Protocol, runtime_checkable
 
 import anyio
@@ -90,7 +90,7 @@ class AgentRouter:
 
     # -- PlatformClient ------------------------------------------------------------------------
 
-    async def send_turn(self, turn: UserTurn) -> AsyncIterator[PlatformEvent]:
+    async def send_turn(self, turn: UserTurn) -> AsyncGenerator[PlatformEvent, None]:
         client = self.client_for(turn.agent_id)
         events = client.send_turn(turn)
         try:

@@ -22,6 +22,10 @@ REPLY_TO = "lambda.surface.reply_to"
 REPO = Path(__file__).resolve().parents[2]
 
 
+# The test user must see every event: a limited timeline would hide replies.
+TEST_FILTER = {"room": {"timeline": {"limit": 1000}}}
+
+
 class BotDied(Exception):
     pass
 
@@ -145,6 +149,7 @@ class UserClient:
         self.seen = Seen()
         self._since: str | None = None
         self._joined: set[str] = set()
+        self._synced_rooms: set[str] = set()
 
     @classmethod
     async def login(cls, base_url: str, user: RegisteredUser) -> UserClient:
@@ -158,9 +163,15 @@ class UserClient:
         await self.client.close()
 
     async def sync(self, timeout_ms: int = 1000) -> None:
-        response = await self.client.sync(timeout=timeout_ms, since=self._since)
+        response = await self.client.sync(
+            timeout=timeout_ms, since=self._since, sync_filter=TEST_FILTER
+        )
         if not isinstance(response, nio.SyncResponse):
             raise RuntimeError(f"sync failed: {response}")
+        for room_id, room in response.rooms.join.items():
+            if room_id in self._synced_rooms and room.timeline.limited:
+                raise AssertionError(f"test client missed events in {room_id}: raise the limit")
+            self._synced_rooms.add(room_id)
         self._since = response.next_batch
         for room_id, room in response.rooms.join.items():
             for event in room.timeline.events:
@@ -241,21 +252,26 @@ class UserClient:
             if e.get("event_id") == message_event_id:
                 text = content.get("body", "")
             relates = content.get("m.relates_to", {})
-            if relates.get("rel_type") == "m.replace" and relates.get("event_id") == message_event_id:
+            if (
+                relates.get("rel_type") == "m.replace"
+                and relates.get("event_id") == message_event_id
+            ):
                 text = content.get("m.new_content", {}).get("body", text)
         return text
 
     def reply_texts(self, event_id: str) -> list[str]:
         return [self.current_text(e["event_id"]) for e in self.replies_to(event_id)]
 
-    async def ask(self, room_id: str, text: str, *, expect: str | None = None,
-                  timeout: float = 30.0) -> str:
+    async def ask(
+        self, room_id: str, text: str, *, expect: str | None = None, timeout: float = 30.0
+    ) -> str:
         """Send `text`, wait for the bot's reply (containing `expect`), return the reply text."""
         event_id = await self.send(room_id, text)
         return await self.wait_reply(event_id, expect=expect, timeout=timeout)
 
-    async def wait_reply(self, event_id: str, *, expect: str | None = None,
-                         timeout: float = 30.0) -> str:
+    async def wait_reply(
+        self, event_id: str, *, expect: str | None = None, timeout: float = 30.0
+    ) -> str:
         def done() -> str | None:
             for reply in self.reply_texts(event_id):
                 if expect is None or expect in reply:
@@ -330,3 +346,14 @@ def surface_cli(bot: BotProcess, *args: str) -> subprocess.CompletedProcess[str]
         timeout=120,
         check=False,
     )
+
+
+def room_state_as(synapse: LocalHomeserver, user: RegisteredUser, room_id: str) -> list[Any]:
+    r = httpx.get(
+        f"{synapse.base_url}/_matrix/client/v3/rooms/{room_id}/state",
+        headers={"Authorization": f"Bearer {user.access_token}"},
+        timeout=10,
+    )
+    r.raise_for_status()
+    events: list[Any] = r.json()
+    return events

@@ -110,8 +110,9 @@ async def test_disagreeing_local_record_loses_to_matrix(bot: BotProcess, alice: 
     before = _context(await alice.ask(c1, "!context", expect="platform chat"))
     bot.stop()
     with sqlite3.connect(bot.db_path) as db:
-        db.execute("UPDATE rooms SET platform_chat_id = '999', agent_id = 'bogus' "
-                   "WHERE room_id = ?", (c1,))
+        db.execute(
+            "UPDATE rooms SET platform_chat_id = '999', agent_id = 'bogus' WHERE room_id = ?", (c1,)
+        )
 
     dry = surface_cli(bot, "reconcile", "--dry-run")
     report = json.loads(dry.stdout)

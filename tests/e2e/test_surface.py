@@ -124,9 +124,7 @@ def _platform_chat(context: str) -> str:
     return line.rsplit(":", 1)[1].strip()
 
 
-async def test_restart_keeps_bindings_and_routing(
-    bot: BotProcess, alice: UserClient
-) -> None:
+async def test_restart_keeps_bindings_and_routing(bot: BotProcess, alice: UserClient) -> None:
     _, chat = await onboard(alice, bot.bot.user_id)
     await alice.ask(chat, "!new Second", expect="Second")
     before = await alice.ask(chat, "!context", expect="platform chat")
@@ -157,9 +155,7 @@ async def test_pending_confirmation_lost_on_restart_does_not_break_chat(
     assert await alice.ask(chat, "still here?") == "echo: still here?"
 
 
-async def test_message_sent_while_down_is_answered_once(
-    bot: BotProcess, alice: UserClient
-) -> None:
+async def test_message_sent_while_down_is_answered_once(bot: BotProcess, alice: UserClient) -> None:
     _, chat = await onboard(alice, bot.bot.user_id)
     await alice.ask(chat, "before")
     bot.stop()

@@ -804,6 +804,19 @@ async def test_statistics_counts_restarts_per_task() -> None:
     assert stats.tasks["http"].last_error is None
 
 
+async def test_statistics_not_ready_once_shutdown_begins() -> None:
+    supervisor = Supervisor([TaskSpec("sync", serve_forever, RestartPolicy.PERMANENT)])
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        ready_before = supervisor.statistics().ready
+        supervisor.request_shutdown()
+        ready_during = supervisor.statistics().ready
+
+    assert ready_before
+    assert not ready_during
+    assert not supervisor.statistics().ready
+
+
 def test_duplicate_task_names_rejected() -> None:
     with pytest.raises(ValueError, match="sync"):
         Supervisor(
