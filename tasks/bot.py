@@ -95,6 +95,8 @@ class SurfaceBot:
         self._on_media = on_media
         self._take_attachments = take_attachments
         self._pending: dict[str, _Pending] = {}
+        self._user_locks: dict[str, anyio.Lock] = {}
+        self._onboarding_locks: dict[str, anyio.Lock] = {}
 
     # -- entry point ------------------------------------------------------------------------
 
@@ -128,7 +130,15 @@ class SurfaceBot:
         await self.onboard(inviter, trigger=entry.event_id, dm_room_id=room_id)
 
     async def onboard(self, user_id: str, *, trigger: str, dm_room_id: str | None) -> None:
-        """Create the user's Space and first chat (each step skipped when already done)."""
+        """Create the user's Space and first chat (each step skipped when already done).
+
+        Serialised per user, so two invites at once cannot make two Spaces.
+        """
+        lock = self._onboarding_locks.setdefault(user_id, anyio.Lock())
+        async with lock:
+            await self._onboard_locked(user_id, trigger=trigger, dm_room_id=dm_room_id)
+
+    async def _onboard_locked(self, user_id: str, *, trigger: str, dm_room_id: str | None) -> None:
         display = await self._display_name(user_id)
         user = self.store.get_user(user_id) or UserRecord(
             matrix_user_id=user_id, selected_agent_id=self.registry.default.id
@@ -161,7 +171,18 @@ class SurfaceBot:
             )
 
     async def create_chat(self, user: UserRecord, *, name: str | None, trigger: str) -> RoomRecord:
-        """Create a chat room for `trigger` unless one was already created for it."""
+        """Create a chat room for `trigger` unless one was already created for it.
+
+        Serialised per user: rooms run concurrently, and two `!new` in two rooms of
+        one user must not both take the same chat index.
+        """
+        lock = self._user_locks.setdefault(user.matrix_user_id, anyio.Lock())
+        async with lock:
+            return await self._create_chat_locked(user, name=name, trigger=trigger)
+
+    async def _create_chat_locked(
+        self, user: UserRecord, *, name: str | None, trigger: str
+    ) -> RoomRecord:
         existing = self.store.get_meta(f"origin:{trigger}")
         if existing and (room := self.store.get_room(existing)) is not None:
             # Handled before a crash: the room exists; the link may not (idempotent).
