@@ -62,7 +62,7 @@ class PathKind(StrEnum):
 class DurablePath(BaseModel):
     """A setting naming a path the bot must keep across container re-creation."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     setting: str
     kind: PathKind
@@ -71,7 +71,7 @@ class DurablePath(BaseModel):
 class DeployContract(BaseModel):
     """Names and rules the checks apply; the defaults are lambda-surface's."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     bot_service: str = "bot"
     homeserver_service: str = "synapse"
@@ -96,7 +96,7 @@ DEFAULT_CONTRACT: Final = DeployContract()
 
 
 class VolumeMount(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: str
     target: str
@@ -105,7 +105,7 @@ class VolumeMount(BaseModel):
 
 
 class PortBinding(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     target: int | str
     host_ip: str | None = None
@@ -113,7 +113,7 @@ class PortBinding(BaseModel):
 
 
 class Healthcheck(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     test: tuple[str, ...] = ()
     disable: bool = False
@@ -124,7 +124,7 @@ class Healthcheck(BaseModel):
 
 
 class DependsOn(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     condition: str = "service_started"
 
@@ -132,7 +132,7 @@ class DependsOn(BaseModel):
 class Service(BaseModel):
     """One service after short syntaxes are expanded (what the checks read)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     image: str | None = None

@@ -22,12 +22,18 @@ from runtime.platforms.router import AgentRouter
 from runtime.settings import Settings
 from runtime.store import SqliteStore
 from runtime.supervisor import RestartPolicy, Supervisor, SupervisorConfig, TaskSpec
+from runtime.workspace import FsWorkspace
+from tasks.attachments import AttachmentStaging
 from tasks.bot import BotConfig, SurfaceBot
 from tasks.catalogue import Catalogue
+from tasks.materializer import Materializer
+from tasks.media import MediaBridge
 from tasks.readiness import Readiness
 from tasks.reconcile import reconcile
+from tasks.replies import Replier
 from tasks.sequence import PlatformChatSequence
 from tasks.sync import SyncTask
+from tasks.turns import TurnStreamer
 
 log = structlog.get_logger(__name__)
 
@@ -98,6 +104,7 @@ class Runtime:
     readiness: Readiness
     metrics: PrometheusMetrics
     http: HealthServer
+    materializer: Materializer
     supervisor: Supervisor | None = None
     initial_batch: SyncBatch | None = None
 
@@ -121,6 +128,7 @@ class Runtime:
             TaskSpec("reconcile", self.reconcile_task, RestartPolicy.TRANSIENT, one_shot=True,
                      start_timeout=600),
             TaskSpec("platform_pool", self.pool.run, RestartPolicy.PERMANENT),
+            TaskSpec("materializer", self.materializer.run, RestartPolicy.PERMANENT),
             TaskSpec("sync", self.sync.run, RestartPolicy.PERMANENT, start_timeout=600),
         ]
 
@@ -153,7 +161,9 @@ async def build_runtime(
         try:
             metrics = PrometheusMetrics()
             readiness = Readiness()
-            router = AgentRouter(registry, echo=echo or EchoPlatform())
+            router = AgentRouter(
+                registry, echo=echo or EchoPlatform(workspace=settings.surface_workspace_dir)
+            )
             pool = PlatformPool(router)
             metrics.gauge_source(
                 "surface_platform_pool", "Platform connection pool statistics",
@@ -161,6 +171,14 @@ async def build_runtime(
             )
             catalogue = Catalogue(settings.surface_locale)
             sequence = PlatformChatSequence(store, matrix)
+            materializer = Materializer(
+                matrix,
+                FsWorkspace(settings.surface_workspace_dir),
+                max_upload_bytes=settings.surface_max_upload_bytes,
+            )
+            media = MediaBridge(
+                materializer.send_job, AttachmentStaging(), Replier(matrix), catalogue
+            )
             bot = SurfaceBot(
                 store=store,
                 matrix=matrix,
@@ -168,9 +186,15 @@ async def build_runtime(
                 registry=registry,
                 sequence=sequence,
                 catalogue=catalogue,
-                config=BotConfig(
+                config=BotConfig(is_allowed=settings.is_allowed),
+                on_media=media.on_media,
+                take_attachments=media.take_attachments,
+                streamer=TurnStreamer(
+                    matrix,
+                    pool,
+                    catalogue,
                     edit_interval=settings.surface_stream_edit_interval,
-                    is_allowed=settings.is_allowed,
+                    on_file=media.on_file,
                 ),
             )
             host, port = settings.http_host_port
@@ -192,10 +216,11 @@ async def build_runtime(
             runtime = Runtime(
                 settings=settings, store=store, matrix=matrix, platform=router, pool=pool,
                 registry=registry, bot=bot, sync=sync, readiness=readiness, metrics=metrics,
-                http=http,
+                http=http, materializer=materializer,
             )
             runtime_ref.append(runtime)
-            yield runtime
+            with materializer:
+                yield runtime
         finally:
             await close_matrix(matrix)
     finally:

@@ -30,7 +30,8 @@ from tasks.replies import Replier
 
 log = structlog.get_logger(__name__)
 
-FileHandler = Callable[[EmittedFile, int], Awaitable[None]]
+# (room_id, triggering event id, the file, its 1-based index in the turn)
+FileHandler = Callable[[str, str, EmittedFile, int], Awaitable[None]]
 
 
 @dataclass
@@ -112,7 +113,7 @@ class TurnStreamer:
                         elif isinstance(item, EmittedFile):
                             outcome.files.append(item.path)
                             if self._on_file is not None:
-                                await self._on_file(item, len(outcome.files))
+                                await self._on_file(room_id, trigger, item, len(outcome.files))
                         elif isinstance(item, StatusUpdate):
                             await self._typing(room_id, True)
                 tg.cancel_scope.cancel()

@@ -7,14 +7,17 @@ snapshots and turn de-duplication live in this process only.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import anyio
 
 from contracts.platform import (
     ContextInfo,
+    EmittedFile,
     PlatformEvent,
     PlatformHealth,
     PlatformRejected,
@@ -30,11 +33,21 @@ class _Chat:
     turns: list[tuple[str, str]] = field(default_factory=list)  # (user text, reply)
 
 
-class EchoPlatform:
-    """Answers `echo: <text>`; `delay` seconds per turn simulates a slow agent."""
+EMIT = re.compile(r"!emit ([A-Za-z0-9_.-]{1,64})")
 
-    def __init__(self, *, delay: float = 0.0, chunks: int = 3) -> None:
+
+class EchoPlatform:
+    """Answers `echo: <text>`; `delay` seconds per turn simulates a slow agent.
+
+    With a `workspace`, `!emit <name>` in the text makes it write
+    `agent-out/<name>` there and emit it as a file (like the reference service).
+    """
+
+    def __init__(
+        self, *, delay: float = 0.0, chunks: int = 3, workspace: Path | None = None
+    ) -> None:
         self.delay = delay
+        self.workspace = workspace
         self.chunks = max(1, chunks)
         self._chats: dict[tuple[str, str], _Chat] = {}
         self._replies: dict[str, str] = {}  # idempotency key -> recorded reply
@@ -61,7 +74,18 @@ class EchoPlatform:
         step = max(1, -(-len(reply) // self.chunks))
         for start in range(0, len(reply), step):
             yield TextDelta(text=reply[start : start + step])
+        if self.workspace is not None:
+            for name in EMIT.findall(turn.text):
+                yield self._emit(name, turn)
         yield TurnDone(text=reply)
+
+    def _emit(self, name: str, turn: UserTurn) -> EmittedFile:
+        relative = f"agent-out/{name}"
+        assert self.workspace is not None
+        target = self.workspace / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(f"file {name} for {turn.platform_chat_id}\n", encoding="utf-8")
+        return EmittedFile(path=relative, mimetype="text/plain")
 
     async def disconnect(self, agent_id: str, platform_chat_id: str) -> None:
         self.disconnected.append((agent_id, platform_chat_id))

@@ -357,3 +357,36 @@ def room_state_as(synapse: LocalHomeserver, user: RegisteredUser, room_id: str) 
     r.raise_for_status()
     events: list[Any] = r.json()
     return events
+
+
+async def upload_file(
+    user: UserClient, room_id: str, name: str, data: bytes, mimetype: str = "text/plain"
+) -> str:
+    """Upload `data` and post it as an m.file message; returns the event id."""
+    import io
+
+    response, _ = await user.client.upload(
+        io.BytesIO(data), content_type=mimetype, filename=name, filesize=len(data)
+    )
+    assert isinstance(response, nio.UploadResponse), response
+    sent = await user.client.room_send(
+        room_id,
+        "m.room.message",
+        {
+            "msgtype": "m.file",
+            "body": name,
+            "url": response.content_uri,
+            "info": {"mimetype": mimetype, "size": len(data)},
+        },
+    )
+    assert isinstance(sent, nio.RoomSendResponse), sent
+    return str(sent.event_id)
+
+
+async def download(user: UserClient, mxc: str) -> bytes:
+    server, media_id = mxc.removeprefix("mxc://").split("/", 1)
+    url = f"{user.client.homeserver}/_matrix/client/v1/media/download/{server}/{media_id}"
+    async with httpx.AsyncClient() as http:
+        r = await http.get(url, headers={"Authorization": f"Bearer {user.user.access_token}"})
+    r.raise_for_status()
+    return r.content
