@@ -85,6 +85,13 @@ start() {
         return
     else
         ensure_packages
+        # On a host with systemd, installing docker.io may have started the system engine.
+        if [ -S /var/run/docker.sock ] && engine_answers unix:///var/run/docker.sock; then
+            say "using the system engine at /var/run/docker.sock"
+            ensure_compose_plugin
+            echo "export DOCKER_HOST=unix:///var/run/docker.sock"
+            return
+        fi
         as_root mkdir -p "$DIR/data" "$DIR/exec"
         rm -f "$SOCK"
         say "starting dockerd (data in $DIR, log $LOG)"

@@ -10,7 +10,6 @@ from typing import Any, Literal, cast
 
 import anyio
 import structlog
-from tasks.platform_pool import PlatformPool
 
 from contracts.matrix import MatrixAuthError, MatrixPort, MatrixUnreachable, SyncBatch
 from contracts.platform import PlatformClient
@@ -28,6 +27,7 @@ from tasks.bot import BotConfig, SurfaceBot
 from tasks.catalogue import Catalogue
 from tasks.materializer import Materializer
 from tasks.media import MediaBridge
+from tasks.platform_pool import PlatformPool
 from tasks.readiness import Readiness
 from tasks.reconcile import reconcile
 from tasks.replies import Replier
@@ -38,6 +38,8 @@ from tasks.turns import TurnStreamer
 log = structlog.get_logger(__name__)
 
 Backend = Literal["asyncio", "trio"]
+
+PLATFORM_CLOSE_TIMEOUT = 5.0  # seconds for the HTTP agents' connections to close at exit
 
 
 def load_agents(settings: Settings) -> AgentRegistry:
@@ -51,7 +53,8 @@ async def connect_matrix(settings: Settings, backend: Backend) -> MatrixPort:
     """Log in (or resume the session). Network errors retry with backoff; auth errors are fatal."""
     from runtime.matrix_nio import NioMatrix
 
-    assert settings.matrix_homeserver is not None and settings.matrix_user_id is not None
+    assert settings.matrix_homeserver is not None
+    assert settings.matrix_user_id is not None
     kwargs: dict[str, Any] = {
         "homeserver": settings.matrix_homeserver,
         "user_id": settings.matrix_user_id,
@@ -75,7 +78,9 @@ async def connect_matrix(settings: Settings, backend: Backend) -> MatrixPort:
             return cast(MatrixPort, await NioMatrix.connect(**kwargs))
         except MatrixUnreachable as exc:
             log.warning(
-                "matrix.unreachable", homeserver=settings.matrix_homeserver, error=str(exc),
+                "matrix.unreachable",
+                homeserver=settings.matrix_homeserver,
+                error=str(exc),
                 retry_in=round(delay, 1),
             )
             await anyio.sleep(delay * (1 + random.uniform(0, 0.2)))
@@ -87,6 +92,12 @@ async def close_matrix(matrix: MatrixPort) -> None:
     if close is not None:
         with anyio.move_on_after(5, shield=True):
             await close()
+
+
+async def close_platforms(router: AgentRouter) -> None:
+    """Close the HTTP agents' connections; shielded and bounded, as shutdown cleanup must be."""
+    with anyio.move_on_after(PLATFORM_CLOSE_TIMEOUT, shield=True):
+        await router.aclose()
 
 
 @dataclass
@@ -125,8 +136,13 @@ class Runtime:
     def specs(self) -> list[TaskSpec]:
         return [
             TaskSpec("http", self.http.run, RestartPolicy.PERMANENT),
-            TaskSpec("reconcile", self.reconcile_task, RestartPolicy.TRANSIENT, one_shot=True,
-                     start_timeout=600),
+            TaskSpec(
+                "reconcile",
+                self.reconcile_task,
+                RestartPolicy.TRANSIENT,
+                one_shot=True,
+                start_timeout=600,
+            ),
             TaskSpec("platform_pool", self.pool.run, RestartPolicy.PERMANENT),
             TaskSpec("materializer", self.materializer.run, RestartPolicy.PERMANENT),
             TaskSpec("sync", self.sync.run, RestartPolicy.PERMANENT, start_timeout=600),
@@ -166,7 +182,8 @@ async def build_runtime(
             )
             pool = PlatformPool(router)
             metrics.gauge_source(
-                "surface_platform_pool", "Platform connection pool statistics",
+                "surface_platform_pool",
+                "Platform connection pool statistics",
                 lambda: {k: float(v) for k, v in vars(pool.statistics()).items()},
             )
             catalogue = Catalogue(settings.surface_locale)
@@ -195,12 +212,14 @@ async def build_runtime(
                     catalogue,
                     edit_interval=settings.surface_stream_edit_interval,
                     on_file=media.on_file,
+                    metrics=metrics,
                 ),
             )
             host, port = settings.http_host_port
             runtime_ref: list[Runtime] = []
             http = HealthServer(
-                host, port,
+                host,
+                port,
                 ready=lambda: runtime_ref[0].is_ready(),
                 metrics=lambda: runtime_ref[0].render_metrics(),
             )
@@ -214,13 +233,25 @@ async def build_runtime(
                 initial_batch=lambda: runtime_ref[0].take_initial_batch(),
             )
             runtime = Runtime(
-                settings=settings, store=store, matrix=matrix, platform=router, pool=pool,
-                registry=registry, bot=bot, sync=sync, readiness=readiness, metrics=metrics,
-                http=http, materializer=materializer,
+                settings=settings,
+                store=store,
+                matrix=matrix,
+                platform=router,
+                pool=pool,
+                registry=registry,
+                bot=bot,
+                sync=sync,
+                readiness=readiness,
+                metrics=metrics,
+                http=http,
+                materializer=materializer,
             )
             runtime_ref.append(runtime)
-            with materializer:
-                yield runtime
+            try:
+                with materializer:
+                    yield runtime
+            finally:
+                await close_platforms(router)
         finally:
             await close_matrix(matrix)
     finally:
@@ -241,7 +272,9 @@ async def run_bot(
         )
         runtime.supervisor = supervisor
         log.info(
-            "bot.starting", user_id=runtime.matrix.user_id, backend=backend,
+            "bot.starting",
+            user_id=runtime.matrix.user_id,
+            backend=backend,
             agents=[a.id for a in runtime.registry],
         )
         await supervisor.run()

@@ -90,7 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", type=Path, default=None)
     dev.add_argument("--port", type=int, default=None)
     dev.add_argument(
-        "--user", action="append", default=[], metavar="NAME:PASSWORD",
+        "--user",
+        action="append",
+        default=[],
+        metavar="NAME:PASSWORD",
         help="register this user (repeatable)",
     )
     dev.set_defaults(func=cmd_dev_homeserver)
@@ -289,7 +292,6 @@ def _require_homeserver(settings: Settings) -> None:
             "MATRIX_HOMESERVER is not set: this command talks to the bot's homeserver. "
             "Set MATRIX_HOMESERVER, MATRIX_USER_ID and MATRIX_PASSWORD (or put them in .env)."
         )
-
 
 
 if __name__ == "__main__":

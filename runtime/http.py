@@ -32,7 +32,9 @@ class HealthServer:
         self._metrics = metrics
         self.bound_port: int | None = None
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
         async with listener:
             self.bound_port = listener.extra(anyio.abc.SocketAttribute.local_port)

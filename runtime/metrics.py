@@ -11,11 +11,14 @@ class PrometheusMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._events = Counter(
-            "surface_events_handled", "Matrix events handled", ["kind", "outcome"],
+            "surface_events_handled",
+            "Matrix events handled",
+            ["kind", "outcome"],
             registry=self.registry,
         )
         self._latency = Histogram(
-            "surface_reply_latency_seconds", "From event dispatch to handled",
+            "surface_reply_latency_seconds",
+            "From event dispatch to handled",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
             registry=self.registry,
         )
@@ -26,7 +29,9 @@ class PrometheusMetrics:
             "surface_sync_seconds", "Duration of one /sync round", registry=self.registry
         )
         self._restarts = Gauge(
-            "surface_task_restarts", "Restarts per supervised task", ["task"],
+            "surface_task_restarts",
+            "Restarts per supervised task",
+            ["task"],
             registry=self.registry,
         )
         self._ready = Gauge("surface_ready", "1 when reconciled and synced", registry=self.registry)

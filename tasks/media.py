@@ -61,7 +61,8 @@ class MediaBridge:
         job = download_job_for(event, user_id=room.matrix_user_id, on_result=box)
         if job is None:
             await self._replier.say(
-                room.room_id, self._t("file_error", reason="encrypted or malformed media"),
+                room.room_id,
+                self._t("file_error", reason="encrypted or malformed media"),
                 reply_to=entry.event_id,
             )
             return
@@ -73,7 +74,8 @@ class MediaBridge:
             )
         else:
             await self._replier.say(
-                room.room_id, self._t("file_error", reason=_message(result)),
+                room.room_id,
+                self._t("file_error", reason=_message(result)),
                 reply_to=entry.event_id,
             )
 
@@ -89,7 +91,9 @@ class MediaBridge:
         result = await self._run(job, box)
         if isinstance(result, JobFailed):
             await self._replier.say(
-                room_id, self._t("file_error", reason=result.message), reply_to=trigger,
+                room_id,
+                self._t("file_error", reason=result.message),
+                reply_to=trigger,
                 purpose=f"file-error-{index}",
             )
 

@@ -2,18 +2,26 @@
 
 Events from the platform are read by a producer task into a memory stream so
 the consumer can wait for "next event or next flush time" without cancelling
-the platform's iterator midway.
+the platform's iterator midway. The producer closes the platform's stream
+(`aclose`) however it ends, so a turn abandoned halfway releases its HTTP
+response at once rather than when the garbage collector finds it.
+
+A platform failure (PlatformError from the adapter or the pool, or a TurnFailed
+event) is shown as a message in the room and counted as `platform_error` in the
+metrics, labelled with its code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from dataclasses import dataclass, field
 
 import anyio
 import structlog
 
 from contracts.matrix import MatrixPort
+from contracts.metrics import Metrics, NullMetrics
 from contracts.platform import (
     EmittedFile,
     PlatformClient,
@@ -54,6 +62,7 @@ class TurnStreamer:
         *,
         edit_interval: float = 1.0,
         on_file: FileHandler | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._matrix = matrix
         self._platform = platform
@@ -61,6 +70,7 @@ class TurnStreamer:
         self._t = catalogue
         self._edit_interval = edit_interval
         self._on_file = on_file
+        self._metrics = metrics or NullMetrics()
 
     async def run(self, room_id: str, turn: UserTurn) -> TurnOutcome:
         """Stream one turn; platform failures become a clear message in the room."""
@@ -88,6 +98,7 @@ class TurnStreamer:
                             continue
                         if isinstance(item, PlatformError):
                             outcome.error = str(item) or item.code
+                            self._metrics.platform_error(item.code)
                             await self._replier.say(
                                 room_id,
                                 self._t("platform_error", reason=_reason(item)),
@@ -103,6 +114,7 @@ class TurnStreamer:
                             break
                         elif isinstance(item, TurnFailed):
                             outcome.error = item.code
+                            self._metrics.platform_error(item.code)
                             await self._replier.say(
                                 room_id,
                                 self._t("platform_failed", code=item.code, message=item.message),
@@ -131,8 +143,9 @@ class TurnStreamer:
     ) -> None:
         async with send:
             try:
-                async for event in self._platform.send_turn(turn):
-                    await send.send(event)
+                async with _closing(self._platform.send_turn(turn)) as events:
+                    async for event in events:
+                        await send.send(event)
             except PlatformError as exc:
                 await send.send(exc)
 
@@ -154,6 +167,15 @@ class TurnStreamer:
             await self._matrix.set_typing(room_id, on, timeout_ms=30000)
         except Exception as exc:  # typing is cosmetic: never fail a turn for it
             log.debug("typing.failed", room_id=room_id, error=repr(exc))
+
+
+def _closing(
+    events: AsyncIterator[PlatformEvent],
+) -> AbstractAsyncContextManager[AsyncIterator[PlatformEvent]]:
+    """`aclosing(events)` when the stream can be closed (every async generator can)."""
+    if isinstance(events, AsyncGenerator):
+        return aclosing(events)
+    return nullcontext(events)
 
 
 def _reason(error: PlatformError) -> str:

@@ -52,7 +52,7 @@ def _wipe_database(bot: BotProcess) -> None:
 async def test_lost_database_is_rebuilt_from_matrix(
     synapse: LocalHomeserver, bot: BotProcess, alice: UserClient, lose_store: bool
 ) -> None:
-    space_id, c1 = await onboard(alice, bot.bot.user_id)
+    _, c1 = await onboard(alice, bot.bot.user_id)
     await alice.ask(c1, "!new Two", expect="Two")
     [c2] = await alice.accept_invites()
     await alice.ask(c2, "!agent echo", expect="Echo")
