@@ -6,6 +6,8 @@ ARG BASE_IMAGE=python:3.12-slim
 # --- build: identical to deploy/Dockerfile's, so the layers are shared ---------------------
 FROM ${BASE_IMAGE} AS build
 ARG UV_VERSION=0.13.9
+# The base image's CA bundle is the host's (see deploy/base-image.sh): pip and uv must use
+# it rather than their bundled roots so an intercepting HTTPS proxy is trusted.
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -18,15 +20,19 @@ ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     UV_PROJECT_ENVIRONMENT=/opt/venv
 RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install --quiet "uv==${UV_VERSION}"
 WORKDIR /src
-COPY pyproject.toml uv.lock README.md ./
+# Dependencies first, exactly as uv.lock pins them: rebuilt only when the lock changes.
+COPY pyproject.toml uv.lock ./
 RUN /opt/uv/bin/uv sync --frozen --no-dev --no-default-groups --no-install-project
+# Our own code goes into a separate prefix, laid over the venv in the final stage, so a
+# code change rebuilds only this small layer and the big venv layer stays cached.
+COPY README.md ./
 COPY contracts/ contracts/
 COPY runtime/ runtime/
 COPY tasks/ tasks/
 COPY platform_agent/ platform_agent/
-# Dependencies were byte-compiled above; compiling the whole venv again on every code
-# change would cost far more than our own modules save.
-RUN UV_COMPILE_BYTECODE=0 /opt/uv/bin/uv sync --frozen --no-dev --no-default-groups --no-editable
+RUN /opt/uv/bin/uv build --wheel --out-dir /tmp/dist \
+    && /opt/uv/bin/uv pip install --no-deps --python /opt/venv/bin/python --prefix /opt/app \
+        /tmp/dist/*.whl
 
 # --- runtime -------------------------------------------------------------------------------
 FROM ${BASE_IMAGE}
@@ -44,6 +50,7 @@ RUN groupadd --system --gid 10001 surface \
     && mkdir -p /data /workspace \
     && chown -R surface:surface /data /workspace
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/app/ /opt/venv/
 USER surface
 WORKDIR /data
 EXPOSE 8090

@@ -6,6 +6,7 @@ one TurnFailed; the service adds the final TurnDone after recording the turn.
 Echo test hooks (in the user's text):
     `!emit <name>`     write `agent-out/<name>` into the workspace and emit it
     `!slow <seconds>`  sleep before answering (timeout tests)
+    `!stream <seconds>` pause this long between the reply's deltas (streaming tests)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ BackendEvent = TextDelta | EmittedFile | StatusUpdate | TurnFailed
 EMIT_DIR = "agent-out"
 _EMIT = re.compile(r"!emit\s+(\S+)")
 _SLOW = re.compile(r"!slow\s+(\d+(?:\.\d+)?)")
+_STREAM = re.compile(r"!stream\s+(\d+(?:\.\d+)?)")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -97,7 +99,11 @@ class EchoBackend:
         reply = f"echo: {request.text}"
         if request.attachments:
             reply += "\n\nattachments: " + ", ".join(request.attachments)
-        for piece in split_deltas(reply):
+        stream = _STREAM.search(request.text)
+        pause = min(float(stream.group(1)), self.max_slow_seconds) if stream else 0.0
+        for index, piece in enumerate(split_deltas(reply)):
+            if index and pause:
+                await anyio.sleep(pause)
             yield TextDelta(text=piece)
             await anyio.lowlevel.checkpoint()
         for name in names:

@@ -122,11 +122,10 @@ class Runtime:
     async def reconcile_task(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        report, batch = await reconcile(self.store, self.matrix)
+        _report, batch = await reconcile(self.store, self.matrix)
         if self.store.checkpoint() is None:
             self.initial_batch = batch  # the sync task catches up from it
         self.readiness.reconciled = True
-        del report
         task_status.started()
 
     def take_initial_batch(self) -> SyncBatch | None:

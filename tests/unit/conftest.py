@@ -12,6 +12,22 @@ def pytest_configure(config: pytest.Config) -> None:
         "virtual_time: on trio, run the test under MockClock(autojump_threshold=0) "
         "so sleeps and timeouts pass instantly",
     )
+    config.addinivalue_line(
+        "markers",
+        "trio_only: the behaviour needs trio's MockClock; the asyncio run is deselected "
+        "(not skipped: it is not a test that could pass)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    asyncio_runs = [
+        item
+        for item in items
+        if item.get_closest_marker("trio_only") is not None and "[asyncio" in item.name
+    ]
+    if asyncio_runs:
+        config.hook.pytest_deselected(items=asyncio_runs)
+        items[:] = [item for item in items if item not in asyncio_runs]
 
 
 @pytest.fixture(
