@@ -141,3 +141,26 @@ async def test_reconcile_twice_changes_nothing_the_second_time(
     assert first["rooms_restored"] == 3 and first["users_restored"] == 1
     assert first["changes"] > 0
     assert second["changes"] == 0 and second["conflicts"] == []
+
+
+async def test_reset_dry_run_touches_nothing_and_reset_forgets_everything(
+    synapse: LocalHomeserver, bot: BotProcess, alice: UserClient
+) -> None:
+    await onboard(alice, bot.bot.user_id)
+    bot.stop()
+    rooms = joined_rooms(synapse, bot.bot)
+
+    dry = surface_cli(bot, "reset", "--mode", "server-leave-forget", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would delete" in dry.stdout and "leave" in dry.stdout
+    assert bot.db_path.exists() and bot.store_path.exists()
+    assert joined_rooms(synapse, bot.bot) == rooms
+
+    refused = surface_cli(bot, "reset", "--mode", "local-only")  # no terminal, no --yes
+    assert refused.returncode == 2 and bot.db_path.exists()
+
+    done = surface_cli(bot, "reset", "--mode", "server-leave-forget", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "What people must still do" in done.stdout
+    assert not bot.db_path.exists() and not bot.store_path.exists()
+    assert joined_rooms(synapse, bot.bot) == set()
