@@ -23,7 +23,10 @@ import nio
 from benchmarks.raw_echo import SYNC_FILTER
 from contracts.markers import REPLY_TO_FIELD
 
-MEASURE_FILTER = {**SYNC_FILTER, "room": {**SYNC_FILTER["room"], "timeline": {"limit": 500}}}
+MEASURE_FILTER: dict[str, Any] = {
+    **SYNC_FILTER,
+    "room": {**SYNC_FILTER["room"], "timeline": {"limit": 500}},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,10 @@ class Arrival:
 
 
 Match = Callable[[Arrival], bool]
+
+
+class ObserverError(Exception):
+    """The homeserver refused one of the measuring user's calls."""
 
 
 def answers(event_id: str, expected: str, bot_user_id: str) -> Match:
@@ -89,7 +96,9 @@ class Observer:
     def user_id(self) -> str:
         return str(self.client.user_id)
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Sync forever; started() after the first (catch-up) sync, whose events are kept."""
         started = False
         while True:
@@ -98,7 +107,7 @@ class Observer:
             )
             now = time.monotonic()
             if not isinstance(response, nio.SyncResponse):
-                raise RuntimeError(f"observer sync failed: {response}")
+                raise ObserverError(f"observer sync failed: {response}")
             self._since = response.next_batch
             self.syncs += 1
             for room_id, room in response.rooms.join.items():
@@ -111,10 +120,12 @@ class Observer:
                 started = True
                 task_status.started()
 
-    async def wait_for(self, match: Match, *, timeout: float, start: int = 0, what: str = "") -> Arrival:
-        """The first arrival from index `start` on that matches. Raises TimeoutError."""
+    async def wait_for(
+        self, match: Match, *, within: float, start: int = 0, what: str = ""
+    ) -> Arrival:
+        """The first arrival from index `start` on that matches; TimeoutError after `within` s."""
         index = start
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             while True:
                 while index < len(self.arrivals):
                     arrival = self.arrivals[index]
@@ -124,8 +135,8 @@ class Observer:
                 await self._changed.wait()
         raise AssertionError(what)  # pragma: no cover - fail_after raises first
 
-    async def wait_invites(self, count: int, *, timeout: float) -> list[str]:
-        with anyio.fail_after(timeout):
+    async def wait_invites(self, count: int, *, within: float) -> list[str]:
+        with anyio.fail_after(within):
             while len(self.invites) < count:
                 await self._changed.wait()
         return list(self.invites)
@@ -137,10 +148,10 @@ class Observer:
             room_id, "m.room.message", {"msgtype": "m.text", "body": text}
         )
         if not isinstance(response, nio.RoomSendResponse):
-            raise RuntimeError(f"send failed: {response}")
+            raise ObserverError(f"send failed: {response}")
         return str(response.event_id), sent_at
 
     async def join(self, room_id: str) -> None:
         response = await self.client.join(room_id)
         if not isinstance(response, nio.JoinResponse):
-            raise RuntimeError(f"join failed: {response}")
+            raise ObserverError(f"join failed: {response}")

@@ -70,10 +70,10 @@ class BenchBot(BotProcess):
     def peak_rss_mb(self) -> float:
         return proc_status_mb(self.pid, "VmHWM")
 
-    async def wait_ready_async(self, timeout: float = 600.0) -> float:
+    async def wait_ready_async(self, within: float = 600.0) -> float:
         """Poll /ready every 20 ms; returns the monotonic time it first answered 200."""
         async with httpx.AsyncClient(timeout=2.0, trust_env=False) as http:
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(within):
                 while True:
                     if self.returncode is not None:
                         raise BotDied(f"bot exited ({self.returncode}):\n{self.log_tail()}")
@@ -120,24 +120,31 @@ class Child:
     def pid(self) -> int:
         return self.proc.pid
 
+    def _died(self) -> RuntimeError:
+        return RuntimeError(
+            f"{self.log_path.name}: exit {self.proc.returncode}:\n{self.log_tail()}"
+        )
+
     def log_tail(self, lines: int = 30) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    async def wait_log(self, needle: str, timeout: float = 60.0) -> None:
+    async def wait_log(self, needle: str, within: float = 60.0) -> None:
         """Wait until the process printed `needle` (its own 'ready' line)."""
-        with anyio.fail_after(timeout):
-            while needle not in (self.log_path.read_text(errors="replace") if self.log_path.exists() else ""):
+        with anyio.fail_after(within):
+            while needle not in (
+                self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+            ):
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.log_path.name}: exited {self.proc.returncode}:\n{self.log_tail()}")
+                    raise self._died()
                 await anyio.sleep(0.05)
 
-    async def wait_http(self, url: str, timeout: float = 60.0) -> None:
+    async def wait_http(self, url: str, within: float = 60.0) -> None:
         async with httpx.AsyncClient(timeout=2.0, trust_env=False) as http:
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(within):
                 while True:
                     if self.proc.poll() is not None:
-                        raise RuntimeError(f"{self.log_path.name}: exited {self.proc.returncode}:\n{self.log_tail()}")
+                        raise self._died()
                     try:
                         if (await http.get(url)).status_code == 200:
                             return
@@ -172,7 +179,7 @@ async def start_proxy(upstream: str, log: Path, workdir: Path) -> tuple[Child, s
 async def start_platform_agent(workdir: Path) -> tuple[Child, str]:
     """The reference platform-agent service with its echo backend; returns it and its URL."""
     port = find_free_port("127.0.0.1")
-    workdir.mkdir(parents=True, exist_ok=True)
+    await anyio.Path(workdir).mkdir(parents=True, exist_ok=True)
     child = Child(
         "platform_agent",
         [],

@@ -50,7 +50,9 @@ def _sync_flags(query: str) -> dict[str, Any]:
     return {
         "since": "since" in params,
         "full_state": params.get("full_state", ["false"])[0] == "true",
-        "timeout_ms": int(params["timeout"][0]) if params.get("timeout", [""])[0].isdigit() else None,
+        "timeout_ms": int(params["timeout"][0])
+        if params.get("timeout", [""])[0].isdigit()
+        else None,
     }
 
 
@@ -86,7 +88,9 @@ def make_app(upstream: str, log: IO[str]) -> web.Application:
                 allow_redirects=False,
             ) as answer:
                 record["t_head"] = time.monotonic()
-                response = web.StreamResponse(status=answer.status, headers=_forwarded(answer.headers))
+                response = web.StreamResponse(
+                    status=answer.status, headers=_forwarded(answer.headers)
+                )
                 if answer.content_length is not None:
                     response.content_length = answer.content_length
                 await response.prepare(request)
@@ -115,7 +119,7 @@ def make_app(upstream: str, log: IO[str]) -> web.Application:
 
 def read_log(path: Path) -> list[dict[str, Any]]:
     """The proxy's request records so far (a half-written last line is skipped)."""
-    records = []
+    records: list[dict[str, Any]] = []
     if not path.exists():
         return records
     for line in path.read_text(encoding="utf-8").splitlines():

@@ -10,13 +10,15 @@ RAW_ECHO_DEVICE_ID, RAW_ECHO_TOKEN), never from the command line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
+from typing import Any
 
 import nio
 
 # The same filter the measuring client uses: timeline only, no typing or presence.
-SYNC_FILTER = {
+SYNC_FILTER: dict[str, Any] = {
     "presence": {"not_types": ["*"]},
     "account_data": {"not_types": ["*"]},
     "room": {
@@ -60,10 +62,8 @@ async def run() -> None:
 
 
 def main() -> int:
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

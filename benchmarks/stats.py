@@ -20,7 +20,9 @@ class Summary:
     max: float
 
     def as_dict(self, digits: int = 4) -> dict[str, Any]:
-        return {k: (round(v, digits) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return {
+            k: (round(v, digits) if isinstance(v, float) else v) for k, v in asdict(self).items()
+        }
 
     def scaled(self, factor: float) -> Summary:
         return Summary(

@@ -18,7 +18,7 @@ import structlog
 from contracts.matrix import MatrixError, MatrixPort
 from contracts.platform import PlatformClient, PlatformError, Snapshot, UserTurn
 from contracts.registry import AgentEntry, AgentRegistry
-from contracts.state import RoomRecord, RoomType, UserRecord
+from contracts.state import RoomRecord, RoomType, UserRecord, chat_index
 from contracts.store import LedgerEntry, Store
 from tasks.catalogue import Catalogue
 from tasks.commands import Command, parse_command
@@ -117,16 +117,6 @@ class SurfaceBot:
             await self.matrix.leave(room_id, reason="not on this bot's allow list")
             return
         await self.matrix.join(room_id)
-        user = self.store.get_user(inviter)
-        if user is not None and user.space_id is not None and self.store.list_chats(inviter):
-            log.info("invite.already_onboarded", user=inviter, space_id=user.space_id)
-            await self._invite_quietly(user.space_id, inviter)
-            await self.replier.say(
-                room_id,
-                self.t("unmanaged_room", space=self._space_name_of(user)),
-                reply_to=entry.event_id,
-            )
-            return
         await self.onboard(inviter, trigger=entry.event_id, dm_room_id=room_id)
 
     async def onboard(self, user_id: str, *, trigger: str, dm_room_id: str | None) -> None:
@@ -139,6 +129,18 @@ class SurfaceBot:
             await self._onboard_locked(user_id, trigger=trigger, dm_room_id=dm_room_id)
 
     async def _onboard_locked(self, user_id: str, *, trigger: str, dm_room_id: str | None) -> None:
+        known = self.store.get_user(user_id)
+        resumed = self.store.get_meta(f"origin:{trigger}") is not None  # same invite, re-handled
+        if known is not None and known.space_id and self.store.list_chats(user_id) and not resumed:
+            log.info("invite.already_onboarded", user=user_id, space_id=known.space_id)
+            await self._invite_quietly(known.space_id, user_id)
+            if dm_room_id is not None:
+                await self.replier.say(
+                    dm_room_id,
+                    self.t("unmanaged_room", space=self._space_name_of(known)),
+                    reply_to=trigger,
+                )
+            return
         display = await self._display_name(user_id)
         user = self.store.get_user(user_id) or UserRecord(
             matrix_user_id=user_id, selected_agent_id=self.registry.default.id
@@ -205,6 +207,9 @@ class SurfaceBot:
         advanced = user.model_copy(update={"next_chat_index": user.next_chat_index + 1})
         self.store.add_chat_room(advanced, room)
         self.store.set_meta(f"origin:{trigger}", room_id)
+        # Linked only after it is recorded: a retry of a failed link reuses this room.
+        assert room.space_id is not None
+        await link_child(self.matrix, room.space_id, room_id, order=room.chat_id)
         log.info(
             "chat.created",
             user=user.matrix_user_id,
@@ -500,14 +505,19 @@ class SurfaceBot:
             return None
         self.store.put_room(room)
         user = self.store.get_user(room.matrix_user_id)
+        # The next `!new` must not take this room's chat id again.
+        next_index = (chat_index(room.chat_id or "") or 0) + 1
         if user is None:
             self.store.put_user(
                 UserRecord(
                     matrix_user_id=room.matrix_user_id,
                     space_id=room.space_id,
                     selected_agent_id=room.agent_id,
+                    next_chat_index=next_index,
                 )
             )
+        elif user.next_chat_index < next_index:
+            self.store.put_user(user.model_copy(update={"next_chat_index": next_index}))
         log.warning("repair.room_restored", room_id=room_id, chat_id=room.chat_id)
         return room
 

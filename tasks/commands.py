@@ -46,9 +46,10 @@ def parse_command(text: str) -> Command | None:
     stripped = text.strip()
     if not stripped.startswith("!") or len(stripped) < 2 or not stripped[1].isalpha():
         return None
-    word, _, rest = stripped[1:].partition(" ")
+    # Any whitespace ends the command word (clients send "!new\nname" on shift-enter).
+    word, *rest = stripped[1:].split(maxsplit=1)
     name = word.lower()
-    argument = " ".join(rest.split())
+    argument = " ".join(rest[0].split()) if rest else ""
     if name not in COMMANDS:
         return Command(name=word, argument=argument, known=False, valid=False)
     valid = True

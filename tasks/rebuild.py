@@ -153,6 +153,9 @@ def plan_rebuild(
             else:
                 room_marker = RoomMarker.model_validate(event.content)
                 chats[room_id] = _chat_room(room_id, room_marker)
+                # Issued by the bot even if the room loses a conflict below: never reuse it.
+                if room_marker.platform_chat_id and room_marker.platform_chat_id.isdigit():
+                    seen_ids.append(int(room_marker.platform_chat_id))
                 origin = event.content.get("origin_event_id")
                 if isinstance(origin, str):
                     plan.origins[origin] = room_id
@@ -202,8 +205,6 @@ def plan_rebuild(
             report.conflicts.append(Conflict(room_id, "not linked from its Space (m.space.child)"))
         taken[key] = room_id
         accepted[room_id] = room
-        if room.platform_chat_id and room.platform_chat_id.isdigit():
-            seen_ids.append(int(room.platform_chat_id))
 
     # Rooms: restore or repair.
     for space_id, (owner, _marker, _kids) in sorted(spaces.items()):
@@ -281,7 +282,9 @@ def _compare(
         plan.rooms.append(wanted)
         report.repaired += 1
         fields = sorted(
-            name for name in wanted.model_fields if getattr(local, name) != getattr(wanted, name)
+            name
+            for name in type(wanted).model_fields
+            if getattr(local, name) != getattr(wanted, name)
         )
         report.conflicts.append(
             Conflict(wanted.room_id, "local record disagreed with Matrix on " + ", ".join(fields))

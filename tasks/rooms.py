@@ -78,7 +78,12 @@ async def create_space(matrix: MatrixPort, user: UserRecord, name: str) -> str:
 async def create_chat_room(
     matrix: MatrixPort, room: RoomRecord, *, origin_event_id: str | None = None
 ) -> str:
-    """Create a chat room inside the user's Space, linked both ways; returns the room id."""
+    """Create a chat room pointing to the user's Space (m.space.parent); returns the room id.
+
+    The Space's side of the link (`link_child`) is the caller's to add once it has
+    recorded the room, so a retry after a failed link finds the room instead of
+    creating a second one.
+    """
     assert room.space_id is not None
     marker = marker_for(room).model_dump(mode="json")
     if origin_event_id:
@@ -97,7 +102,6 @@ async def create_chat_room(
         ],
         power_level_overrides=power_levels(),
     )
-    await link_child(matrix, room.space_id, room_id, order=room.chat_id)
     return room_id
 
 

@@ -5,9 +5,27 @@ Shared by the unit tests; extend the classes here rather than writing mocks.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from contracts.matrix import JsonDict, MatrixError
+import anyio
+import anyio.lowlevel
+
+from contracts.matrix import (
+    InvitedRoom,
+    JoinedRoom,
+    JsonDict,
+    MatrixError,
+    MatrixEvent,
+    MatrixRequestError,
+    MessagesPage,
+    StateEventSpec,
+    SyncBatch,
+)
+
+# What a /sync without a filter returns per room (Synapse's default is 10).
+DEFAULT_TIMELINE_LIMIT = 10
 
 
 @dataclass
@@ -17,6 +35,7 @@ class SentMessage:
     txn_id: str
     event_type: str
     event_id: str
+    at: float = 0.0  # anyio.current_time() when it was sent
 
 
 @dataclass
@@ -28,12 +47,68 @@ class UploadedMedia:
 
 
 @dataclass
-class FakeMatrix:
-    """The media and message part of `contracts.matrix.MatrixPort`, in memory.
+class StateWrite:
+    room_id: str
+    type: str
+    state_key: str
+    content: JsonDict
 
+
+@dataclass
+class SyncCall:
+    since: str | None
+    timeout_ms: int
+    full_state: bool
+    timeline_limit: int | None
+    at: float
+
+
+@dataclass
+class FakeRoom:
+    """One room on the fake homeserver: current state and the whole timeline."""
+
+    room_id: str
+    creator: str
+    name: str | None = None
+    is_space: bool = False
+    invite: tuple[str, ...] = ()
+    initial_state: tuple[StateEventSpec, ...] = ()
+    power_level_overrides: JsonDict | None = None
+    topic: str | None = None
+    state: dict[tuple[str, str], MatrixEvent] = field(default_factory=dict)
+    # Every event in order (state events too), each with its stream position.
+    timeline: list[tuple[int, MatrixEvent]] = field(default_factory=list)
+
+    def membership(self, user_id: str) -> str | None:
+        event = self.state.get(("m.room.member", user_id))
+        return event.content.get("membership") if event else None
+
+    def state_content(self, event_type: str, state_key: str = "") -> JsonDict | None:
+        event = self.state.get((event_type, state_key))
+        return event.content if event else None
+
+    def state_event(self, event_type: str, state_key: str = "") -> MatrixEvent | None:
+        return self.state.get((event_type, state_key))
+
+
+@dataclass
+class FakeMatrix:
+    """`contracts.matrix.MatrixPort`, in memory: a small homeserver that behaves.
+
+    - rooms: `create_room` records the room with its initial state (marker, power
+      levels, name, invites) and returns its id; `send_state` updates state;
+      `room_state` returns it (403 for a room the bot is not in);
+    - one event stream: everything that happens in a room (bot sends, test pushes
+      via `add_message` / `add_event` / `add_invite`) gets a stream position;
+      `sync(since)` returns what happened after `since` (`s<position>` tokens),
+      an initial sync the last `timeline_limit` events of every joined room with
+      its full state; an incremental sync with nothing new waits (up to
+      `timeout_ms`) until something is pushed, like a long poll;
     - `media` maps mxc URIs to bytes; `download` serves them, `upload` adds to it;
     - `send_message` records into `sent` and, like a homeserver, sends one
-      event per `txn_id` (a resend returns the first event id);
+      event per `txn_id` (a resend returns the first event id); messages into a
+      known room also land in its timeline;
+    - account data, display names, typing, invites, join/leave/forget;
     - `fail` queues errors: the next call of the named method raises the first one.
     """
 
@@ -44,17 +119,366 @@ class FakeMatrix:
     sent: list[SentMessage] = field(default_factory=list)
     downloads: list[str] = field(default_factory=list)
     fail: dict[str, list[MatrixError]] = field(default_factory=dict)
+    rooms: dict[str, FakeRoom] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)  # room ids the bot created, in order
+    state_writes: list[StateWrite] = field(default_factory=list)
+    account_data: dict[str, JsonDict] = field(default_factory=dict)
+    account_data_writes: list[tuple[str, JsonDict]] = field(default_factory=list)
+    display_names: dict[str, str] = field(default_factory=dict)
+    typing: list[tuple[str, bool]] = field(default_factory=list)
+    invites: list[tuple[str, str]] = field(default_factory=list)  # (room id, user id)
+    joined: list[str] = field(default_factory=list)  # rooms the bot joined, in order
+    left: list[tuple[str, str | None]] = field(default_factory=list)  # (room id, reason)
+    forgotten: list[str] = field(default_factory=list)
+    sync_calls: list[SyncCall] = field(default_factory=list)
     _by_txn: dict[str, str] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count())
+    _position: int = 0
+    _account_data_at: dict[str, int] = field(default_factory=dict)
+    _wakeup: anyio.Event | None = None
+    _sync_called: anyio.Event | None = None
+
+    # -- test-side helpers ----------------------------------------------------------------
 
     def add_media(self, data: bytes, name: str = "media") -> str:
         mxc = f"mxc://{self.server_name}/{name}{len(self.media)}"
         self.media[mxc] = data
         return mxc
 
+    def room(self, room_id: str) -> FakeRoom:
+        return self.rooms[room_id]
+
+    def sync_token(self) -> str:
+        """The token of "now": a sync since it returns only what happens later."""
+        return f"s{self._position}"
+
+    def add_event(
+        self,
+        room_id: str,
+        sender: str,
+        event_type: str,
+        content: JsonDict,
+        *,
+        state_key: str | None = None,
+    ) -> MatrixEvent:
+        """Something happens in a room (as if another client sent it)."""
+        room = self.rooms[room_id]
+        self._position += 1
+        event = MatrixEvent(
+            event_id=f"$e{next(self._ids)}",
+            room_id=room_id,
+            sender=sender,
+            type=event_type,
+            content=content,
+            origin_server_ts=1_700_000_000_000 + self._position,
+            state_key=state_key,
+        )
+        room.timeline.append((self._position, event))
+        if state_key is not None:
+            room.state[(event_type, state_key)] = event
+        self._notify()
+        return event
+
+    def add_message(
+        self, room_id: str, sender: str, body: str, *, msgtype: str = "m.text", **extra: object
+    ) -> MatrixEvent:
+        return self.add_event(
+            room_id, sender, "m.room.message", {"msgtype": msgtype, "body": body, **extra}
+        )
+
+    def add_room(self, creator: str, *, room_id: str | None = None, name: str | None = None) -> str:
+        """A room someone else created (the bot is not in it yet)."""
+        room_id = room_id or f"!r{next(self._ids)}:{self.server_name}"
+        self.rooms[room_id] = FakeRoom(room_id=room_id, creator=creator, name=name)
+        self.add_event(room_id, creator, "m.room.create", {"creator": creator}, state_key="")
+        self.add_event(room_id, creator, "m.room.member", {"membership": "join"}, state_key=creator)
+        if name:
+            self.add_event(room_id, creator, "m.room.name", {"name": name}, state_key="")
+        return room_id
+
+    def add_invite(
+        self, inviter: str, *, is_direct: bool = True, room_id: str | None = None
+    ) -> str:
+        """`inviter` creates a room and invites the bot (a DM by default)."""
+        room_id = self.add_room(inviter, room_id=room_id)
+        content: JsonDict = {"membership": "invite"}
+        if is_direct:
+            content["is_direct"] = True
+        self.add_event(room_id, inviter, "m.room.member", content, state_key=self.user_id)
+        return room_id
+
+    def user_joins(self, room_id: str, user_id: str) -> MatrixEvent:
+        return self.add_event(
+            room_id, user_id, "m.room.member", {"membership": "join"}, state_key=user_id
+        )
+
+    def messages_in(self, room_id: str) -> list[JsonDict]:
+        return [m.content for m in self.sent if m.room_id == room_id]
+
+    async def wait_for_sync_calls(self, count: int) -> None:
+        """Wait until `sync` was called at least `count` times."""
+        while len(self.sync_calls) < count:
+            self._sync_called = self._sync_called or anyio.Event()
+            await self._sync_called.wait()
+
+    # -- internals ------------------------------------------------------------------------
+
     def _maybe_fail(self, method: str) -> None:
         queue = self.fail.get(method)
         if queue:
             raise queue.pop(0)
+
+    async def _call(self, method: str) -> None:
+        # A real call is a checkpoint: other tasks run while the bot waits for the server.
+        await anyio.lowlevel.checkpoint()
+        self._maybe_fail(method)
+
+    def _notify(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+
+    def _joined_room(self, room_id: str) -> FakeRoom:
+        room = self.rooms.get(room_id)
+        if room is None or room.membership(self.user_id) != "join":
+            raise MatrixRequestError(
+                f"{self.user_id} is not in room {room_id}", errcode="M_FORBIDDEN", status=403
+            )
+        return room
+
+    # -- MatrixPort: sync -----------------------------------------------------------------
+
+    async def sync(
+        self,
+        since: str | None,
+        *,
+        timeout_ms: int,
+        full_state: bool = False,
+        timeline_limit: int | None = None,
+    ) -> SyncBatch:
+        self.sync_calls.append(
+            SyncCall(since, timeout_ms, full_state, timeline_limit, anyio.current_time())
+        )
+        if self._sync_called is not None:
+            self._sync_called.set()
+            self._sync_called = None
+        await self._call("sync")
+        after = int(since[1:]) if since else -1
+        if since is not None and not full_state and self._position <= after and timeout_ms > 0:
+            self._wakeup = anyio.Event()
+            with anyio.move_on_after(timeout_ms / 1000):
+                await self._wakeup.wait()
+        return self._batch(after, full_state=full_state or since is None, limit=timeline_limit)
+
+    def _batch(self, after: int, *, full_state: bool, limit: int | None) -> SyncBatch:
+        limit = DEFAULT_TIMELINE_LIMIT if limit is None else limit
+        joined: dict[str, JoinedRoom] = {}
+        invited: dict[str, InvitedRoom] = {}
+        left: list[str] = []
+        for room_id, room in self.rooms.items():
+            membership = room.membership(self.user_id)
+            own = room.state.get(("m.room.member", self.user_id))
+            own_position = next((p for p, e in room.timeline if e is own), 0)
+            if membership == "join":
+                new = [(p, e) for p, e in room.timeline if p > after]
+                if not new and not full_state:
+                    continue
+                shown = new[-limit:] if limit else []
+                limited = len(shown) < len(new)
+                first_index = len(room.timeline) - len(shown)
+                timeline = [e for _, e in shown]
+                state = (
+                    list(room.state.values())
+                    if full_state or limited
+                    else [e for e in timeline if e.is_state]
+                )
+                joined[room_id] = JoinedRoom(
+                    room_id=room_id,
+                    state=state,
+                    timeline=timeline,
+                    limited=limited,
+                    prev_batch=f"t{first_index}",
+                )
+            elif membership == "invite" and own is not None and own_position > after:
+                invited[room_id] = InvitedRoom(
+                    room_id=room_id,
+                    inviter=own.sender,
+                    is_direct=own.content.get("is_direct") is True,
+                    state=list(room.state.values()),
+                )
+            elif membership == "leave" and own_position > after:
+                left.append(room_id)
+        account_data = {
+            kind: content
+            for kind, content in self.account_data.items()
+            if full_state or self._account_data_at.get(kind, 0) > after
+        }
+        return SyncBatch(
+            next_batch=self.sync_token(),
+            joined=joined,
+            invited=invited,
+            left=left,
+            account_data=account_data,
+        )
+
+    # -- MatrixPort: rooms ----------------------------------------------------------------
+
+    async def create_room(
+        self,
+        *,
+        name: str,
+        invite: Sequence[str] = (),
+        is_space: bool = False,
+        initial_state: Sequence[StateEventSpec] = (),
+        power_level_overrides: JsonDict | None = None,
+        topic: str | None = None,
+    ) -> str:
+        await self._call("create_room")
+        room_id = f"!room{next(self._ids)}:{self.server_name}"
+        bot = self.user_id
+        self.rooms[room_id] = FakeRoom(
+            room_id=room_id,
+            creator=bot,
+            name=name,
+            is_space=is_space,
+            invite=tuple(invite),
+            initial_state=tuple(initial_state),
+            power_level_overrides=power_level_overrides,
+            topic=topic,
+        )
+        create: JsonDict = {"creator": bot, "room_version": "10"}
+        if is_space:
+            create["type"] = "m.space"
+        self.add_event(room_id, bot, "m.room.create", create, state_key="")
+        self.add_event(room_id, bot, "m.room.member", {"membership": "join"}, state_key=bot)
+        levels: JsonDict = {"users": {bot: 100}, "users_default": 0, "state_default": 50}
+        levels.update(power_level_overrides or {})
+        self.add_event(room_id, bot, "m.room.power_levels", levels, state_key="")
+        self.add_event(room_id, bot, "m.room.join_rules", {"join_rule": "invite"}, state_key="")
+        for spec in initial_state:
+            self.add_event(room_id, bot, spec.type, spec.content, state_key=spec.state_key)
+        self.add_event(room_id, bot, "m.room.name", {"name": name}, state_key="")
+        if topic:
+            self.add_event(room_id, bot, "m.room.topic", {"topic": topic}, state_key="")
+        for user_id in invite:
+            self.invites.append((room_id, user_id))
+            self.add_event(
+                room_id, bot, "m.room.member", {"membership": "invite"}, state_key=user_id
+            )
+        self.created.append(room_id)
+        return room_id
+
+    async def send_state(
+        self, room_id: str, event_type: str, content: JsonDict, state_key: str = ""
+    ) -> str:
+        await self._call("send_state")
+        self._joined_room(room_id)
+        self.state_writes.append(StateWrite(room_id, event_type, state_key, content))
+        event = self.add_event(room_id, self.user_id, event_type, content, state_key=state_key)
+        return event.event_id
+
+    async def send_message(
+        self, room_id: str, content: JsonDict, *, txn_id: str, event_type: str = "m.room.message"
+    ) -> str:
+        await self._call("send_message")
+        if txn_id in self._by_txn:
+            return self._by_txn[txn_id]
+        if room_id in self.rooms:
+            event_id = self.add_event(room_id, self.user_id, event_type, content).event_id
+        else:  # a room this fake was not told about (the materializer tests): still recorded
+            event_id = f"$e{next(self._ids)}"
+        self._by_txn[txn_id] = event_id
+        self.sent.append(
+            SentMessage(room_id, content, txn_id, event_type, event_id, anyio.current_time())
+        )
+        return event_id
+
+    async def set_typing(self, room_id: str, typing: bool, *, timeout_ms: int = 30000) -> None:
+        await self._call("set_typing")
+        self.typing.append((room_id, typing))
+
+    async def join(self, room_id: str) -> None:
+        await self._call("join")
+        room = self.rooms.get(room_id)
+        if room is None or room.membership(self.user_id) not in ("invite", "join"):
+            raise MatrixRequestError(f"not invited to {room_id}", errcode="M_FORBIDDEN", status=403)
+        self.joined.append(room_id)
+        if room.membership(self.user_id) != "join":
+            self.add_event(
+                room_id,
+                self.user_id,
+                "m.room.member",
+                {"membership": "join"},
+                state_key=self.user_id,
+            )
+
+    async def leave(self, room_id: str, reason: str | None = None) -> None:
+        await self._call("leave")
+        self.left.append((room_id, reason))
+        room = self.rooms.get(room_id)
+        if room is not None and room.membership(self.user_id) in ("invite", "join"):
+            content: JsonDict = {"membership": "leave"}
+            if reason:
+                content["reason"] = reason
+            self.add_event(room_id, self.user_id, "m.room.member", content, state_key=self.user_id)
+
+    async def forget(self, room_id: str) -> None:
+        await self._call("forget")
+        self.forgotten.append(room_id)
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        await self._call("invite")
+        room = self._joined_room(room_id)
+        if room.membership(user_id) in ("invite", "join"):
+            raise MatrixRequestError(
+                f"{user_id} is already in the room", errcode="M_FORBIDDEN", status=403
+            )
+        self.invites.append((room_id, user_id))
+        self.add_event(
+            room_id, self.user_id, "m.room.member", {"membership": "invite"}, state_key=user_id
+        )
+
+    async def room_state(self, room_id: str) -> list[MatrixEvent]:
+        await self._call("room_state")
+        return list(self._joined_room(room_id).state.values())
+
+    async def room_messages(
+        self, room_id: str, start: str | None, *, backwards: bool = True, limit: int = 100
+    ) -> MessagesPage:
+        """Tokens are `t<index>` into the room's timeline (as `prev_batch` hands out)."""
+        await self._call("room_messages")
+        events = [e for _, e in self._joined_room(room_id).timeline]
+        if backwards:
+            index = len(events) if start is None else int(start[1:])
+            low = max(0, index - limit)
+            page = list(reversed(events[low:index]))
+            return MessagesPage(events=page, end=f"t{low}" if low > 0 else None)
+        index = 0 if start is None else int(start[1:])
+        high = index + limit
+        return MessagesPage(
+            events=events[index:high], end=f"t{high}" if high < len(events) else None
+        )
+
+    # -- MatrixPort: account data and profile ---------------------------------------------
+
+    async def get_account_data(self, event_type: str) -> JsonDict | None:
+        await self._call("get_account_data")
+        content = self.account_data.get(event_type)
+        return dict(content) if content is not None else None
+
+    async def set_account_data(self, event_type: str, content: JsonDict) -> None:
+        await self._call("set_account_data")
+        self.account_data[event_type] = dict(content)
+        self.account_data_writes.append((event_type, dict(content)))
+        self._position += 1
+        self._account_data_at[event_type] = self._position
+        self._notify()
+
+    async def display_name(self, user_id: str) -> str | None:
+        await self._call("display_name")
+        return self.display_names.get(user_id)
+
+    # -- MatrixPort: media ----------------------------------------------------------------
 
     async def download(self, mxc_uri: str, *, max_bytes: int) -> bytes:
         self._maybe_fail("download")
@@ -71,17 +495,3 @@ class FakeMatrix:
         mxc = self.add_media(data, "upload")
         self.uploads.append(UploadedMedia(mxc, data, content_type, filename))
         return mxc
-
-    async def send_message(
-        self, room_id: str, content: JsonDict, *, txn_id: str, event_type: str = "m.room.message"
-    ) -> str:
-        self._maybe_fail("send_message")
-        if txn_id in self._by_txn:
-            return self._by_txn[txn_id]
-        event_id = f"$event{len(self.sent)}"
-        self._by_txn[txn_id] = event_id
-        self.sent.append(SentMessage(room_id, content, txn_id, event_type, event_id))
-        return event_id
-
-    def messages_in(self, room_id: str) -> list[JsonDict]:
-        return [m.content for m in self.sent if m.room_id == room_id]

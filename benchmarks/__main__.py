@@ -1,0 +1,78 @@
+"""`uv run python -m benchmarks [--quick] [--flags]`: run every scenario, write the results.
+
+One fresh Synapse (temp dir, free loopback port) serves the whole run. Results go to
+``<out-dir>/latest.json``, ``latest.md`` and ``latest.png`` (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from benchmarks.config import BenchConfig, load_config
+from benchmarks.context import BenchContext, say
+from benchmarks.machine import machine_info, versions
+from runtime.dev_homeserver import HomeserverConfig, LocalHomeserver
+
+
+async def run_all(ctx: BenchContext, config: BenchConfig) -> dict[str, Any]:
+    from benchmarks.concurrency import run_concurrency
+    from benchmarks.echo import run_echo
+    from benchmarks.reconcile import run_reconcile_and_restart
+
+    results: dict[str, Any] = {}
+    try:
+        if "echo" in config.scenarios:
+            results["echo"] = await run_echo(ctx, config)
+        if "concurrency" in config.scenarios:
+            results["concurrency"] = await run_concurrency(ctx, config)
+        if "reconcile" in config.scenarios or "restart" in config.scenarios:
+            results.update(await run_reconcile_and_restart(ctx, config))
+    finally:
+        await ctx.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.report import loadavg, write_results
+
+    config = load_config(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="lambda-bench-"))
+    say(f"preset {config.preset}, scenarios {', '.join(config.scenarios)}; work dir {workdir}")
+    started = time.monotonic()
+    load_start = loadavg()
+    ok = False
+    try:
+        synapse = LocalHomeserver(HomeserverConfig(data_dir=workdir / "synapse", port=0))
+        synapse_started = time.monotonic()
+        with synapse:
+            say(f"synapse up at {synapse.base_url} in {time.monotonic() - synapse_started:.1f}s")
+            ctx = BenchContext(synapse=synapse, workdir=workdir)
+            results = anyio.run(run_all, ctx, config)
+        duration = time.monotonic() - started
+        paths = write_results(
+            results,
+            config=config,
+            machine=machine_info(),
+            versions=versions(),
+            duration_s=duration,
+            load={"loadavg_start": load_start, "loadavg_end": loadavg()},
+        )
+        ok = True
+        say(f"done in {duration:.0f}s: " + ", ".join(str(p) for p in paths))
+    finally:
+        if config.keep or not ok:
+            say(f"kept {workdir} (logs of the bot, Synapse, proxy, platform-agent)")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

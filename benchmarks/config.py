@@ -1,0 +1,113 @@
+"""Benchmark sizes: the issue's full sizes, a `--quick` preset, and overrides.
+
+Precedence: command-line flag > environment variable (BENCH_<FIELD>, e.g.
+BENCH_ECHO_MESSAGES=50, BENCH_RECONCILE_SIZES=100,500) > preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+SCENARIOS = ("echo", "concurrency", "reconcile", "restart")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    preset: str = "full"
+    echo_messages: int = 200
+    echo_warmup: int = 5
+    concurrency_rooms: int = 50
+    concurrency_repeats: int = 5
+    order_messages: int = 5
+    agent_delay_s: float = 1.0
+    reconcile_sizes: tuple[int, ...] = (100, 500, 1000)
+    reconcile_repeats: int = 3
+    restart_repeats: int = 3
+    rooms_per_owner: int = 20
+    create_concurrency: int = 4
+    scenarios: tuple[str, ...] = SCENARIOS
+    out_dir: Path = RESULTS_DIR
+    keep: bool = False
+
+    @property
+    def max_rooms(self) -> int:
+        return max(self.reconcile_sizes)
+
+
+QUICK = BenchConfig(
+    preset="quick",
+    echo_messages=20,
+    echo_warmup=3,
+    concurrency_rooms=50,
+    concurrency_repeats=2,
+    order_messages=5,
+    reconcile_sizes=(100,),
+    reconcile_repeats=2,
+    restart_repeats=2,
+)
+
+
+def _parse(name: str, raw: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(current, int):
+        return int(raw)
+    if isinstance(current, float):
+        return float(raw)
+    if isinstance(current, Path):
+        return Path(raw)
+    if isinstance(current, tuple):
+        items = [item.strip() for item in raw.split(",") if item.strip()]
+        if name == "reconcile_sizes":
+            return tuple(sorted(int(item) for item in items))
+        unknown = set(items) - set(SCENARIOS)
+        if unknown:
+            raise ValueError(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
+        return tuple(s for s in SCENARIOS if s in items)
+    return raw
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Bot benchmarks against a fresh local Synapse (see benchmarks/README.md).",
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes, finishes in ~3 minutes")
+    for f in fields(BenchConfig):
+        if f.name in {"preset", "keep"}:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        p.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper())
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
+    return p
+
+
+def load_config(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> BenchConfig:
+    """Preset, then BENCH_* environment variables, then flags. Raises SystemExit on bad values."""
+    env = os.environ if env is None else env
+    p = parser()
+    args = p.parse_args(argv)
+    quick = args.quick or env.get("BENCH_QUICK", "").lower() in {"1", "true", "yes"}
+    config = QUICK if quick else BenchConfig()
+    changes: dict[str, Any] = {}
+    for f in fields(BenchConfig):
+        if f.name == "preset":
+            continue
+        raw = env.get("BENCH_" + f.name.upper())
+        flag = getattr(args, f.name, None)
+        if f.name == "keep":
+            flag = "1" if args.keep else None
+        value = flag if flag is not None else raw
+        if value is None:
+            continue
+        try:
+            changes[f.name] = _parse(f.name, str(value), getattr(config, f.name))
+        except ValueError as exc:
+            p.error(f"{f.name}: {exc}")
+    return replace(config, **changes)

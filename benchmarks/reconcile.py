@@ -1,0 +1,257 @@
+"""Reconciliation scale, restart to first reply, and memory, on one bot account.
+
+Reconciliation: the bot's account gets 100, then 500, then 1000 chat rooms (created
+incrementally by benchmarks/bulk.py, as the bot creates them), and for each size the
+database is deleted (the nio store with the device session is kept) and the bot is
+started; start -> /ready is compared, in alternation, with one timeline-limit-0
+full-state `/sync` of the same account (another device). Both go through their own
+instance of the counting proxy (benchmarks/proxy.py), so both pay the same small
+proxy cost and every request the bot makes is counted and timed.
+
+Restart: with the database intact (the last reconciliation left it so), the bot is
+SIGTERMed, the user sends a message while it is down, the bot is started, and the
+time from start to the arrival of the complete answer is measured. "Beyond Synapse"
+subtracts the time during which one of the bot's requests (other than a long poll)
+was in flight at Synapse: what remains is the bot's own start-up and work plus the
+delivery of the answer to the user.
+
+Memory: VmRSS (and VmHWM, the peak) of the bot process idle with no rooms, at ready
+after each reconciliation, and after the restarts with the largest size.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import anyio
+import httpx
+
+from benchmarks.bulk import BulkRooms
+from benchmarks.config import BenchConfig
+from benchmarks.context import BenchContext, say
+from benchmarks.observer import Observer, answers
+from benchmarks.processes import BenchBot, start_proxy
+from benchmarks.proxy import read_log
+from benchmarks.requests import between, busy_seconds, summary
+from benchmarks.stats import summarize
+from runtime.dev_homeserver import RegisteredUser
+from tests.e2e.harness import onboard
+
+REFERENCE_FILTER = json.dumps({"room": {"timeline": {"limit": 0}}}, separators=(",", ":"))
+REPLY_TIMEOUT_S = 600.0
+
+
+class ReferenceSync:
+    """One timeline-limit-0 full-state /sync of the bot's account, timed at the client."""
+
+    def __init__(self, base_url: str, user: RegisteredUser) -> None:
+        self._base_url = base_url
+        self._token = user.access_token
+        self._n = 0
+
+    async def once(self) -> dict[str, Any]:
+        # A new `timeout` each time: Synapse caches /sync answers for two minutes keyed on
+        # the query, and ignores the timeout itself for a full-state sync.
+        self._n += 1
+        params = {"full_state": "true", "timeout": str(self._n), "filter": REFERENCE_FILTER}
+        async with httpx.AsyncClient(timeout=600.0, trust_env=False) as http:
+            started = time.monotonic()
+            response = await http.get(
+                self._base_url + "/_matrix/client/v3/sync",
+                params=params,
+                headers={"Authorization": f"Bearer {self._token}"},
+            )
+            received = time.monotonic()
+        response.raise_for_status()
+        body = response.json()
+        parsed = time.monotonic()
+        return {
+            "seconds": received - started,
+            "parse_seconds": parsed - received,
+            "bytes": len(response.content),
+            "joined_rooms": len(body.get("rooms", {}).get("join", {})),
+        }
+
+
+def _log_events(bot: BenchBot, offset: int, name: str) -> list[dict[str, Any]]:
+    text = bot.log_text()[offset:]
+    found = []
+    for line in text.splitlines():
+        if line.startswith("{") and f'"{name}"' in line:
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+    return found
+
+
+async def run_reconcile_and_restart(ctx: BenchContext, config: BenchConfig) -> dict[str, Any]:
+    workdir = ctx.dir("reconcile")
+    bot_user = await ctx.register_async("recon-bot")
+    localpart = bot_user.user_id[1:].split(":", 1)[0]
+    # The same account on another device, for the reference sync.
+    ref_device = await anyio.to_thread.run_sync(
+        ctx.synapse.register_user, localpart, bot_user.password
+    )
+    user = await ctx.register_async("restart-user")
+    bot_proxy, bot_proxy_url = await start_proxy(
+        ctx.base_url, workdir / "bot-requests.jsonl", workdir
+    )
+    ref_proxy, ref_proxy_url = await start_proxy(
+        ctx.base_url, workdir / "ref-requests.jsonl", workdir
+    )
+    bot_log = workdir / "bot-requests.jsonl"
+    bot = BenchBot(ctx.synapse, bot_user, workdir / "bot", homeserver_url=bot_proxy_url)
+    reference = ReferenceSync(ref_proxy_url, ref_device)
+    bulk: BulkRooms | None = None
+    out: dict[str, Any] = {}
+    memory: dict[str, Any] = {}
+    try:
+        await bot.start_ready()
+        await anyio.sleep(1.0)
+        memory["idle_no_rooms"] = round(bot.rss_mb(), 1)
+        client = await ctx.login(user)
+        _, chat_room = await onboard(client, bot_user.user_id)
+        await bot.stop_async()
+
+        bulk = await BulkRooms.open(
+            homeserver=ctx.base_url,
+            bot=bot_user,
+            store_path=workdir / "bulk-store",
+            register=ctx.register,
+            rooms_per_owner=config.rooms_per_owner,
+            concurrency=config.create_concurrency,
+        )
+        steps: dict[str, Any] = {}
+        for size in config.reconcile_sizes:
+            seconds = await bulk.ensure(size)
+            say(
+                f"reconcile: {bulk.chat_rooms} chat rooms in {bulk.spaces} Spaces "
+                f"(+{seconds:.0f}s creating)"
+            )
+            await reference.once()  # warm Synapse's caches for the new rooms
+            bot_runs: list[dict[str, Any]] = []
+            ref_runs: list[dict[str, Any]] = []
+            for _ in range(config.reconcile_repeats):
+                ref_runs.append(await reference.once())
+                bot_runs.append(await _fresh_start(bot, bot_log))
+                await bot.stop_async()
+            bot_s = summarize([r["start_to_ready_s"] for r in bot_runs])
+            ref_s = summarize([r["seconds"] for r in ref_runs])
+            ratio = bot_s.median / ref_s.median
+            steps[str(size)] = {
+                "chat_rooms": bulk.chat_rooms,
+                "spaces": bulk.spaces,
+                "bot_start_to_ready_s": bot_s.as_dict(),
+                "reference_sync_s": ref_s.as_dict(),
+                "ratio_p50": round(ratio, 3),
+                "reference_bytes": ref_runs[-1]["bytes"],
+                "reference_parse_s": round(ref_runs[-1]["parse_seconds"], 3),
+                "runs": bot_runs,
+            }
+            memory[f"ready_{size}"] = round(max(r["rss_mb"] for r in bot_runs), 1)
+            say(
+                f"reconcile {size}: bot start->ready p50 {bot_s.median:.2f}s, reference sync "
+                f"p50 {ref_s.median:.2f}s, ratio {ratio:.2f}, "
+                f"requests {bot_runs[-1]['requests']['total']} "
+                f"(per-room {bot_runs[-1]['requests']['per_room']})"
+            )
+        out["reconcile"] = {"sizes": steps, "rooms_created_s": round(bulk.seconds, 1)}
+
+        if "restart" in config.scenarios:
+            out["restart"] = await _restarts(ctx, config, bot, bot_log, client.client, chat_room)
+            out["restart"]["reference_sync_s"] = steps[str(config.max_rooms)]["reference_sync_s"]
+            memory[f"after_restarts_{config.max_rooms}"] = out["restart"]["rss_mb"]
+            memory["peak_vmhwm"] = out["restart"]["peak_rss_mb"]
+        out["memory"] = memory
+    finally:
+        if bulk is not None:
+            await bulk.close()
+        await bot.stop_async()
+        bot_proxy.stop()
+        ref_proxy.stop()
+    return out
+
+
+async def _fresh_start(bot: BenchBot, bot_log: Any) -> dict[str, Any]:
+    """Delete the database, start, wait for /ready; what it took and what it asked."""
+    bot.delete_database()
+    offset = len(bot.log_text())
+    start_to_ready = await bot.start_ready()
+    ready_at = bot.started_at + start_to_ready
+    rss = bot.rss_mb()
+    records = between(read_log(bot_log), bot.started_at, ready_at)
+    first_request = min((r["t0"] for r in records), default=ready_at)
+    reports = _log_events(bot, offset, "reconcile.done")
+    report = reports[-1] if reports else {}
+    return {
+        "start_to_ready_s": round(start_to_ready, 3),
+        "process_start_to_first_request_s": round(first_request - bot.started_at, 3),
+        "synapse_busy_s": round(busy_seconds(records, bot.started_at, ready_at), 3),
+        "requests": summary(records),
+        "rooms_scanned": report.get("rooms_scanned"),
+        "restored": {
+            k: report.get(k) for k in ("users_restored", "rooms_restored", "chats_restored")
+        },
+        "conflicts": len(report.get("conflicts", []) or []),
+        "rss_mb": round(rss, 1),
+    }
+
+
+async def _restarts(
+    ctx: BenchContext,
+    config: BenchConfig,
+    bot: BenchBot,
+    bot_log: Any,
+    client: Any,
+    chat_room: str,
+) -> dict[str, Any]:
+    observer = Observer(client)
+    runs: list[dict[str, Any]] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(observer.run)
+        intact_ready = await bot.start_ready()
+        for rep in range(config.restart_repeats):
+            stop_s = await bot.stop_async()
+            start = len(observer.arrivals)
+            text = f"sent while the bot is down {rep}"
+            event_id, sent_at = await observer.send(chat_room, text)
+            bot.start()
+            match = answers(event_id, f"echo: {text}", bot.bot.user_id)
+            arrival = await observer.wait_for(match, within=REPLY_TIMEOUT_S, start=start)
+            first_reply = arrival.at - bot.started_at
+            await bot.wait_ready_async()
+            records = between(read_log(bot_log), bot.started_at, arrival.at)
+            busy = busy_seconds(records, bot.started_at, arrival.at)
+            first_request = min((r["t0"] for r in records), default=arrival.at)
+            runs.append(
+                {
+                    "first_reply_s": round(first_reply, 3),
+                    "from_send_s": round(arrival.at - sent_at, 3),
+                    "synapse_busy_s": round(busy, 3),
+                    "beyond_synapse_s": round(first_reply - busy, 3),
+                    "process_start_to_first_request_s": round(first_request - bot.started_at, 3),
+                    "graceful_stop_s": round(stop_s, 3),
+                    "requests": summary(records),
+                }
+            )
+            say(
+                f"restart {rep}: first reply {first_reply:.2f}s after start "
+                f"(Synapse busy {busy:.2f}s, beyond {first_reply - busy:.2f}s)"
+            )
+        tg.cancel_scope.cancel()
+    await anyio.sleep(1.0)
+    rss = bot.rss_mb()
+    peak = bot.peak_rss_mb()
+    return {
+        "rooms": config.max_rooms,
+        "intact_start_to_ready_s": round(intact_ready, 3),
+        "first_reply_s": summarize([r["first_reply_s"] for r in runs]).as_dict(),
+        "beyond_synapse_s": summarize([r["beyond_synapse_s"] for r in runs]).as_dict(),
+        "synapse_busy_s": summarize([r["synapse_busy_s"] for r in runs]).as_dict(),
+        "runs": runs,
+        "rss_mb": round(rss, 1),
+        "peak_rss_mb": round(peak, 1),
+    }

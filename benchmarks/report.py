@@ -1,0 +1,307 @@
+"""Writing a run's results: latest.json (everything), latest.md (the table), latest.png (charts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.config import BenchConfig
+
+# Issue 8's goals: (headline key, comparison, target, unit).
+GOALS: dict[str, tuple[str, float, str]] = {
+    "echo_ratio": ("<=", 1.10, "x"),
+    "concurrency_50_s": ("<=", 1.5, "s"),
+    "reconcile_ratio_1000": ("<=", 1.2, "x"),
+    "reconcile_per_room_requests_1000": ("<=", 0, ""),
+    "restart_beyond_synapse_s": ("<=", 2.0, "s"),
+    "rss_mb_1000": ("<=", 150.0, "MiB"),
+}
+
+
+def headline(results: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
+    """The flat figures of issue 8 (medians where there are repeats)."""
+    h: dict[str, Any] = {}
+    if echo := results.get("echo"):
+        h["echo_ratio"] = echo["ratio_p50"]
+        h["echo_p50_ms"] = echo["bot_ms"]["median"]
+        h["raw_echo_p50_ms"] = echo["raw_ms"]["median"]
+        h["rss_mb_idle"] = echo["rss_mb"]["idle"]
+    if conc := results.get("concurrency"):
+        h[f"concurrency_{conc['rooms']}_s"] = conc["all_replies_s"]["median"]
+        h["concurrency_order_ok"] = conc["order"]["in_order"]
+    if rec := results.get("reconcile"):
+        for size, step in rec["sizes"].items():
+            last = step["runs"][-1]["requests"]
+            h[f"reconcile_ratio_{size}"] = step["ratio_p50"]
+            h[f"reconcile_requests_{size}"] = last["total"]
+            h[f"reconcile_per_room_requests_{size}"] = last["per_room"]
+    if restart := results.get("restart"):
+        h["restart_first_reply_s"] = restart["first_reply_s"]["median"]
+        h["restart_beyond_synapse_s"] = restart["beyond_synapse_s"]["median"]
+    if memory := results.get("memory"):
+        size = config.max_rooms
+        at_size = [v for k, v in memory.items() if k.endswith(f"_{size}") and isinstance(v, float)]
+        if at_size:
+            h[f"rss_mb_{size}"] = max(at_size)
+        h.setdefault("rss_mb_idle", memory.get("idle_no_rooms"))
+    return h
+
+
+def goals(h: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, (op, target, unit) in GOALS.items():
+        value = h.get(key)
+        if value is None:
+            continue
+        out[key] = {"value": value, "goal": f"{op} {target:g}{unit}", "met": value <= target}
+    return out
+
+
+def write_results(
+    results: dict[str, Any],
+    *,
+    config: BenchConfig,
+    machine: dict[str, Any],
+    versions: dict[str, Any],
+    duration_s: float,
+    load: dict[str, Any] | None = None,
+) -> list[Path]:
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    h = headline(results, config)
+    document = {
+        **h,
+        "goals": goals(h),
+        "machine": {**machine, **(load or {})},
+        "versions": versions,
+        "run": {
+            "preset": config.preset,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "duration_s": round(duration_s, 1),
+            "config": {
+                k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in vars(config).items()
+                if k not in {"out_dir"}
+            },
+        },
+        "details": results,
+    }
+    json_path = config.out_dir / "latest.json"
+    json_path.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+    md_path = config.out_dir / "latest.md"
+    md_path.write_text(markdown(document), encoding="utf-8")
+    paths = [json_path, md_path]
+    png_path = config.out_dir / "latest.png"
+    if chart(document, png_path):
+        paths.append(png_path)
+    return paths
+
+
+def _row(name: str, s: dict[str, Any] | None, unit: str, goal: str = "", met: Any = "") -> str:
+    if not s:
+        return ""
+    digits = 1 if unit == "ms" else 2
+
+    def fmt(value: float) -> str:
+        return f"{value:.{digits}f}"
+
+    mark = {True: "yes", False: "**no**"}.get(met, "") if isinstance(met, bool) else met
+    return (
+        f"| {name} | {s['n']} | {fmt(s['min'])} | {fmt(s['median'])} | {fmt(s['p95'])} | "
+        f"{fmt(s['max'])} | {unit} | {goal} | {mark} |"
+    )
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    d = doc["details"]
+    g = doc["goals"]
+    m = doc["machine"]
+    v = doc["versions"]
+    lines = [
+        f"Run `{doc['run']['preset']}` on {doc['run']['date']} ({doc['run']['duration_s']:.0f} s); "
+        f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, {m.get('distro')}; "
+        f"Python {v.get('python')}, Synapse {v.get('matrix-synapse')} (SQLite), "
+        f"matrix-nio {v.get('matrix-nio')}; commit {v['lambda-surface']['commit']}"
+        f"{' (dirty)' if v['lambda-surface']['dirty'] else ''}."
+        + (
+            f" Load average {m['loadavg_start']} at start, {m['loadavg_end']} at end."
+            if "loadavg_start" in m
+            else ""
+        ),
+        "",
+        "| figure | n | min | median | p95 | max | unit | goal | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def goal_of(key: str) -> tuple[str, Any]:
+        entry = g.get(key)
+        return (entry["goal"], entry["met"]) if entry else ("", "")
+
+    if echo := d.get("echo"):
+        goal, met = goal_of("echo_ratio")
+        lines.append(_row("echo round trip, bot", echo["bot_ms"], "ms"))
+        lines.append(_row("echo round trip, raw nio client", echo["raw_ms"], "ms"))
+        lines.append(
+            f"| echo ratio bot/raw (p50) | | | {echo['ratio_p50']:.3f} | | | x | {goal} | "
+            f"{'yes' if met is True else '**no**' if met is False else ''} |"
+        )
+    if conc := d.get("concurrency"):
+        goal, met = goal_of("concurrency_50_s")
+        lines.append(
+            _row(
+                f"{conc['rooms']} rooms x 1 message, 1 s agent: all answered",
+                conc["all_replies_s"],
+                "s",
+                goal,
+                met,
+            )
+        )
+        lines.append(
+            _row("  same, counted from the first send", conc["all_replies_from_first_send_s"], "s")
+        )
+        o = conc["order"]
+        lines.append(
+            f"| per-room order, {o['messages_per_room']} messages x {conc['rooms']} rooms | 1 | | "
+            f"{o['all_replies_s']:.2f} | | | s | in order, once each | "
+            f"{'yes' if o['in_order'] else '**no**'} ({o['answered']}/{o['messages']} answered, "
+            f"{o['duplicates']} duplicates, {o['rooms_out_of_order']} rooms out of order) |"
+        )
+    if rec := d.get("reconcile"):
+        for size, step in rec["sizes"].items():
+            goal, met = goal_of(f"reconcile_ratio_{size}")
+            lines.append(
+                _row(
+                    f"reconcile {size} rooms: bot start -> ready", step["bot_start_to_ready_s"], "s"
+                )
+            )
+            lines.append(
+                _row(
+                    f"reconcile {size} rooms: reference full-state sync",
+                    step["reference_sync_s"],
+                    "s",
+                )
+            )
+            req = step["runs"][-1]["requests"]
+            lines.append(
+                f"| reconcile {size} rooms: ratio (p50) | | | {step['ratio_p50']:.2f} | | | x | "
+                f"{goal} | {'yes' if met is True else '**no**' if met is False else ''} |"
+            )
+            lines.append(
+                f"| reconcile {size} rooms: bot requests to ready | 1 | | {req['total']} | | | "
+                f"requests | no per-room | {'yes' if req['per_room'] == 0 else '**no**'} "
+                f"({req['per_room']} per-room) |"
+            )
+    if restart := d.get("restart"):
+        goal, met = goal_of("restart_beyond_synapse_s")
+        lines.append(
+            _row(f"restart to first reply, {restart['rooms']} rooms", restart["first_reply_s"], "s")
+        )
+        lines.append(_row("  of which Synapse busy", restart["synapse_busy_s"], "s"))
+        lines.append(_row("  beyond Synapse", restart["beyond_synapse_s"], "s", goal, met))
+    if memory := d.get("memory"):
+        for key, value in memory.items():
+            goal, met = goal_of("rss_mb_1000") if key.endswith("_1000") else ("", "")
+            label = key.replace("_", " ")
+            lines.append(
+                f"| bot RSS, {label} | 1 | | {value:.1f} | | | MiB | {goal} | "
+                f"{'yes' if met is True else '**no**' if met is False else ''} |"
+            )
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def chart(doc: dict[str, Any], path: Path) -> bool:
+    """A 2x3 PNG of the figures; False (and no file) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    d = doc["details"]
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    ax = axes[0][0]
+    if echo := d.get("echo"):
+        ax.boxplot(
+            [echo["samples"]["bot_ms"], echo["samples"]["raw_ms"]],
+            tick_labels=["bot", "raw nio"],
+            showfliers=True,
+        )
+        ax.set_title(f"Echo round trip (ratio p50 {echo['ratio_p50']:.2f}x, goal 1.10x)")
+        ax.set_ylabel("ms")
+    ax = axes[0][1]
+    if conc := d.get("concurrency"):
+        samples = conc["samples_s"]
+        ax.bar(range(1, len(samples) + 1), samples, color="tab:blue")
+        ax.axhline(1.5, color="tab:red", linestyle="--", label="goal 1.5 s")
+        ax.axhline(conc["agent_delay_s"], color="gray", linestyle=":", label="agent time")
+        ax.set_title(f"{conc['rooms']} rooms, 1 s agent: all answered")
+        ax.set_xlabel("burst")
+        ax.set_ylabel("s")
+        ax.legend()
+    ax = axes[0][2]
+    if rec := d.get("reconcile"):
+        sizes = [int(s) for s in rec["sizes"]]
+        steps = list(rec["sizes"].values())
+        bot = [s["bot_start_to_ready_s"]["median"] for s in steps]
+        ref = [s["reference_sync_s"]["median"] for s in steps]
+        ax.plot(sizes, bot, "o-", label="bot start -> ready")
+        ax.plot(sizes, ref, "s--", label="full-state sync (limit 0)")
+        for x, b, s in zip(sizes, bot, steps, strict=True):
+            ax.annotate(f"{s['ratio_p50']:.2f}x", (x, b), textcoords="offset points", xytext=(0, 6))
+        ax.set_title("Reconciliation, database deleted")
+        ax.set_xlabel("chat rooms")
+        ax.set_ylabel("s")
+        ax.legend()
+    ax = axes[1][0]
+    if restart := d.get("restart"):
+        runs = restart["runs"]
+        xs = range(1, len(runs) + 1)
+        busy = [r["synapse_busy_s"] for r in runs]
+        beyond = [r["beyond_synapse_s"] for r in runs]
+        ax.bar(xs, busy, label="Synapse busy", color="tab:gray")
+        ax.bar(xs, beyond, bottom=busy, label="beyond Synapse", color="tab:orange")
+        ax.set_title(f"Restart to first reply, {restart['rooms']} rooms")
+        ax.set_xlabel("restart")
+        ax.set_ylabel("s")
+        ax.legend()
+    ax = axes[1][1]
+    if memory := d.get("memory"):
+        labels = list(memory)
+        ax.bar(range(len(labels)), [memory[k] for k in labels], color="tab:green")
+        ax.set_xticks(range(len(labels)), [k.replace("_", "\n") for k in labels], fontsize=8)
+        ax.axhline(150, color="tab:red", linestyle="--", label="goal 150 MiB")
+        ax.set_title("Bot RSS")
+        ax.set_ylabel("MiB")
+        ax.legend()
+    ax = axes[1][2]
+    if rec := d.get("reconcile"):
+        sizes = list(rec["sizes"])
+        totals = [rec["sizes"][s]["runs"][-1]["requests"]["total"] for s in sizes]
+        per_room = [rec["sizes"][s]["runs"][-1]["requests"]["per_room"] for s in sizes]
+        xs = range(len(sizes))
+        ax.bar(xs, totals, label="all", color="tab:blue")
+        ax.bar(xs, per_room, label="per-room", color="tab:red")
+        ax.set_xticks(xs, sizes)
+        ax.set_title("Bot HTTP requests, start -> ready")
+        ax.set_xlabel("chat rooms")
+        ax.legend()
+    for row in axes:
+        for a in row:
+            if not a.has_data():
+                a.set_visible(False)
+    m = doc["machine"]
+    fig.suptitle(
+        f"lambda-surface benchmarks ({doc['run']['preset']}, {doc['run']['date']}; "
+        f"{m.get('cores')} cores, {m.get('cpu')})"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())

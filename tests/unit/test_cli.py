@@ -1,0 +1,170 @@
+"""`surface check-config`: exit 2 with a message that names the bad field or variable."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from runtime.cli import EXIT_CONFIG, EXIT_OK, main
+
+VALID_REGISTRY = """\
+agents:
+  - id: echo
+    name: Echo
+    default: true
+  - id: helper
+    name: Helper
+    backend: http
+    url: http://platform-agent:8090
+"""
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No developer's MATRIX_*/SURFACE_* variables or .env leak into a test."""
+    for name in list(os.environ):
+        if name.upper().startswith(("MATRIX_", "SURFACE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """The CLI configures logging for the process; put it back for the other tests."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    config = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.configure(**config)
+
+
+def registry_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
+    path = tmp_path / "agents.yaml"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setenv("SURFACE_AGENT_REGISTRY", str(path))
+    return path
+
+
+def test_a_valid_configuration_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry_file(tmp_path, monkeypatch, VALID_REGISTRY)
+
+    code = main(["check-config"])
+
+    assert code == EXIT_OK
+    out = capsys.readouterr().out
+    assert "configuration ok" in out
+    assert "2 agent(s), default 'echo'" in out
+
+
+def test_the_builtin_registry_passes_without_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config"]) == EXIT_OK
+    assert "<built-in>" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        pytest.param(
+            "  - id: echo\n    name: Echo\n    backend: telepathy\n", "backend", id="enum"
+        ),
+        pytest.param("  - id: Not Valid\n    name: Echo\n", "id", id="pattern"),
+        pytest.param("  - id: echo\n", "name", id="missing"),
+        pytest.param("  - id: echo\n    name: Echo\n    colour: blue\n", "colour", id="extra"),
+        pytest.param("  - id: web\n    name: Web\n    backend: http\n", "url", id="no-url"),
+    ],
+)
+def test_a_broken_registry_exits_2_and_names_the_field(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    entry: str,
+    field: str,
+) -> None:
+    path = registry_file(tmp_path, monkeypatch, "agents:\n" + entry)
+
+    code = main(["check-config"])
+
+    assert code == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert str(path) in err
+    assert "entry #1" in err
+    # A cross-field rule is reported on the entry, with the field in its message.
+    assert f"field '{field}'" in err or f"needs a '{field}'" in err
+
+
+def test_a_registry_that_is_not_yaml_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry_file(tmp_path, monkeypatch, "agents: [unclosed\n")
+
+    assert main(["check-config"]) == EXIT_CONFIG
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_a_missing_registry_file_exits_2_and_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SURFACE_AGENT_REGISTRY", str(tmp_path / "missing.yaml"))
+
+    assert main(["check-config"]) == EXIT_CONFIG
+    assert "SURFACE_AGENT_REGISTRY" in capsys.readouterr().err
+
+
+def test_an_unset_token_variable_exits_2_and_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry_file(
+        tmp_path,
+        monkeypatch,
+        VALID_REGISTRY + "    auth_token_env: HELPER_TOKEN\n",
+    )
+    monkeypatch.delenv("HELPER_TOKEN", raising=False)
+
+    assert main(["check-config"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "'helper'" in err
+    assert "auth_token_env" in err
+    assert "HELPER_TOKEN" in err
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        pytest.param({"SURFACE_ROOM_CONCURRENCY": "0"}, "SURFACE_ROOM_CONCURRENCY", id="range"),
+        pytest.param({"SURFACE_HTTP_ADDR": "8080"}, "SURFACE_HTTP_ADDR", id="format"),
+        pytest.param({"SURFACE_LOG_LEVEL": "loud"}, "SURFACE_LOG_LEVEL", id="choice"),
+        pytest.param({"MATRIX_USER_ID": "bot"}, "MATRIX_USER_ID", id="user-id"),
+        pytest.param(
+            {"MATRIX_HOMESERVER": "https://matrix.example.org"}, "MATRIX_USER_ID", id="missing"
+        ),
+    ],
+)
+def test_bad_settings_exit_2_and_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    variable: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    code = main(["check-config"])
+
+    assert code == EXIT_CONFIG
+    captured = capsys.readouterr()
+    assert variable in captured.err
+    assert "configuration ok" not in captured.out
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == EXIT_CONFIG
+    assert "check-config" in capsys.readouterr().out

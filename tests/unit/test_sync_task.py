@@ -1,0 +1,401 @@
+"""SyncTask: record durably, then dispatch; per-room order, cross-room concurrency, retries."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+from fakes import FakeMatrix
+
+from contracts.markers import REPLY_TO_FIELD
+from contracts.matrix import MatrixAuthError, MatrixRateLimited, MatrixUnreachable
+from contracts.platform import PlatformEvent, UserTurn
+from contracts.registry import AgentEntry, AgentRegistry
+from contracts.state import RoomRecord, RoomType
+from contracts.store import LedgerEntry
+from runtime.platforms.echo import EchoPlatform
+from runtime.store import SqliteStore
+from tasks.bot import INVITE_EVENT_TYPE, BotConfig, SurfaceBot, invite_entry_id
+from tasks.catalogue import Catalogue
+from tasks.readiness import Readiness
+from tasks.sequence import PlatformChatSequence
+from tasks.sync import SyncTask, ledger_entry
+
+ALICE = "@alice:example.org"
+BOB = "@bob:example.org"
+DEADLINE = 10.0
+
+
+class Recorder:
+    """A handler that records entries, and whether each was in the ledger when handled."""
+
+    def __init__(self, store: SqliteStore, *, crash_on: str | None = None) -> None:
+        self.store = store
+        self.handled: list[LedgerEntry] = []
+        self.was_recorded: list[bool] = []
+        self.crash_on = crash_on
+        self._changed: anyio.Event | None = None
+
+    async def __call__(self, entry: LedgerEntry) -> None:
+        self.handled.append(entry)
+        self.was_recorded.append(self.store.is_known(entry.event_id))
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+        if entry.content.get("body") == self.crash_on:
+            raise ValueError("handler bug")
+
+    @property
+    def bodies(self) -> list[object]:
+        return [e.content.get("body") for e in self.handled]
+
+    async def wait_for(self, count: int) -> None:
+        with anyio.fail_after(DEADLINE):
+            while len(self.handled) < count:
+                self._changed = self._changed or anyio.Event()
+                await self._changed.wait()
+
+
+class NoJitter(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with SqliteStore(tmp_path / "bot.db") as opened:
+        yield opened
+
+
+@pytest.fixture
+def matrix() -> FakeMatrix:
+    return FakeMatrix()
+
+
+def sync_task(
+    store: SqliteStore,
+    matrix: FakeMatrix,
+    handler: object,
+    readiness: Readiness | None = None,
+) -> SyncTask:
+    return SyncTask(
+        store=store,
+        matrix=matrix,  # type: ignore[arg-type]
+        handler=handler,  # type: ignore[arg-type]
+        readiness=readiness or Readiness(),
+        rng=NoJitter(),
+    )
+
+
+@asynccontextmanager
+async def running(task: SyncTask) -> AsyncIterator[SyncTask]:
+    async with anyio.create_task_group() as tg:
+        await tg.start(task.run)
+        yield task
+        tg.cancel_scope.cancel()
+
+
+async def wait_idle(task: SyncTask) -> None:
+    assert task.dispatcher is not None
+    with anyio.fail_after(DEADLINE):
+        await task.dispatcher.wait_idle()
+
+
+async def joined_room(store: SqliteStore, matrix: FakeMatrix) -> str:
+    """A room the bot is in, with the checkpoint at "now" (the next sync is incremental)."""
+    room_id = await matrix.create_room(name="chat", invite=[ALICE])
+    matrix.user_joins(room_id, ALICE)
+    store.record_batch([], matrix.sync_token())
+    return room_id
+
+
+# -- record, then dispatch ----------------------------------------------------------------
+
+
+async def test_events_are_recorded_before_they_are_dispatched(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await joined_room(store, matrix)
+    event = matrix.add_message(room_id, ALICE, "hi")
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+
+    async with running(task):
+        await recorder.wait_for(1)
+        await wait_idle(task)
+
+    assert [e.event_id for e in recorder.handled] == [event.event_id]
+    assert recorder.was_recorded == [True]
+    assert store.pending_entries() == []
+    assert store.checkpoint() == matrix.sync_token(), "the checkpoint moved past the event"
+
+
+async def test_pending_entries_are_handled_first_on_start(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await matrix.create_room(name="chat")
+    left_over = [ledger_entry(matrix.add_message(room_id, ALICE, f"old {n}")) for n in (1, 2)]
+    store.record_batch(left_over, matrix.sync_token())  # recorded, then the bot crashed
+    matrix.add_message(room_id, ALICE, "new")
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+
+    async with running(task):
+        await recorder.wait_for(3)
+        await wait_idle(task)
+
+    assert recorder.bodies == ["old 1", "old 2", "new"]
+    assert store.pending_entries() == []
+
+
+async def test_the_bots_own_events_are_not_recorded(store: SqliteStore, matrix: FakeMatrix) -> None:
+    room_id = await joined_room(store, matrix)
+    own = matrix.add_message(room_id, matrix.user_id, "I said this")
+    theirs = matrix.add_message(room_id, ALICE, "and I this")
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+
+    async with running(task):
+        await recorder.wait_for(1)
+        await wait_idle(task)
+
+    assert [e.event_id for e in recorder.handled] == [theirs.event_id]
+    assert not store.is_known(own.event_id)
+
+
+async def test_an_invite_is_recorded_as_an_invite_entry(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    store.record_batch([], matrix.sync_token())
+    dm = matrix.add_invite(ALICE)
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+
+    async with running(task):
+        await recorder.wait_for(1)
+
+    [entry] = recorder.handled
+    assert (entry.type, entry.event_id) == (INVITE_EVENT_TYPE, invite_entry_id(dm))
+    assert (entry.room_id, entry.sender) == (dm, ALICE)
+    assert entry.content == {"is_direct": True}
+
+
+async def test_a_crashing_handler_does_not_stop_the_room(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await joined_room(store, matrix)
+    matrix.add_message(room_id, ALICE, "boom")
+    matrix.add_message(room_id, ALICE, "after")
+    recorder = Recorder(store, crash_on="boom")
+    task = sync_task(store, matrix, recorder)
+
+    async with running(task):
+        await recorder.wait_for(2)
+        await wait_idle(task)
+
+    assert recorder.bodies == ["boom", "after"]
+    assert store.pending_entries() == [], "a handler bug is not retried forever"
+
+
+async def test_a_matrix_error_while_handling_is_retried(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await joined_room(store, matrix)
+    matrix.add_message(room_id, ALICE, "hi")
+    failures = [MatrixRateLimited("slow down", retry_after=0.01)]
+    recorder = Recorder(store)
+
+    async def flaky(entry: LedgerEntry) -> None:
+        await recorder(entry)
+        if failures:
+            raise failures.pop()
+
+    task = sync_task(store, matrix, flaky)
+
+    async with running(task):
+        await recorder.wait_for(2)
+        await wait_idle(task)
+
+    assert recorder.bodies == ["hi", "hi"]
+    assert store.pending_entries() == []
+
+
+# -- gaps and catch-up --------------------------------------------------------------------
+
+
+async def test_a_limited_timeline_is_filled_back_to_the_last_known_event(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await matrix.create_room(name="chat")
+    handled_before = ledger_entry(matrix.add_message(room_id, ALICE, "handled before"))
+    store.record_batch([handled_before], matrix.sync_token())
+    store.mark_done(handled_before.event_id)
+    for n in range(70):  # more than one sync's timeline window
+        matrix.add_message(room_id, ALICE, f"m{n}")
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+
+    async with running(task):
+        await recorder.wait_for(70)
+        await wait_idle(task)
+
+    assert recorder.bodies == [f"m{n}" for n in range(70)]
+
+
+async def test_a_fresh_database_answers_only_what_is_unanswered(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await matrix.create_room(name="chat", invite=[ALICE])
+    store.put_room(
+        RoomRecord(room_id=room_id, room_type=RoomType.CHAT, matrix_user_id=ALICE, chat_id="C1")
+    )
+    answered = matrix.add_message(room_id, ALICE, "answered")
+    matrix.add_message(room_id, matrix.user_id, "reply", **{REPLY_TO_FIELD: answered.event_id})
+    for n in range(60):  # pushes the answer out of the first window: the task pages back
+        matrix.add_message(room_id, ALICE, f"u{n}")
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+
+    async with running(task):
+        await recorder.wait_for(60)
+        await wait_idle(task)
+
+    assert recorder.bodies == [f"u{n}" for n in range(60)]
+    assert matrix.sync_calls[0].since is None
+
+
+async def test_a_fresh_database_ignores_unmanaged_rooms_history(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await matrix.create_room(name="somewhere")
+    matrix.add_message(room_id, ALICE, "old chatter")
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+
+    async with running(task):
+        await matrix.wait_for_sync_calls(2)
+        live = matrix.add_message(room_id, ALICE, "new")
+        await recorder.wait_for(1)
+
+    assert [e.event_id for e in recorder.handled] == [live.event_id]
+
+
+# -- order and concurrency ----------------------------------------------------------------
+
+
+class GatedPlatform(EchoPlatform):
+    """The echo agent, but a turn whose text has a gate waits until the test opens it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: dict[str, anyio.Event] = {}
+        self.started: dict[str, anyio.Event] = {}
+
+    async def send_turn(self, turn: UserTurn) -> AsyncIterator[PlatformEvent]:
+        if turn.text in self.started:
+            self.started[turn.text].set()
+        if turn.text in self.gates:
+            await self.gates[turn.text].wait()
+        async for event in super().send_turn(turn):
+            yield event
+
+
+async def test_one_rooms_events_run_in_order_while_rooms_run_concurrently(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    platform = GatedPlatform()
+    bot = SurfaceBot(
+        store=store,
+        matrix=matrix,  # type: ignore[arg-type]
+        platform=platform,
+        registry=AgentRegistry([AgentEntry(id="echo", name="Echo")]),
+        sequence=PlatformChatSequence(store, matrix),  # type: ignore[arg-type]
+        catalogue=Catalogue(),
+        config=BotConfig(edit_interval=60.0),
+    )
+    for user in (ALICE, BOB):
+        await bot.onboard(user, trigger=f"$onboard-{user}", dm_room_id=None)
+    room_a = store.find_chat_room(ALICE, "C1")
+    room_b = store.find_chat_room(BOB, "C1")
+    assert room_a is not None
+    assert room_b is not None
+    store.record_batch([], matrix.sync_token())
+    platform.gates = {"a1": anyio.Event(), "b1": anyio.Event()}
+    platform.started = {text: anyio.Event() for text in ("a1", "a2", "b1")}
+    a1 = matrix.add_message(room_a.room_id, ALICE, "a1")
+    a2 = matrix.add_message(room_a.room_id, ALICE, "a2")
+    matrix.add_message(room_b.room_id, BOB, "b1")
+    task = SyncTask(store=store, matrix=matrix, handler=bot.handle, readiness=Readiness())  # type: ignore[arg-type]
+
+    async with running(task):
+        with anyio.fail_after(DEADLINE):
+            await platform.started["a1"].wait()
+            await platform.started["b1"].wait()  # room B runs while room A waits
+        assert not platform.started["a2"].is_set(), "a2 must wait for a1"
+
+        platform.gates["a1"].set()
+        with anyio.fail_after(DEADLINE):
+            await platform.started["a2"].wait()
+        platform.gates["b1"].set()
+        await wait_idle(task)
+
+    replies = [m.content[REPLY_TO_FIELD] for m in matrix.sent if m.room_id == room_a.room_id]
+    assert replies[-2:] == [a1.event_id, a2.event_id]
+    assert store.pending_entries() == []
+
+
+# -- sync failures and readiness ----------------------------------------------------------
+
+
+@pytest.mark.trio_only
+@pytest.mark.virtual_time
+async def test_unreachable_homeserver_is_retried_with_backoff_then_ready(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    store.record_batch([], matrix.sync_token())
+    matrix.fail["sync"] = [MatrixUnreachable("502"), MatrixUnreachable("timeout")]
+    readiness = Readiness()
+    task = sync_task(store, matrix, Recorder(store), readiness)
+
+    async with running(task):
+        with anyio.fail_after(DEADLINE):
+            await matrix.wait_for_sync_calls(4)
+
+    calls = matrix.sync_calls
+    assert calls[1].at - calls[0].at == pytest.approx(0.5)
+    assert calls[2].at - calls[1].at == pytest.approx(1.0)
+    assert calls[3].at - calls[2].at == pytest.approx(0.0)
+    # Not ready while failing (no long poll yet); ready after the first success.
+    assert [c.timeout_ms for c in calls[:4]] == [0, 0, 0, 30_000]
+    assert readiness.synced
+
+
+async def test_a_rate_limited_sync_waits_as_told(store: SqliteStore, matrix: FakeMatrix) -> None:
+    store.record_batch([], matrix.sync_token())
+    matrix.fail["sync"] = [MatrixRateLimited("slow down", retry_after=0.02)]
+    readiness = Readiness()
+    task = sync_task(store, matrix, Recorder(store), readiness)
+
+    async with running(task):
+        with anyio.fail_after(DEADLINE):
+            await matrix.wait_for_sync_calls(3)
+
+    calls = matrix.sync_calls
+    assert calls[1].at - calls[0].at >= 0.02
+    assert readiness.synced
+
+
+async def test_an_auth_error_from_sync_is_fatal(store: SqliteStore, matrix: FakeMatrix) -> None:
+    store.record_batch([], matrix.sync_token())
+    matrix.fail["sync"] = [MatrixAuthError("M_UNKNOWN_TOKEN")]
+    task = sync_task(store, matrix, Recorder(store))
+
+    with pytest.raises(ExceptionGroup) as raised:
+        async with anyio.create_task_group() as tg:
+            await tg.start(task.run)
+
+    assert raised.value.subgroup(MatrixAuthError) is not None
