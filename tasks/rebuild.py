@@ -73,12 +73,22 @@ class RebuildPlan:
     report: ReconcileReport = field(default_factory=ReconcileReport)
 
 
+def current_state(state: Iterable[MatrixEvent]) -> list[MatrixEvent]:
+    """Fold state events in order (state section, then timeline): the last one per key wins."""
+    latest: dict[tuple[str, str], MatrixEvent] = {}
+    for event in state:
+        if event.state_key is not None:
+            latest[(event.type, event.state_key)] = event
+    return list(latest.values())
+
+
 def marker_event(state: Iterable[MatrixEvent], event_type: str) -> MatrixEvent | None:
-    """The room's current marker of `event_type` (whoever sent it), if any."""
+    """The room's current state event of `event_type` with state_key "" (any sender)."""
+    found = None
     for event in state:
         if event.type == event_type and event.state_key == "":
-            return event
-    return None
+            found = event
+    return found
 
 
 def room_name(state: Iterable[MatrixEvent]) -> str | None:
@@ -131,7 +141,7 @@ def plan_rebuild(
     seen_ids: list[int] = []
 
     for room_id in sorted(rooms):
-        state = rooms[room_id]
+        state = current_state(rooms[room_id])
         space_event = marker_event(state, SPACE_MARKER_TYPE)
         room_event = marker_event(state, ROOM_MARKER_TYPE)
         event = space_event or room_event

@@ -1,14 +1,23 @@
 """Startup reconciliation: rebuild the local routing cache from Matrix.
 
-One full-state sync (timeline limit 0 when the local checkpoint is intact),
-then the pure rebuild decision (tasks/rebuild.py), then one write per record.
+One full-state sync (a short timeline window, see below), then the pure
+rebuild decision (tasks/rebuild.py), then one write per record.
 Creates no room and makes no per-room request: everything comes from that one
 sync response. Idempotent: a second run reports no changes.
 
+Why not timeline limit 0: Synapse (1.163) computes a full sync's `state` as
+the state after the room's *last event*, not the room's current state; when
+two events were sent at once (the bot links a chat into the Space while the
+user joins; the bot rewrites a marker while the user types) the DAG forks and
+the other branch's state event is missing (see the FIXME in Synapse's
+`get_state_ids_at`; MSC4222 `state_after` would fix it but is experimental).
+A fork only exists at the tip of a room: the next event merges it. So a short
+timeline window holds the missing events, and folding the state events of both
+sections in stream order (tasks/rebuild.current_state) gives the current state.
+
 When the local checkpoint is gone (fresh or wiped database), the same sync asks
-for a short timeline window too, so the sync task can catch up on unanswered
-messages without another full sync; state is read from both the state and the
-timeline sections, which is equivalent (see BUILD-NOTES).
+for a longer window, so the sync task can catch up on unanswered messages
+without another full sync.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from tasks.rebuild import LocalState, ReconcileReport, plan_rebuild
 log = structlog.get_logger(__name__)
 
 CATCH_UP_WINDOW = 30
+STATE_WINDOW = 10
 
 
 def local_state(store: Store) -> LocalState:
@@ -56,7 +66,7 @@ async def reconcile(
         None,
         timeout_ms=0,
         full_state=True,
-        timeline_limit=CATCH_UP_WINDOW if fresh else 0,
+        timeline_limit=CATCH_UP_WINDOW if fresh else STATE_WINDOW,
     )
     rooms = {room_id: room.state for room_id, room in batch.joined.items()}
     plan = plan_rebuild(

@@ -164,3 +164,23 @@ async def test_reset_dry_run_touches_nothing_and_reset_forgets_everything(
     assert "What people must still do" in done.stdout
     assert not bot.db_path.exists() and not bot.store_path.exists()
     assert joined_rooms(synapse, bot.bot) == set()
+
+
+async def test_reconcile_sees_state_written_while_the_user_was_acting(
+    bot: BotProcess, alice: UserClient
+) -> None:
+    # Onboarding links the chat into the Space while the user joins: the room DAG
+    # forks, and Synapse's full-sync `state` alone would miss the link.
+    _, chat = await onboard(alice, bot.bot.user_id)
+    await alice.ask(chat, "!clear", expect="!yes")
+    await alice.send(chat, "!yes")  # the marker is rewritten as the user writes on
+    await alice.send(chat, "typing on")
+    await alice.wait_for(lambda: len(alice.bot_messages(chat)) >= 4, what="answers")
+    context = _context(await alice.ask(chat, "!context", expect="platform chat"))
+    bot.stop()
+
+    report = json.loads(surface_cli(bot, "reconcile", "--dry-run").stdout)
+
+    assert report["conflicts"] == [] and report["changes"] == 0, report
+    bot.start_ready()
+    assert _context(await alice.ask(chat, "!context", expect="platform chat")) == context
