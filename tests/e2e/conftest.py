@@ -10,12 +10,14 @@ import importlib.util
 import itertools
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runtime.dev_homeserver import HomeserverConfig, LocalHomeserver, RegisteredUser
+from tests.e2e.harness import BotProcess, UserClient
 
 E2E_DIR = Path(__file__).parent
 
@@ -66,3 +68,41 @@ def register(synapse: LocalHomeserver) -> Callable[..., RegisteredUser]:
         return synapse.register_user(localpart, secrets.token_urlsafe(16), admin=admin)
 
     return register_new
+
+
+@pytest.fixture
+def make_bot(
+    synapse: LocalHomeserver, register: Callable[..., RegisteredUser], tmp_path: Path
+) -> Iterator[Callable[..., BotProcess]]:
+    """``make_bot(**BotProcess options)``: a new bot account and process, started and ready.
+
+    Every bot made is killed at the end of the test.
+    """
+    made: list[BotProcess] = []
+
+    def make(**options: Any) -> BotProcess:
+        workdir = tmp_path / ("bot" if not made else f"bot{len(made) + 1}")
+        process = BotProcess(synapse, register("bot"), workdir, **options)
+        made.append(process)
+        process.start_ready()
+        return process
+
+    yield make
+    for process in made:
+        process.kill()
+
+
+@pytest.fixture
+def bot(make_bot: Callable[..., BotProcess]) -> BotProcess:
+    """The bot with the built-in echo agent."""
+    return make_bot()
+
+
+@pytest.fixture
+async def alice(
+    synapse: LocalHomeserver, register: Callable[..., RegisteredUser]
+) -> AsyncIterator[UserClient]:
+    """A fresh Matrix user, logged in."""
+    user = await UserClient.login(synapse.base_url, register("alice"))
+    yield user
+    await user.close()

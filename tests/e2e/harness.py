@@ -390,3 +390,15 @@ async def download(user: UserClient, mxc: str) -> bytes:
         r = await http.get(url, headers={"Authorization": f"Bearer {user.user.access_token}"})
     r.raise_for_status()
     return r.content
+
+
+def binding(text: str) -> dict[str, str]:
+    """The binding shown by `!context` (the in-process agent's memory is not durable)."""
+    fields = {}
+    for line in text.splitlines():
+        if line.startswith("- ") and ":" in line:
+            key, value = line[2:].split(":", 1)
+            if key.strip() in ("chat", "agent", "platform chat"):
+                fields[key.strip()] = value.strip()
+    assert len(fields) == 3, text
+    return fields

@@ -9,96 +9,81 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import anyio
 import pytest
 
-from runtime.dev_homeserver import LocalHomeserver, RegisteredUser
+from runtime.dev_homeserver import LocalHomeserver
 from tests.e2e.harness import BotProcess, UserClient, joined_rooms, onboard, room_state_as
 
-Register = Callable[..., RegisteredUser]
 KILLS = int(os.environ.get("SURFACE_CHAOS_KILLS", "8"))
-
-
-@pytest.fixture
-async def alice(synapse: LocalHomeserver, register: Register) -> AsyncIterator[UserClient]:
-    user = await UserClient.login(synapse.base_url, register("alice"))
-    yield user
-    await user.close()
 
 
 @pytest.mark.timeout(120 + 30 * KILLS)
 async def test_sigkill_under_traffic_loses_and_duplicates_nothing(
-    synapse: LocalHomeserver, register: Register, alice: UserClient, tmp_path: Path
+    synapse: LocalHomeserver, bot: BotProcess, alice: UserClient
 ) -> None:
     rng = random.Random(int(os.environ.get("SURFACE_CHAOS_SEED", "1234")))
-    bot = BotProcess(synapse, register("bot"), tmp_path / "bot")
-    bot.start_ready()
-    try:
-        space_id, c1 = await onboard(alice, bot.bot.user_id)
-        await alice.ask(c1, "!new", expect="C2")
-        await alice.ask(c1, "!new", expect="C3")
-        rooms = [c1, *await alice.accept_invites(2)]
-        sent: list[str] = []
-        commands: list[str] = []
-        n = 0
-        for kill in range(KILLS):
-            if kill % 4 == 3:
-                # Sometimes kill it while it is still starting (logging in, reconciling).
-                await anyio.sleep(rng.uniform(0.5, 2.5))
+    space_id, c1 = await onboard(alice, bot.bot.user_id)
+    await alice.ask(c1, "!new", expect="C2")
+    await alice.ask(c1, "!new", expect="C3")
+    rooms = [c1, *await alice.accept_invites(2)]
+    sent: list[str] = []
+    commands: list[str] = []
+    n = 0
+    for kill in range(KILLS):
+        if kill % 4 == 3:
+            # Sometimes kill it while it is still starting (logging in, reconciling).
+            await anyio.sleep(rng.uniform(0.5, 2.5))
+        else:
+            await anyio.to_thread.run_sync(bot.wait_ready)
+        for _ in range(rng.randint(2, 6)):
+            n += 1
+            if n % 7 == 0:
+                commands.append(await alice.send(rng.choice(rooms), "!new"))
             else:
-                await anyio.to_thread.run_sync(bot.wait_ready)
-            for _ in range(rng.randint(2, 6)):
-                n += 1
-                if n % 7 == 0:
-                    commands.append(await alice.send(rng.choice(rooms), "!new"))
-                else:
-                    sent.append(await alice.send(rng.choice(rooms), f"message {n}"))
-            await anyio.sleep(rng.uniform(0.0, 0.6))
-            bot.kill()
-            bot.start()
-        await anyio.to_thread.run_sync(bot.wait_ready)
-
-        everything = [*sent, *commands]
-        try:
-            await alice.wait_for(
-                lambda: all(alice.replies_to(e) for e in everything),
-                timeout=120,
-                what="a reply to every message",
-            )
-        except TimeoutError:
-            missing = [e for e in everything if not alice.replies_to(e)]
-            raise AssertionError(f"unanswered: {missing}\n{bot.log_tail(30)}") from None
-        await alice.ask(c1, "final barrier")  # later duplicates would show up before this
-        replies = {e: len(alice.replies_to(e)) for e in everything}
-        lost = sum(1 for count in replies.values() if count == 0)
-        duplicates = sum(count - 1 for count in replies.values() if count > 1)
-        answered = sum(1 for count in replies.values() if count > 0)
-        wrong = [e for e in sent if alice.reply_texts(e)[0] != f"echo: {_body(alice, e)}"]
-
-        platform_chat_ids = []
-        linked = {r["room_id"] for r in await alice.hierarchy(space_id)} - {space_id}
-        for room_id in joined_rooms(synapse, bot.bot):
-            state = room_state_as(synapse, bot.bot, room_id)
-            marker = [e for e in state if e["type"] == "lambda.surface.room"]
-            if marker:
-                platform_chat_ids.append(marker[0]["content"]["platform_chat_id"])
-                assert room_id in linked, f"chat room {room_id} is not linked from the Space"
-        reused = len(platform_chat_ids) - len(set(platform_chat_ids))
-        print(
-            f"\nchaos: kills={KILLS} messages={len(everything)} answered={answered} "
-            f"duplicates={duplicates} lost={lost} rooms={len(platform_chat_ids)} "
-            f"platform_chat_ids_reused={reused}"
-        )
-        assert duplicates == 0, replies
-        assert lost == 0, replies
-        assert wrong == []
-        assert reused == 0, platform_chat_ids
-        assert len(platform_chat_ids) == 3 + len(commands)
-    finally:
+                sent.append(await alice.send(rng.choice(rooms), f"message {n}"))
+        await anyio.sleep(rng.uniform(0.0, 0.6))
         bot.kill()
+        bot.start()
+    await anyio.to_thread.run_sync(bot.wait_ready)
+
+    everything = [*sent, *commands]
+    try:
+        await alice.wait_for(
+            lambda: all(alice.replies_to(e) for e in everything),
+            timeout=120,
+            what="a reply to every message",
+        )
+    except TimeoutError:
+        missing = [e for e in everything if not alice.replies_to(e)]
+        raise AssertionError(f"unanswered: {missing}\n{bot.log_tail(30)}") from None
+    await alice.ask(c1, "final barrier")  # later duplicates would show up before this
+    replies = {e: len(alice.replies_to(e)) for e in everything}
+    lost = sum(1 for count in replies.values() if count == 0)
+    duplicates = sum(count - 1 for count in replies.values() if count > 1)
+    answered = sum(1 for count in replies.values() if count > 0)
+    wrong = [e for e in sent if alice.reply_texts(e)[0] != f"echo: {_body(alice, e)}"]
+
+    platform_chat_ids = []
+    linked = {r["room_id"] for r in await alice.hierarchy(space_id)} - {space_id}
+    for room_id in joined_rooms(synapse, bot.bot):
+        state = room_state_as(synapse, bot.bot, room_id)
+        marker = [e for e in state if e["type"] == "lambda.surface.room"]
+        if marker:
+            platform_chat_ids.append(marker[0]["content"]["platform_chat_id"])
+            assert room_id in linked, f"chat room {room_id} is not linked from the Space"
+    reused = len(platform_chat_ids) - len(set(platform_chat_ids))
+    print(
+        f"\nchaos: kills={KILLS} messages={len(everything)} answered={answered} "
+        f"duplicates={duplicates} lost={lost} rooms={len(platform_chat_ids)} "
+        f"platform_chat_ids_reused={reused}"
+    )
+    assert duplicates == 0, replies
+    assert lost == 0, replies
+    assert wrong == []
+    assert reused == 0, platform_chat_ids
+    assert len(platform_chat_ids) == 3 + len(commands)
 
 
 def _body(user: UserClient, event_id: str) -> str:

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable
+from pathlib import PurePosixPath
 
 import pytest
 
-from runtime.dev_homeserver import LocalHomeserver, RegisteredUser
 from tests.e2e.harness import BotProcess, UserClient, download, onboard, upload_file
 
-Register = Callable[..., RegisteredUser]
 LIMIT = 4096
 
 
 @pytest.fixture
-def bot(synapse: LocalHomeserver, register: Register, tmp_path: Path) -> Iterator[BotProcess]:
-    process = BotProcess(
-        synapse,
-        register("bot"),
-        tmp_path / "bot",
-        extra_env={"SURFACE_MAX_UPLOAD_BYTES": str(LIMIT)},
-    )
-    process.start_ready()
-    yield process
-    process.kill()
-
-
-@pytest.fixture
-async def alice(synapse: LocalHomeserver, register: Register) -> AsyncIterator[UserClient]:
-    user = await UserClient.login(synapse.base_url, register("alice"))
-    yield user
-    await user.close()
+def bot(make_bot: Callable[..., BotProcess]) -> BotProcess:
+    return make_bot(extra_env={"SURFACE_MAX_UPLOAD_BYTES": str(LIMIT)})
 
 
 def _attachments(reply: str) -> list[str]:

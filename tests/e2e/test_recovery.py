@@ -5,42 +5,18 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from runtime.dev_homeserver import LocalHomeserver, RegisteredUser
-from tests.e2e.harness import BotProcess, UserClient, joined_rooms, onboard, surface_cli
-
-Register = Callable[..., RegisteredUser]
-
-
-@pytest.fixture
-def bot(synapse: LocalHomeserver, register: Register, tmp_path: Path) -> Iterator[BotProcess]:
-    process = BotProcess(synapse, register("bot"), tmp_path / "bot")
-    process.start_ready()
-    yield process
-    process.kill()
-
-
-@pytest.fixture
-async def alice(synapse: LocalHomeserver, register: Register) -> AsyncIterator[UserClient]:
-    user = await UserClient.login(synapse.base_url, register("alice"))
-    yield user
-    await user.close()
-
-
-def _context(text: str) -> dict[str, str]:
-    """The binding shown by `!context` (the in-process agent's memory is not durable)."""
-    fields = {}
-    for line in text.splitlines():
-        if line.startswith("- ") and ":" in line:
-            key, value = line[2:].split(":", 1)
-            if key.strip() in ("chat", "agent", "platform chat"):
-                fields[key.strip()] = value.strip()
-    assert len(fields) == 3, text
-    return fields
+from runtime.dev_homeserver import LocalHomeserver
+from tests.e2e.harness import (
+    BotProcess,
+    UserClient,
+    binding,
+    joined_rooms,
+    onboard,
+    surface_cli,
+)
 
 
 def _wipe_database(bot: BotProcess) -> None:
@@ -58,8 +34,8 @@ async def test_lost_database_is_rebuilt_from_matrix(
     await alice.ask(c2, "!agent echo", expect="Echo")
     first = await alice.send(c1, "answered before the loss")
     await alice.wait_reply(first)
-    before_c1 = _context(await alice.ask(c1, "!context", expect="platform chat"))
-    before_c2 = _context(await alice.ask(c2, "!context", expect="platform chat"))
+    before_c1 = binding(await alice.ask(c1, "!context", expect="platform chat"))
+    before_c2 = binding(await alice.ask(c2, "!context", expect="platform chat"))
     rooms_before = joined_rooms(synapse, bot.bot)
 
     bot.kill()
@@ -70,14 +46,14 @@ async def test_lost_database_is_rebuilt_from_matrix(
     bot.start_ready()
 
     assert await alice.wait_reply(unanswered) == "echo: sent while the bot had lost everything"
-    assert _context(await alice.ask(c1, "!context", expect="platform chat")) == before_c1
-    assert _context(await alice.ask(c2, "!context", expect="platform chat")) == before_c2
+    assert binding(await alice.ask(c1, "!context", expect="platform chat")) == before_c1
+    assert binding(await alice.ask(c2, "!context", expect="platform chat")) == before_c2
     chats = await alice.ask(c1, "!chats", expect="C2")
     assert "C1" in chats and "C2 — Two" in chats
     created = await alice.ask(c1, "!new", expect="C3")
     assert "C3" in created
     [c3] = await alice.accept_invites()
-    c3_context = _context(await alice.ask(c3, "!context", expect="platform chat"))
+    c3_context = binding(await alice.ask(c3, "!context", expect="platform chat"))
     used = {before_c1["platform chat"], before_c2["platform chat"]}
     assert c3_context["platform chat"] not in used
     assert int(c3_context["platform chat"]) > max(int(x) for x in used)
@@ -107,7 +83,7 @@ async def test_partial_loss_of_chat_records_is_repaired(bot: BotProcess, alice: 
 
 async def test_disagreeing_local_record_loses_to_matrix(bot: BotProcess, alice: UserClient) -> None:
     _, c1 = await onboard(alice, bot.bot.user_id)
-    before = _context(await alice.ask(c1, "!context", expect="platform chat"))
+    before = binding(await alice.ask(c1, "!context", expect="platform chat"))
     bot.stop()
     with sqlite3.connect(bot.db_path) as db:
         db.execute(
@@ -124,7 +100,7 @@ async def test_disagreeing_local_record_loses_to_matrix(bot: BotProcess, alice: 
     assert row == ("999",)
 
     bot.start_ready()
-    assert _context(await alice.ask(c1, "!context", expect="platform chat")) == before
+    assert binding(await alice.ask(c1, "!context", expect="platform chat")) == before
 
 
 async def test_reconcile_twice_changes_nothing_the_second_time(
@@ -176,11 +152,11 @@ async def test_reconcile_sees_state_written_while_the_user_was_acting(
     await alice.send(chat, "!yes")  # the marker is rewritten as the user writes on
     await alice.send(chat, "typing on")
     await alice.wait_for(lambda: len(alice.bot_messages(chat)) >= 4, what="answers")
-    context = _context(await alice.ask(chat, "!context", expect="platform chat"))
+    context = binding(await alice.ask(chat, "!context", expect="platform chat"))
     bot.stop()
 
     report = json.loads(surface_cli(bot, "reconcile", "--dry-run").stdout)
 
     assert report["conflicts"] == [] and report["changes"] == 0, report
     bot.start_ready()
-    assert _context(await alice.ask(chat, "!context", expect="platform chat")) == context
+    assert binding(await alice.ask(chat, "!context", expect="platform chat")) == context

@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
+from tests.e2e.harness import BotProcess, UserClient, binding, onboard
 
-from runtime.dev_homeserver import LocalHomeserver, RegisteredUser
-from tests.e2e.harness import BotProcess, UserClient, onboard
-
-Register = Callable[..., RegisteredUser]
-
-
-@pytest.fixture
-def bot(synapse: LocalHomeserver, register: Register, tmp_path: Path) -> Iterator[BotProcess]:
-    process = BotProcess(synapse, register("bot"), tmp_path / "bot")
-    process.start_ready()
-    yield process
-    process.kill()
-
-
-@pytest.fixture
-async def alice(synapse: LocalHomeserver, register: Register) -> AsyncIterator[UserClient]:
-    user = await UserClient.login(synapse.base_url, register("alice"))
-    yield user
-    await user.close()
+MakeBot = Callable[..., BotProcess]
 
 
 async def test_onboarding_builds_space_and_first_chat(bot: BotProcess, alice: UserClient) -> None:
@@ -127,17 +109,17 @@ def _platform_chat(context: str) -> str:
 async def test_restart_keeps_bindings_and_routing(bot: BotProcess, alice: UserClient) -> None:
     _, chat = await onboard(alice, bot.bot.user_id)
     await alice.ask(chat, "!new Second", expect="Second")
-    before = await alice.ask(chat, "!context", expect="platform chat")
+    before = binding(await alice.ask(chat, "!context", expect="platform chat"))
 
     bot.stop()  # SIGTERM: graceful
     assert bot.returncode == 0, bot.log_tail()
     bot.start_ready()
-    assert await alice.ask(chat, "!context", expect="platform chat") == before
+    assert binding(await alice.ask(chat, "!context", expect="platform chat")) == before
     assert await alice.ask(chat, "after sigterm") == "echo: after sigterm"
 
     bot.kill()  # SIGKILL: no cleanup at all
     bot.start_ready()
-    assert await alice.ask(chat, "!context", expect="platform chat") == before
+    assert binding(await alice.ask(chat, "!context", expect="platform chat")) == before
     assert await alice.ask(chat, "after kill") == "echo: after kill"
     assert "C3" in await alice.ask(chat, "!new", expect="C3")
 
@@ -169,7 +151,7 @@ async def test_message_sent_while_down_is_answered_once(bot: BotProcess, alice: 
 
 
 async def test_agent_removed_from_registry_prompts_reselection(
-    synapse: LocalHomeserver, register: Register, alice: UserClient, tmp_path: Path
+    make_bot: MakeBot, alice: UserClient, tmp_path: Path
 ) -> None:
     registry = tmp_path / "agents.yaml"
     registry.write_text(
@@ -177,31 +159,21 @@ async def test_agent_removed_from_registry_prompts_reselection(
         "  - {id: alpha, name: Alpha, backend: mock, default: true}\n"
         "  - {id: beta, name: Beta, backend: mock}\n"
     )
-    bot = BotProcess(synapse, register("bot"), tmp_path / "bot", registry=registry)
+    bot = make_bot(registry=registry)
+    _, chat = await onboard(alice, bot.bot.user_id)
+    assert "Alpha" in await alice.ask(chat, "!agent", expect="Alpha")
+    bot.stop()
+    registry.write_text("agents:\n  - {id: beta, name: Beta, backend: mock, default: true}\n")
     bot.start_ready()
-    try:
-        _, chat = await onboard(alice, bot.bot.user_id)
-        assert "Alpha" in await alice.ask(chat, "!agent", expect="Alpha")
-        bot.stop()
-        registry.write_text("agents:\n  - {id: beta, name: Beta, backend: mock, default: true}\n")
-        bot.start_ready()
 
-        prompt = await alice.ask(chat, "hello", expect="!agents")
-        assert "alpha" in prompt and "no longer available" in prompt
-        assert "Beta" in await alice.ask(chat, "!agent beta", expect="Beta")
-        assert await alice.ask(chat, "hello again") == "echo: hello again"
-    finally:
-        bot.kill()
+    prompt = await alice.ask(chat, "hello", expect="!agents")
+    assert "alpha" in prompt and "no longer available" in prompt
+    assert "Beta" in await alice.ask(chat, "!agent beta", expect="Beta")
+    assert await alice.ask(chat, "hello again") == "echo: hello again"
 
 
-async def test_trio_backend_answers(
-    synapse: LocalHomeserver, register: Register, alice: UserClient, tmp_path: Path
-) -> None:
-    bot = BotProcess(synapse, register("bot"), tmp_path / "bot", backend="trio")
-    bot.start_ready()
-    try:
-        _, chat = await onboard(alice, bot.bot.user_id)
-        assert await alice.ask(chat, "under trio") == "echo: under trio"
-        assert '"backend": "trio"' in bot.log_text()
-    finally:
-        bot.kill()
+async def test_trio_backend_answers(make_bot: MakeBot, alice: UserClient) -> None:
+    bot = make_bot(backend="trio")
+    _, chat = await onboard(alice, bot.bot.user_id)
+    assert await alice.ask(chat, "under trio") == "echo: under trio"
+    assert '"backend": "trio"' in bot.log_text()

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from trio.testing import MockClock
 
 
@@ -51,3 +56,24 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
 def time_is_virtual(anyio_backend: tuple[str, dict[str, Any]]) -> bool:
     """Whether this test's sleeps and timeouts run on a MockClock."""
     return "clock" in anyio_backend[1]
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No developer's MATRIX_*/SURFACE_* variables or .env leak into a test."""
+    for name in list(os.environ):
+        if name.upper().startswith(("MATRIX_", "SURFACE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Code under test configures logging for the process; put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    config = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.configure(**config)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from runtime.cli import EXIT_CONFIG, EXIT_OK, main
 
@@ -24,25 +20,7 @@ agents:
 """
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No developer's MATRIX_*/SURFACE_* variables or .env leak into a test."""
-    for name in list(os.environ):
-        if name.upper().startswith(("MATRIX_", "SURFACE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """The CLI configures logging for the process; put it back for the other tests."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
+pytestmark = pytest.mark.usefixtures("clean_environment", "restore_logging")
 
 
 def registry_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
-import structlog
 
 from runtime.cli import EXIT_CONFIG, EXIT_OK, main
 from runtime.reset import plan_reset, run_reset
 from runtime.settings import load_settings
 
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No developer's MATRIX_*/SURFACE_* variables or .env leak into a test."""
-    for name in list(os.environ):
-        if name.upper().startswith(("MATRIX_", "SURFACE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """The CLI configures logging for the process; put it back for the other tests."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
+pytestmark = pytest.mark.usefixtures("clean_environment", "restore_logging")
 
 
 @pytest.fixture

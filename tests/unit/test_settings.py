@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,13 +16,7 @@ PASSWORD = "pw-7f3a9c-do-not-print"
 TOKEN = "syt_tok-51be02-do-not-print"
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No developer's MATRIX_*/SURFACE_* variables or .env leak into a test."""
-    for name in list(os.environ):
-        if name.upper().startswith(("MATRIX_", "SURFACE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 @pytest.fixture
@@ -33,17 +25,6 @@ def remote_homeserver(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MATRIX_USER_ID", "@bot:example.org")
     monkeypatch.setenv("MATRIX_PASSWORD", PASSWORD)
     monkeypatch.setenv("MATRIX_ACCESS_TOKEN", TOKEN)
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
 
 
 def _refusal(**overrides: object) -> str:
