@@ -2,9 +2,10 @@
 
 The bot's own `!new` goes through the sync loop and the ledger and costs about a
 second per room; here the same helpers the bot uses (tasks/rooms.py:
-`create_space`, `create_chat_room` with the `lambda.surface.room` marker in
-`initial_state`, `m.space.parent` and the `m.space.child` link) run directly on a
-NioMatrix session of the bot's account, several at a time. The owners are real
+`create_space`, `create_chat_room` with the `lambda.surface.room` marker and
+`m.space.parent` in `initial_state`, then `link_child` for the Space's
+`m.space.child`, as tasks/bot.py does) run directly on a NioMatrix session of the
+bot's account, several at a time. The owners are real
 registered users; they are invited, as the bot invites them, and do not join
 (their membership event is in the room state either way).
 
@@ -26,7 +27,7 @@ from contracts.markers import SEQUENCE_ACCOUNT_DATA_TYPE, SequenceHighWater
 from contracts.state import RoomRecord, RoomType, UserRecord
 from runtime.dev_homeserver import RegisteredUser
 from runtime.matrix_nio import NioMatrix
-from tasks.rooms import create_chat_room, create_space
+from tasks.rooms import create_chat_room, create_space, link_child
 
 AGENT_ID = "echo"
 
@@ -143,5 +144,7 @@ class BulkRooms:
             agent_id=AGENT_ID,
             platform_chat_id=str(platform_chat_id),
         )
-        await create_chat_room(self.matrix, record)
+        room_id = await create_chat_room(self.matrix, record)
+        assert owner.user.space_id is not None
+        await link_child(self.matrix, owner.user.space_id, room_id, order=record.chat_id)
         self.chat_rooms += 1

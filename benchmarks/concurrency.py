@@ -25,7 +25,9 @@ import anyio
 from benchmarks.config import BenchConfig
 from benchmarks.context import BenchContext, say
 from benchmarks.observer import Arrival, Observer, answers
-from benchmarks.processes import BenchBot, start_platform_agent
+from benchmarks.processes import BenchBot, Child, start_platform_agent, start_proxy
+from benchmarks.proxy import read_log
+from benchmarks.requests import burst_timeline
 from benchmarks.stats import summarize
 from contracts.markers import REPLY_TO_FIELD
 from tests.e2e.harness import onboard
@@ -58,7 +60,15 @@ async def run_concurrency(ctx: BenchContext, config: BenchConfig) -> dict[str, A
     registry.write_text(registry_yaml(agent_url), encoding="utf-8")
     bot_user = await ctx.register_async("conc-bot")
     user = await ctx.register_async("conc-user")
-    bot = BenchBot(ctx.synapse, bot_user, workdir / "bot", registry=registry)
+    proxy: Child | None = None
+    proxy_url = None
+    requests_log = workdir / "requests.jsonl"
+    if config.trace:
+        proxy, proxy_url = await start_proxy(ctx.base_url, requests_log, workdir)
+    bot = BenchBot(
+        ctx.synapse, bot_user, workdir / "bot", registry=registry, homeserver_url=proxy_url
+    )
+    timelines: dict[str, Any] = {}
     try:
         await bot.start_ready()
         client = await ctx.login(user)
@@ -68,9 +78,9 @@ async def run_concurrency(ctx: BenchContext, config: BenchConfig) -> dict[str, A
             await tg.start(observer.run)
             rooms = await _make_rooms(observer, first_room, n, bot_user.user_id)
             say(f"concurrency: {len(rooms)} rooms ready")
-            concurrency_limit = _room_concurrency(bot)
 
-            async def burst(label: str) -> tuple[float, float]:
+            async def burst(label: str) -> tuple[float, float, float]:
+                """One message in every room at once: (from last ack, from first send, sends)."""
                 start = len(observer.arrivals)
                 sent: dict[str, tuple[str, float]] = {}
 
@@ -87,36 +97,64 @@ async def run_concurrency(ctx: BenchContext, config: BenchConfig) -> dict[str, A
                     match = answers(event_id, f"echo: {text}", bot_user.user_id)
                     arrival = await observer.wait_for(match, within=BURST_TIMEOUT_S, start=start)
                     last = max(last, arrival.at)
-                return last - acked, last - first_sent
+                if proxy is not None:
+                    await anyio.sleep(0.5)  # let the typing-off requests land in the log
+                    timelines[label] = burst_timeline(read_log(requests_log), first_sent, last)
+                return last - acked, last - first_sent, acked - first_sent
 
-            await burst("warm-up")
-            from_ack: list[float] = []
-            from_first: list[float] = []
-            for r in range(config.concurrency_repeats):
-                a, f = await burst(f"burst {r}")
-                from_ack.append(a)
-                from_first.append(f)
-                say(
-                    f"concurrency: burst {r}: {a:.2f}s from last send ack, {f:.2f}s from first send"
-                )
+            async def bursts(name: str) -> dict[str, Any]:
+                await burst(f"{name} warm-up")
+                samples = [await burst(f"{name} {r}") for r in range(config.concurrency_repeats)]
+                replies = summarize([a for a, _, _ in samples])
+                sends = summarize([b for _, _, b in samples])
+                floor = delay + sends.median
+                for r, (a, f, _) in enumerate(samples):
+                    say(f"concurrency {name} {r}: {a:.2f}s after last ack, {f:.2f}s after 1st send")
+                return {
+                    "all_replies_s": replies.as_dict(),
+                    "all_replies_from_first_send_s": summarize(
+                        [f for _, f, _ in samples]
+                    ).as_dict(),
+                    # What N concurrent sends cost this Synapse (first send to last ack): the
+                    # bot's N answers cost it as much, after the agent's delay at the earliest.
+                    "user_send_burst_s": sends.as_dict(),
+                    "synapse_floor_s": round(floor, 3),
+                    "beyond_floor_s": round(replies.median - floor, 3),
+                    "samples_s": [round(a, 3) for a, _, _ in samples],
+                }
+
+            limit = _room_concurrency(bot)
+            default = await bursts("default")
             order = await _order_check(
                 observer, rooms, config.order_messages, delay, bot_user.user_id
             )
+            variant: dict[str, Any] | None = None
+            if config.concurrency_variant_limit > limit:
+                # The same bursts with the room-concurrency limit raised: is the limit the cap?
+                await bot.stop_async()
+                bot.env["SURFACE_ROOM_CONCURRENCY"] = str(config.concurrency_variant_limit)
+                await bot.start_ready()
+                variant = {
+                    "bot_room_concurrency": config.concurrency_variant_limit,
+                    **await bursts(f"limit {config.concurrency_variant_limit}"),
+                }
             tg.cancel_scope.cancel()
         rss = bot.rss_mb()
         peak = bot.peak_rss_mb()
     finally:
         await bot.stop_async()
         agent.stop()
-    summary = summarize(from_ack)
+        if proxy is not None:
+            proxy.stop()
     return {
         "rooms": len(rooms),
         "agent_delay_s": delay,
-        "bot_room_concurrency": concurrency_limit,
-        "all_replies_s": summary.as_dict(),
-        "all_replies_from_first_send_s": summarize(from_first).as_dict(),
-        "samples_s": [round(v, 3) for v in from_ack],
+        "bot_room_concurrency": limit,
+        **default,
         "order": order,
+        "variant": variant,
+        "through_proxy": proxy is not None,
+        **({"bot_requests_by_burst": timelines} if timelines else {}),
         "rss_mb": {"after": round(rss, 1), "peak": round(peak, 1)},
     }
 

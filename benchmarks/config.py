@@ -22,6 +22,7 @@ class BenchConfig:
     preset: str = "full"
     echo_messages: int = 200
     echo_warmup: int = 5
+    echo_gap_s: float = 0.1
     concurrency_rooms: int = 50
     concurrency_repeats: int = 5
     order_messages: int = 5
@@ -32,8 +33,12 @@ class BenchConfig:
     rooms_per_owner: int = 20
     create_concurrency: int = 4
     scenarios: tuple[str, ...] = SCENARIOS
+    concurrency_variant_limit: int = 64
     out_dir: Path = RESULTS_DIR
     keep: bool = False
+    # Route the echo and concurrency bots through the counting proxy too, and break
+    # their turns down by request (diagnosis; the proxy adds ~1 ms per request).
+    trace: bool = False
 
     @property
     def max_rooms(self) -> int:
@@ -50,6 +55,7 @@ QUICK = BenchConfig(
     reconcile_sizes=(100,),
     reconcile_repeats=2,
     restart_repeats=2,
+    concurrency_variant_limit=0,
 )
 
 
@@ -80,11 +86,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="small sizes, finishes in ~3 minutes")
     for f in fields(BenchConfig):
-        if f.name in {"preset", "keep"}:
+        if f.name in {"preset", "keep", "trace"}:
             continue
         flag = "--" + f.name.replace("_", "-")
         p.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper())
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
+    p.add_argument("--trace", action="store_true", help="route every bot through the proxy")
     return p
 
 
@@ -101,8 +108,8 @@ def load_config(argv: list[str] | None = None, env: Mapping[str, str] | None = N
             continue
         raw = env.get("BENCH_" + f.name.upper())
         flag = getattr(args, f.name, None)
-        if f.name == "keep":
-            flag = "1" if args.keep else None
+        if f.name in {"keep", "trace"}:
+            flag = "1" if getattr(args, f.name) else None
         value = flag if flag is not None else raw
         if value is None:
             continue

@@ -32,6 +32,13 @@ def proc_status_mb(pid: int, key: str = "VmRSS") -> float:
     raise KeyError(f"{key} not in /proc/{pid}/status")
 
 
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
 class BenchBot(BotProcess):
     """`surface run` as in the e2e tests; `homeserver_url` may point at the counting proxy."""
 
@@ -69,6 +76,9 @@ class BenchBot(BotProcess):
 
     def peak_rss_mb(self) -> float:
         return proc_status_mb(self.pid, "VmHWM")
+
+    def cpu_s(self) -> float:
+        return proc_cpu_s(self.pid)
 
     async def wait_ready_async(self, within: float = 600.0) -> float:
         """Poll /ready every 20 ms; returns the monotonic time it first answered 200."""

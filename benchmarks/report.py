@@ -31,11 +31,18 @@ def headline(results: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
         h["rss_mb_idle"] = echo["rss_mb"]["idle"]
     if conc := results.get("concurrency"):
         h[f"concurrency_{conc['rooms']}_s"] = conc["all_replies_s"]["median"]
+        h["concurrency_synapse_floor_s"] = conc["synapse_floor_s"]
+        if variant := conc.get("variant"):
+            limit = variant["bot_room_concurrency"]
+            h[f"concurrency_{conc['rooms']}_limit{limit}_s"] = variant["all_replies_s"]["median"]
         h["concurrency_order_ok"] = conc["order"]["in_order"]
     if rec := results.get("reconcile"):
         for size, step in rec["sizes"].items():
             last = step["runs"][-1]["requests"]
             h[f"reconcile_ratio_{size}"] = step["ratio_p50"]
+            same = [k for k in step if k.startswith("ratio_vs_timeline_")]
+            if same:
+                h[f"reconcile_{same[0].removesuffix('_p50')}_{size}"] = step[same[0]]
             h[f"reconcile_requests_{size}"] = last["total"]
             h[f"reconcile_per_room_requests_{size}"] = last["per_room"]
     if restart := results.get("restart"):
@@ -114,6 +121,10 @@ def _row(name: str, s: dict[str, Any] | None, unit: str, goal: str = "", met: An
     )
 
 
+def _met(met: Any) -> str:
+    return "yes" if met is True else "**no**" if met is False else ""
+
+
 def markdown(doc: dict[str, Any]) -> str:
     d = doc["details"]
     g = doc["goals"]
@@ -147,11 +158,19 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| echo ratio bot/raw (p50) | | | {echo['ratio_p50']:.3f} | | | x | {goal} | "
             f"{'yes' if met is True else '**no**' if met is False else ''} |"
         )
+        cpu = echo.get("cpu_ms_per_message")
+        if cpu:
+            lines.append(
+                f"| echo: CPU per message, bot / raw | | | {cpu['bot']:.1f} / {cpu['raw']:.1f} "
+                "| | | ms | | |"
+            )
     if conc := d.get("concurrency"):
         goal, met = goal_of("concurrency_50_s")
+        n = conc["rooms"]
         lines.append(
             _row(
-                f"{conc['rooms']} rooms x 1 message, 1 s agent: all answered",
+                f"{n} rooms x 1 message, 1 s agent: all answered (room limit "
+                f"{conc['bot_room_concurrency']}, the default)",
                 conc["all_replies_s"],
                 "s",
                 goal,
@@ -159,11 +178,26 @@ def markdown(doc: dict[str, Any]) -> str:
             )
         )
         lines.append(
-            _row("  same, counted from the first send", conc["all_replies_from_first_send_s"], "s")
+            _row("  same, from the first send", conc["all_replies_from_first_send_s"], "s")
         )
+        lines.append(
+            _row(f"  Synapse alone: {n} concurrent user sends", conc["user_send_burst_s"], "s")
+        )
+        lines.append(
+            f"|  floor = agent 1 s + {n} sends; bot beyond it | | | {conc['synapse_floor_s']:.2f} "
+            f"| | | s | | beyond: {conc['beyond_floor_s']:.2f} s |"
+        )
+        if variant := conc.get("variant"):
+            lines.append(
+                _row(
+                    f"  same with SURFACE_ROOM_CONCURRENCY={variant['bot_room_concurrency']}",
+                    variant["all_replies_s"],
+                    "s",
+                )
+            )
         o = conc["order"]
         lines.append(
-            f"| per-room order, {o['messages_per_room']} messages x {conc['rooms']} rooms | 1 | | "
+            f"| per-room order, {o['messages_per_room']} messages x {n} rooms | 1 | | "
             f"{o['all_replies_s']:.2f} | | | s | in order, once each | "
             f"{'yes' if o['in_order'] else '**no**'} ({o['answered']}/{o['messages']} answered, "
             f"{o['duplicates']} duplicates, {o['rooms_out_of_order']} rooms out of order) |"
@@ -171,28 +205,23 @@ def markdown(doc: dict[str, Any]) -> str:
     if rec := d.get("reconcile"):
         for size, step in rec["sizes"].items():
             goal, met = goal_of(f"reconcile_ratio_{size}")
-            lines.append(
-                _row(
-                    f"reconcile {size} rooms: bot start -> ready", step["bot_start_to_ready_s"], "s"
-                )
-            )
-            lines.append(
-                _row(
-                    f"reconcile {size} rooms: reference full-state sync",
-                    step["reference_sync_s"],
-                    "s",
-                )
-            )
+            same = next(k for k in step if k.startswith("reference_sync_timeline_"))
+            window = same.removeprefix("reference_sync_timeline_").removesuffix("_s")
             req = step["runs"][-1]["requests"]
-            lines.append(
-                f"| reconcile {size} rooms: ratio (p50) | | | {step['ratio_p50']:.2f} | | | x | "
-                f"{goal} | {'yes' if met is True else '**no**' if met is False else ''} |"
-            )
-            lines.append(
-                f"| reconcile {size} rooms: bot requests to ready | 1 | | {req['total']} | | | "
-                f"requests | no per-room | {'yes' if req['per_room'] == 0 else '**no**'} "
-                f"({req['per_room']} per-room) |"
-            )
+            lines += [
+                _row(f"reconcile {size}: bot start -> ready", step["bot_start_to_ready_s"], "s"),
+                _row("  reference: full-state sync, timeline 0", step["reference_sync_s"], "s"),
+                f"| reconcile {size}: ratio (p50) | | | {step['ratio_p50']:.2f} | | | x | {goal} | "
+                f"{_met(met)} |",
+                _row("  bot: process start -> first request", step["bot_startup_s"], "s"),
+                _row(
+                    "  bot: its full-state sync (at the proxy)", step["bot_full_state_sync_s"], "s"
+                ),
+                _row("  bot: sync done -> ready", step["bot_after_sync_to_ready_s"], "s"),
+                _row(f"  full-state sync, timeline {window} (what the bot asks)", step[same], "s"),
+                f"| reconcile {size}: requests to ready | 1 | | {req['total']} | | | requests | "
+                f"no per-room | {_met(req['per_room'] == 0)} ({req['per_room']} per-room) |",
+            ]
     if restart := d.get("restart"):
         goal, met = goal_of("restart_beyond_synapse_s")
         lines.append(
@@ -233,37 +262,79 @@ def chart(doc: dict[str, Any], path: Path) -> bool:
         ax.set_ylabel("ms")
     ax = axes[0][1]
     if conc := d.get("concurrency"):
-        samples = conc["samples_s"]
-        ax.bar(range(1, len(samples) + 1), samples, color="tab:blue")
+        series = [(f"limit {conc['bot_room_concurrency']} (default)", conc["samples_s"])]
+        if variant := conc.get("variant"):
+            series.append((f"limit {variant['bot_room_concurrency']}", variant["samples_s"]))
+        width = 0.8 / len(series)
+        for i, (label, samples) in enumerate(series):
+            xs = [x + i * width for x in range(1, len(samples) + 1)]
+            ax.bar(xs, samples, width=width, label=label)
         ax.axhline(1.5, color="tab:red", linestyle="--", label="goal 1.5 s")
-        ax.axhline(conc["agent_delay_s"], color="gray", linestyle=":", label="agent time")
+        ax.axhline(
+            conc["synapse_floor_s"], color="black", linestyle=":", label="1 s + Synapse sends"
+        )
         ax.set_title(f"{conc['rooms']} rooms, 1 s agent: all answered")
+        ax.set_xticks(range(1, len(conc["samples_s"]) + 1))
         ax.set_xlabel("burst")
         ax.set_ylabel("s")
-        ax.legend()
+        ax.legend(fontsize=8)
     ax = axes[0][2]
     if rec := d.get("reconcile"):
-        sizes = [int(s) for s in rec["sizes"]]
-        steps = list(rec["sizes"].values())
-        bot = [s["bot_start_to_ready_s"]["median"] for s in steps]
-        ref = [s["reference_sync_s"]["median"] for s in steps]
-        ax.plot(sizes, bot, "o-", label="bot start -> ready")
-        ax.plot(sizes, ref, "s--", label="full-state sync (limit 0)")
-        for x, b, s in zip(sizes, bot, steps, strict=True):
-            ax.annotate(f"{s['ratio_p50']:.2f}x", (x, b), textcoords="offset points", xytext=(0, 6))
-        ax.set_title("Reconciliation, database deleted")
+        sizes = list(rec["sizes"])
+        steps = [rec["sizes"][size] for size in sizes]
+        same_key = next(k for k in steps[0] if k.startswith("reference_sync_timeline_"))
+        window = same_key.removeprefix("reference_sync_timeline_").removesuffix("_s")
+        x = list(range(len(sizes)))
+        startup = [s["bot_startup_s"]["median"] for s in steps]
+        sync = [s["bot_full_state_sync_s"]["median"] for s in steps]
+        rest = [
+            max(0.0, s["bot_start_to_ready_s"]["median"] - a - b)
+            for s, a, b in zip(steps, startup, sync, strict=True)
+        ]
+        w = 0.27
+        left = [i - w for i in x]
+        ax.bar(left, startup, w, label="bot: start -> 1st request", color="tab:orange")
+        ax.bar(left, sync, w, bottom=startup, label="bot: its full-state sync", color="tab:blue")
+        ax.bar(
+            left,
+            rest,
+            w,
+            bottom=[a + b for a, b in zip(startup, sync, strict=True)],
+            label="bot: rest -> ready",
+            color="tab:purple",
+        )
+        ax.bar(
+            x,
+            [s["reference_sync_s"]["median"] for s in steps],
+            w,
+            label="sync, timeline 0",
+            color="tab:green",
+        )
+        ax.bar(
+            [i + w for i in x],
+            [s[same_key]["median"] for s in steps],
+            w,
+            label=f"sync, timeline {window}",
+            color="tab:gray",
+        )
+        for i, s in zip(x, steps, strict=True):
+            top = s["bot_start_to_ready_s"]["median"]
+            ax.annotate(f"{s['ratio_p50']:.2f}x", (i - w, top), ha="center", va="bottom")
+        ax.set_xticks(x, sizes)
+        ax.set_title("Reconciliation, database deleted (p50)")
         ax.set_xlabel("chat rooms")
         ax.set_ylabel("s")
-        ax.legend()
+        ax.legend(fontsize=7)
     ax = axes[1][0]
     if restart := d.get("restart"):
         runs = restart["runs"]
-        xs = range(1, len(runs) + 1)
+        runs_x = list(range(1, len(runs) + 1))
         busy = [r["synapse_busy_s"] for r in runs]
         beyond = [r["beyond_synapse_s"] for r in runs]
-        ax.bar(xs, busy, label="Synapse busy", color="tab:gray")
-        ax.bar(xs, beyond, bottom=busy, label="beyond Synapse", color="tab:orange")
+        ax.bar(runs_x, busy, label="Synapse busy", color="tab:gray")
+        ax.bar(runs_x, beyond, bottom=busy, label="beyond Synapse", color="tab:orange")
         ax.set_title(f"Restart to first reply, {restart['rooms']} rooms")
+        ax.set_xticks(runs_x)
         ax.set_xlabel("restart")
         ax.set_ylabel("s")
         ax.legend()
@@ -281,10 +352,10 @@ def chart(doc: dict[str, Any], path: Path) -> bool:
         sizes = list(rec["sizes"])
         totals = [rec["sizes"][s]["runs"][-1]["requests"]["total"] for s in sizes]
         per_room = [rec["sizes"][s]["runs"][-1]["requests"]["per_room"] for s in sizes]
-        xs = range(len(sizes))
-        ax.bar(xs, totals, label="all", color="tab:blue")
-        ax.bar(xs, per_room, label="per-room", color="tab:red")
-        ax.set_xticks(xs, sizes)
+        size_x = list(range(len(sizes)))
+        ax.bar(size_x, totals, label="all", color="tab:blue")
+        ax.bar(size_x, per_room, label="per-room", color="tab:red")
+        ax.set_xticks(size_x, sizes)
         ax.set_title("Bot HTTP requests, start -> ready")
         ax.set_xlabel("chat rooms")
         ax.legend()

@@ -91,3 +91,62 @@ def summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "full_state_sync_s": round(full[0]["t1"] - full[0]["t0"], 3) if full else None,
         "full_state_sync_bytes": full[0]["bytes"] if full else None,
     }
+
+
+def turn_breakdown(
+    records: Sequence[dict[str, Any]], windows: Sequence[tuple[float, float]]
+) -> dict[str, list[float]]:
+    """Where one bot turn's time goes, per (user send, answer seen) window, in ms.
+
+    In each window: the bot's sync that returned the user's message, then its first
+    typing PUT and its first message send. Windows where one of them is missing (the
+    message came with an earlier sync, say) are skipped.
+    """
+    out: dict[str, list[float]] = {
+        "sync_return_to_typing_ms": [],
+        "typing_request_ms": [],
+        "typing_to_send_ms": [],
+        "send_request_ms": [],
+        "send_done_to_seen_ms": [],
+    }
+    for start, end in windows:
+        inside = sorted(between(records, start, end), key=lambda r: r["t0"])
+        syncs = [
+            r
+            for r in records
+            if r.get("sync") and start <= r["t1"] <= end and r.get("status") == 200
+        ]
+        if not syncs:
+            continue
+        delivered = min(syncs, key=lambda r: r["t1"])
+        after = [r for r in inside if r["t0"] >= delivered["t1"]]
+        typing = next((r for r in after if "/typing/" in r["path"]), None)
+        send = next((r for r in after if "/send/" in r["path"]), None)
+        if typing is None or send is None or send["t0"] < typing["t1"]:
+            continue
+        out["sync_return_to_typing_ms"].append((typing["t0"] - delivered["t1"]) * 1000)
+        out["typing_request_ms"].append((typing["t1"] - typing["t0"]) * 1000)
+        out["typing_to_send_ms"].append((send["t0"] - typing["t1"]) * 1000)
+        out["send_request_ms"].append((send["t1"] - send["t0"]) * 1000)
+        out["send_done_to_seen_ms"].append((end - send["t1"]) * 1000)
+    return out
+
+
+def burst_timeline(records: Sequence[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
+    """Per endpoint during [start, end]: count, durations, and when they started and ended
+    (seconds after `start`). Long polls are left out."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in between(records, start, end):
+        if not is_long_poll(r):
+            by.setdefault(endpoint(r), []).append(r)
+    out: dict[str, Any] = {}
+    for name, items in sorted(by.items()):
+        durations = sorted(r["t1"] - r["t0"] for r in items)
+        out[name] = {
+            "count": len(items),
+            "duration_p50_ms": round(durations[len(durations) // 2] * 1000, 1),
+            "duration_max_ms": round(durations[-1] * 1000, 1),
+            "first_start_s": round(min(r["t0"] for r in items) - start, 3),
+            "last_end_s": round(max(r["t1"] for r in items) - start, 3),
+        }
+    return out
