@@ -56,7 +56,7 @@ class ScriptedPlatform:
     async def save_snapshot(
         self, agent_id: str, platform_chat_id: str, *, owner: str, name: str
     ) -> Snapshot:
-        raise NotImplementedError
+        raise AssertionError("turn tests never touch snapshots")
 
     async def list_snapshots(self, agent_id: str, *, owner: str) -> list[Snapshot]:
         return []
@@ -64,7 +64,7 @@ class ScriptedPlatform:
     async def load_snapshot(
         self, agent_id: str, platform_chat_id: str, *, owner: str, snapshot_id: str
     ) -> ContextInfo:
-        raise NotImplementedError
+        raise AssertionError("turn tests never touch snapshots")
 
     async def context_info(self, agent_id: str, platform_chat_id: str) -> ContextInfo:
         return ContextInfo(agent_id=agent_id, platform_chat_id=platform_chat_id)
