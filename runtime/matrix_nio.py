@@ -21,7 +21,7 @@ Who retries what:
 - The caller (the runtime's supervisor) retries MatrixUnreachable with backoff and
   MatrixRateLimited after ``retry_after``; MatrixAuthError stops the bot;
   MatrixRequestError is reported and not retried.
-- Message sends are safe to retry: the same ``txn_id`` (see :func:`txn_id_for`) from the
+- Message sends are safe to retry: the same ``txn_id`` (see ``tasks.replies.txn_id_for``) from the
   same device yields the same event, and the device survives restarts and re-logins
   because its id is kept in ``session.json``.
 
@@ -46,7 +46,6 @@ ids must outlive the process).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import secrets
@@ -85,7 +84,6 @@ __all__ = [
     "error_for",
     "read_session",
     "sync_batch_from_json",
-    "txn_id_for",
     "write_session",
 ]
 
@@ -113,16 +111,6 @@ _INCREMENTAL_TIMEOUT_SPREAD: Final = 250
 
 
 # --- pure decisions -------------------------------------------------------------------
-
-
-def txn_id_for(event_id: str, purpose: str) -> str:
-    """A transaction id derived from what caused the send.
-
-    Deterministic, so a resend after a crash reuses it and the homeserver deduplicates
-    (per device, for as long as it keeps transaction ids).
-    """
-    digest = hashlib.sha256(f"{purpose}\x00{event_id}".encode()).hexdigest()
-    return digest[:32]
 
 
 def error_for(

@@ -28,7 +28,8 @@ from contracts.matrix import (
 )
 from runtime import matrix_nio
 from runtime.dev_homeserver import LocalHomeserver, RegisteredUser
-from runtime.matrix_nio import SESSION_FILE, NioMatrix, error_for, txn_id_for
+from runtime.matrix_nio import SESSION_FILE, NioMatrix, error_for
+from tasks.replies import txn_id_for
 
 Register = Callable[..., RegisteredUser]
 
@@ -253,7 +254,6 @@ def test_public_api_is_pinned() -> None:
         "error_for",
         "read_session",
         "sync_batch_from_json",
-        "txn_id_for",
         "write_session",
     ]
 
