@@ -62,6 +62,7 @@ import anyio
 import nio
 import structlog
 
+from contracts.markers import SEQUENCE_ACCOUNT_DATA_TYPE
 from contracts.matrix import (
     InvitedRoom,
     JoinedRoom,
@@ -104,8 +105,10 @@ _TRANSPORT_ERRORS: Final = (aiohttp.ClientError, TimeoutError)
 # (user, device, since, filter, timeout, full_state, ...), and it ignores `timeout` when
 # `since` is missing or `full_state` is set. Snapshot syncs therefore add a varying
 # offset to `timeout`, so a restarted reconciliation never gets a stale snapshot.
-# Incremental syncs add a smaller one (it is a real wait when nothing is new): within a
-# process it never repeats, across processes it starts at random.
+# Long polls add a smaller one (it is a real wait when nothing is new): within a process
+# it never repeats, across processes it starts at random. A zero-timeout incremental
+# sync adds none: a cached answer to it is old but harmless (its `next_batch` leads on
+# to everything after it), while an offset would make the caught-up check wait for it.
 _SNAPSHOT_TIMEOUT_SPREAD: Final = 1_000_000
 _INCREMENTAL_TIMEOUT_SPREAD: Final = 250
 
@@ -228,9 +231,24 @@ def sync_batch_from_json(body: Any, own_user_id: str) -> SyncBatch:
 
 
 def _sync_filter(timeline_limit: int) -> str:
+    """The bot's /sync filter: rooms' state and timeline, and nothing it never reads.
+
+    Presence, typing and receipts (ephemeral), room account data and global account
+    data other than the sequence high-water mark are left out: each of them would
+    wake the long poll (the bot's own typing notices too) for nothing.
+    """
     # Compact and stable: Synapse keys its sync response cache on the filter text.
     return json.dumps(
-        {"room": {"timeline": {"limit": timeline_limit}, "state": {"lazy_load_members": False}}},
+        {
+            "presence": {"not_types": ["*"]},
+            "account_data": {"types": [SEQUENCE_ACCOUNT_DATA_TYPE]},
+            "room": {
+                "timeline": {"limit": timeline_limit},
+                "state": {"lazy_load_members": False},
+                "ephemeral": {"not_types": ["*"]},
+                "account_data": {"not_types": ["*"]},
+            },
+        },
         separators=(",", ":"),
     )
 
@@ -539,9 +557,12 @@ class NioMatrix:
         """
         snapshot = since is None or full_state
         self._snapshot_seq = (self._snapshot_seq + 1) % _SNAPSHOT_TIMEOUT_SPREAD
-        offset = (
-            self._snapshot_seq if snapshot else self._snapshot_seq % _INCREMENTAL_TIMEOUT_SPREAD
-        )
+        if snapshot:
+            offset = self._snapshot_seq
+        elif timeout_ms > 0:
+            offset = self._snapshot_seq % _INCREMENTAL_TIMEOUT_SPREAD
+        else:
+            offset = 0
         query: dict[str, Any] = {"timeout": timeout_ms + offset}
         if since:
             query["since"] = since

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     surface_log_level: Literal["debug", "info", "warning", "error"] = "info"
     surface_locale: Literal["en", "ru"] = "en"
     surface_max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
-    surface_room_concurrency: int = Field(default=32, ge=1, le=1024)
+    surface_room_concurrency: int = Field(default=128, ge=1, le=1024)
     surface_stream_edit_interval: float = Field(default=1.0, ge=0.05, le=60)
     surface_dev_data_dir: Path = Path(".local/dev-homeserver")
     surface_dev_port: int = Field(default=8008, ge=0, le=65535)

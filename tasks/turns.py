@@ -1,5 +1,10 @@
 """One agent turn shown in Matrix: typing, then one message edited at a bounded rate.
 
+Typing is shown only when the agent has not answered within `typing_delay`: a
+quick answer needs no "is typing", and each typing change is a request plus a
+wake-up of every client syncing the room (the bot's own sync too), on the path
+of the answer. A turn that turned typing on turns it off when it ends.
+
 Events from the platform are read by a producer task into a memory stream so
 the consumer can wait for "next event or next flush time" without cancelling
 the platform's iterator midway. The producer closes the platform's stream
@@ -51,6 +56,11 @@ class TurnOutcome:
     edits: int = 0
 
 
+@dataclass
+class _TypingState:
+    on: bool = False  # typing was (or may have been) turned on in this turn
+
+
 class TurnStreamer:
     """Runs a user turn against the platform and shows the answer in the room."""
 
@@ -61,6 +71,7 @@ class TurnStreamer:
         catalogue: Catalogue,
         *,
         edit_interval: float = 1.0,
+        typing_delay: float = 0.3,
         on_file: FileHandler | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -69,6 +80,7 @@ class TurnStreamer:
         self._replier = Replier(matrix)
         self._t = catalogue
         self._edit_interval = edit_interval
+        self._typing_delay = typing_delay
         self._on_file = on_file
         self._metrics = metrics or NullMetrics()
 
@@ -77,11 +89,12 @@ class TurnStreamer:
         trigger = turn.idempotency_key
         outcome = TurnOutcome()
         sent_text = ""
-        await self._typing(room_id, True)
+        typing = _TypingState()
         send, receive = anyio.create_memory_object_stream[PlatformEvent | PlatformError](16)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._produce, turn, send)
+                tg.start_soon(self._type_after_delay, room_id, typing)
                 next_flush = anyio.current_time() + self._edit_interval
                 async with receive:
                     while True:
@@ -127,14 +140,21 @@ class TurnStreamer:
                             if self._on_file is not None:
                                 await self._on_file(room_id, trigger, item, len(outcome.files))
                         elif isinstance(item, StatusUpdate):
+                            typing.on = True
                             await self._typing(room_id, True)
                 tg.cancel_scope.cancel()
             if outcome.text and outcome.text != sent_text:
                 await self._show(room_id, trigger, outcome, final=True)
         finally:
-            with anyio.move_on_after(2, shield=True):
-                await self._typing(room_id, False)
+            if typing.on:
+                with anyio.move_on_after(2, shield=True):
+                    await self._typing(room_id, False)
         return outcome
+
+    async def _type_after_delay(self, room_id: str, typing: _TypingState) -> None:
+        await anyio.sleep(self._typing_delay)
+        typing.on = True  # before the request: a cancelled request may still land
+        await self._typing(room_id, True)
 
     async def _produce(
         self,

@@ -130,6 +130,10 @@ class HttpPlatform:
             base_url=agent.url.rstrip("/") + "/",
             headers=headers,
             transport=transport,
+            # No cap on connections: SURFACE_ROOM_CONCURRENCY bounds the turns in flight,
+            # and httpx's default cap (100) would make the 101st turn fail with a
+            # PoolTimeout instead of waiting for the agent.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
             timeout=httpx.Timeout(
                 connect=connect_timeout,
                 read=agent.timeout_seconds,

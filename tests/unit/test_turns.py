@@ -207,7 +207,34 @@ async def test_text_before_a_failure_is_still_shown() -> None:
     assert bodies == ["partial", "⚠️ The agent reported an error (oops): lost it"]
 
 
-async def test_typing_is_shown_while_the_agent_works_and_cleared_after() -> None:
+async def test_a_quick_answer_shows_no_typing() -> None:
+    matrix = FakeMatrix()
+
+    await streamer(matrix, ScriptedPlatform([TextDelta(text="hi"), TurnDone()])).run(ROOM, turn())
+
+    assert [m.content["body"] for m in matrix.sent] == ["hi"]
+    assert matrix.typing == []
+
+
+@pytest.mark.virtual_time
+async def test_typing_is_shown_when_the_agent_is_slow_and_cleared_after(
+    time_is_virtual: bool,
+) -> None:
+    scale = 1.0 if time_is_virtual else 0.01
+    matrix = FakeMatrix()
+    script: list[PlatformEvent | float | Exception] = [
+        1.0 * scale,
+        TextDelta(text="hi"),
+        TurnDone(),
+    ]
+
+    await streamer(matrix, ScriptedPlatform(script), typing_delay=0.3 * scale).run(ROOM, turn())
+
+    assert matrix.typing == [(ROOM, True), (ROOM, False)]
+    assert [m.content["body"] for m in matrix.sent] == ["hi"]
+
+
+async def test_a_status_update_shows_typing_at_once() -> None:
     matrix = FakeMatrix()
     script: list[PlatformEvent | float | Exception] = [
         StatusUpdate(status="thinking"),
@@ -217,9 +244,7 @@ async def test_typing_is_shown_while_the_agent_works_and_cleared_after() -> None
 
     await streamer(matrix, ScriptedPlatform(script)).run(ROOM, turn())
 
-    assert matrix.typing[0] == (ROOM, True)
-    assert matrix.typing[-1] == (ROOM, False)
-    assert (ROOM, True) in matrix.typing[1:-1], "a status update renews typing"
+    assert matrix.typing == [(ROOM, True), (ROOM, False)]
 
 
 async def test_typing_failures_do_not_fail_the_turn() -> None:
@@ -227,13 +252,17 @@ async def test_typing_failures_do_not_fail_the_turn() -> None:
 
     matrix = FakeMatrix()
     matrix.fail["set_typing"] = [MatrixUnreachable("502"), MatrixUnreachable("502")]
+    script: list[PlatformEvent | float | Exception] = [
+        StatusUpdate(status="thinking"),
+        TextDelta(text="hi"),
+        TurnDone(),
+    ]
 
-    outcome = await streamer(matrix, ScriptedPlatform([TextDelta(text="hi"), TurnDone()])).run(
-        ROOM, turn()
-    )
+    outcome = await streamer(matrix, ScriptedPlatform(script)).run(ROOM, turn())
 
     assert outcome.text == "hi"
     assert [m.content["body"] for m in matrix.sent] == ["hi"]
+    assert matrix.fail["set_typing"] == [], "both typing changes were tried"
 
 
 async def test_emitted_files_reach_the_file_handler() -> None:
