@@ -33,7 +33,7 @@ class BenchConfig:
     rooms_per_owner: int = 20
     create_concurrency: int = 4
     scenarios: tuple[str, ...] = SCENARIOS
-    concurrency_variant_limit: int = 64
+    concurrency_variant_limit: int = 0
     out_dir: Path = RESULTS_DIR
     keep: bool = False
     # Route the echo and concurrency bots through the counting proxy too, and break

@@ -26,7 +26,6 @@ from contracts.platform import (
 )
 from contracts.registry import AgentBackend, AgentEntry, AgentRegistry
 from runtime.platforms.echo import EchoPlatform
-from runtime.platforms.http import HttpPlatform
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +41,10 @@ class _Closeable(Protocol):
 
 def default_http_factory(agent: AgentEntry) -> PlatformClient:
     """An HttpPlatform reading the agent's token from the process environment."""
+    # Imported here: httpx costs ~0.2 s of start-up, and a bot with only
+    # in-process agents never needs it.
+    from runtime.platforms.http import HttpPlatform
+
     return HttpPlatform(agent)
 
 

@@ -586,6 +586,21 @@ async def test_typing_and_invite_and_join(bot: NioMatrix, alice: NioMatrix) -> N
     assert joined == {bot.user_id, alice.user_id}
 
 
+async def test_sync_leaves_out_typing_so_it_does_not_wake_the_bot(
+    bot: NioMatrix, alice: NioMatrix
+) -> None:
+    room_id = await bot.create_room(name="quiet")
+    await bot.invite(room_id, alice.user_id)
+    await alice.join(room_id)
+    since = (await bot.sync(None, timeout_ms=0, timeline_limit=0)).next_batch
+
+    await alice.set_typing(room_id, True, timeout_ms=5000)
+    batch = await bot.sync(since, timeout_ms=0, timeline_limit=10)
+
+    # Without the filter, Synapse answers with the room and its typing event.
+    assert room_id not in batch.joined
+
+
 # --- reading ---------------------------------------------------------------------------
 
 
