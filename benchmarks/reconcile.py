@@ -37,6 +37,7 @@ from benchmarks.proxy import read_log
 from benchmarks.requests import between, busy_seconds, summary
 from benchmarks.stats import summarize
 from runtime.dev_homeserver import RegisteredUser
+from runtime.sync_query import sync_filter
 from tasks.reconcile import CATCH_UP_WINDOW
 from tests.e2e.harness import onboard
 
@@ -46,16 +47,17 @@ REPLY_TIMEOUT_S = 600.0
 class ReferenceSync:
     """One full-state /sync of the bot's account, timed at the client.
 
-    `timeline_limit=0` is the issue's reference; the bot asks for CATCH_UP_WINDOW
-    events per room when its database is gone (tasks/reconcile.py), so that sync is
-    measured too, to tell Synapse's extra work from the bot's own.
+    By default a timeline-limit-0 filter: the issue's reference. The bot asks for
+    CATCH_UP_WINDOW events per room with its own filter when its database is gone
+    (tasks/reconcile.py, runtime/sync_query.py); `filter_text` measures that sync
+    too, to tell Synapse's extra work from the bot's own.
     """
 
-    def __init__(self, base_url: str, user: RegisteredUser, timeline_limit: int = 0) -> None:
+    def __init__(self, base_url: str, user: RegisteredUser, filter_text: str | None = None) -> None:
         self._base_url = base_url
         self._token = user.access_token
-        self._filter = json.dumps(
-            {"room": {"timeline": {"limit": timeline_limit}}}, separators=(",", ":")
+        self._filter = filter_text or json.dumps(
+            {"room": {"timeline": {"limit": 0}}}, separators=(",", ":")
         )
         self._n = 0
 
@@ -113,7 +115,7 @@ async def run_reconcile_and_restart(ctx: BenchContext, config: BenchConfig) -> d
     bot_log = workdir / "bot-requests.jsonl"
     bot = BenchBot(ctx.synapse, bot_user, workdir / "bot", homeserver_url=bot_proxy_url)
     reference = ReferenceSync(ref_proxy_url, ref_device)
-    same_as_bot = ReferenceSync(ref_proxy_url, ref_device, timeline_limit=CATCH_UP_WINDOW)
+    same_as_bot = ReferenceSync(ref_proxy_url, ref_device, sync_filter(CATCH_UP_WINDOW))
     bulk: BulkRooms | None = None
     out: dict[str, Any] = {}
     memory: dict[str, Any] = {}

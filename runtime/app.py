@@ -19,6 +19,7 @@ from runtime.metrics import PrometheusMetrics
 from runtime.platforms.echo import EchoPlatform
 from runtime.platforms.router import AgentRouter
 from runtime.settings import Settings
+from runtime.snapshot import SnapshotPrefetch
 from runtime.store import SqliteStore
 from runtime.supervisor import RestartPolicy, Supervisor, SupervisorConfig, TaskSpec
 from runtime.workspace import FsWorkspace
@@ -29,7 +30,7 @@ from tasks.materializer import Materializer
 from tasks.media import MediaBridge
 from tasks.platform_pool import PlatformPool
 from tasks.readiness import Readiness
-from tasks.reconcile import reconcile
+from tasks.reconcile import reconcile, snapshot_window
 from tasks.replies import Replier
 from tasks.sequence import PlatformChatSequence
 from tasks.sync import SyncTask
@@ -118,15 +119,37 @@ class Runtime:
     materializer: Materializer
     supervisor: Supervisor | None = None
     initial_batch: SyncBatch | None = None
+    prefetch: SnapshotPrefetch | None = None
 
     async def reconcile_task(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        _report, batch = await reconcile(self.store, self.matrix)
+        snapshot = await self._prefetched_snapshot()
+        _report, batch = await reconcile(self.store, self.matrix, snapshot=snapshot)
         if self.store.checkpoint() is None:
             self.initial_batch = batch  # the sync task catches up from it
         self.readiness.reconciled = True
         task_status.started()
+
+    async def _prefetched_snapshot(self) -> SyncBatch | None:
+        """The answer of the sync started before the imports, if it fits (runtime/snapshot.py).
+
+        Taken once: a reconciliation restarted by the supervisor asks afresh.
+        """
+        prefetch, self.prefetch = self.prefetch, None
+        if prefetch is None:
+            return None
+        window = snapshot_window(fresh=self.store.checkpoint() is None)
+        user_id = self.matrix.user_id
+        body = await anyio.to_thread.run_sync(
+            lambda: prefetch.take(user_id=user_id, timeline_limit=window),
+            abandon_on_cancel=True,
+        )
+        if body is None:
+            return None
+        from runtime.matrix_nio import sync_batch_from_json  # loaded by connect_matrix already
+
+        return sync_batch_from_json(body, user_id)
 
     def take_initial_batch(self) -> SyncBatch | None:
         batch, self.initial_batch = self.initial_batch, None
@@ -167,6 +190,7 @@ async def build_runtime(
     backend: Backend = "asyncio",
     registry: AgentRegistry | None = None,
     echo: EchoPlatform | None = None,
+    prefetch: SnapshotPrefetch | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open the store, log in, and wire the tasks. Closes what it opened on exit."""
     registry = registry or load_agents(settings)
@@ -244,6 +268,7 @@ async def build_runtime(
                 metrics=metrics,
                 http=http,
                 materializer=materializer,
+                prefetch=prefetch,
             )
             runtime_ref.append(runtime)
             try:
@@ -263,9 +288,12 @@ async def run_bot(
     backend: Backend = "asyncio",
     install_signal_handlers: bool = True,
     registry: AgentRegistry | None = None,
+    prefetch: SnapshotPrefetch | None = None,
 ) -> None:
     """Run the bot until a shutdown signal. Raises SupervisorError on fatal task failure."""
-    async with build_runtime(settings, backend=backend, registry=registry) as runtime:
+    async with build_runtime(
+        settings, backend=backend, registry=registry, prefetch=prefetch
+    ) as runtime:
         supervisor = Supervisor(
             runtime.specs(), SupervisorConfig(), install_signal_handlers=install_signal_handlers
         )
@@ -280,18 +308,25 @@ async def run_bot(
         log.info("bot.stopped")
 
 
-def run(settings: Settings, *, backend: Backend = "asyncio") -> None:
+def run(
+    settings: Settings,
+    *,
+    backend: Backend = "asyncio",
+    prefetch: SnapshotPrefetch | None = None,
+) -> None:
     """Blocking entry point: runs the bot on the chosen event loop backend."""
     if backend == "trio":
         import trio_asyncio
 
         async def main_trio() -> None:
             async with trio_asyncio.open_loop():
-                await run_bot(settings, backend="trio")
+                await run_bot(settings, backend="trio", prefetch=prefetch)
 
         anyio.run(main_trio, backend="trio")
     else:
-        anyio.run(lambda: run_bot(settings, backend="asyncio"), backend="asyncio")
+        anyio.run(
+            lambda: run_bot(settings, backend="asyncio", prefetch=prefetch), backend="asyncio"
+        )
 
 
 __all__ = ["MatrixAuthError", "Runtime", "build_runtime", "load_agents", "run", "run_bot"]

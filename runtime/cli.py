@@ -104,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from runtime.snapshot import SnapshotPrefetch
+
+    # First, before the heavy imports below: Synapse computes while Python imports.
+    prefetch = None if settings.embedded else SnapshotPrefetch.start(settings)
+
     from runtime.app import load_agents, run
     from runtime.supervisor import SupervisorError
 
@@ -111,7 +116,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     if settings.embedded:
         return _run_embedded(settings, args.backend)
     try:
-        run(settings, backend=args.backend)
+        run(settings, backend=args.backend, prefetch=prefetch)
     except SupervisorError as exc:
         log.error("bot.failed", reason=str(exc))
         print(f"error: {exc}", file=sys.stderr)

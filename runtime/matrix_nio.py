@@ -34,7 +34,7 @@ unknown message types, exactly as the server sent it, and spares nio from buildi
 own room model. Everything else uses nio's typed calls.
 
 Every sync bypasses Synapse's two-minute ``/sync`` response cache (see
-``_SNAPSHOT_TIMEOUT_SPREAD``): a reconciler restarted within two minutes would otherwise
+``runtime.sync_query``): a reconciler restarted within two minutes would otherwise
 get its previous run's snapshot and miss the rooms it created since, and a bot killed
 during a long-poll would, after restart, be served the cached empty answer for its
 checkpoint over and over until the cache expires.
@@ -45,13 +45,9 @@ ids must outlive the process).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import secrets
-import tempfile
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -76,20 +72,13 @@ from contracts.matrix import (
     StateEventSpec,
     SyncBatch,
 )
+from runtime.session import SESSION_FILE, StoredSession, read_session, write_session
+from runtime.sync_query import SNAPSHOT_TIMEOUT_SPREAD, sync_query
 
-__all__ = [
-    "SESSION_FILE",
-    "NioMatrix",
-    "StoredSession",
-    "error_for",
-    "read_session",
-    "sync_batch_from_json",
-    "write_session",
-]
+__all__ = ["NioMatrix", "error_for", "sync_batch_from_json"]
 
 log = structlog.get_logger(__name__)
 
-SESSION_FILE: Final = "session.json"
 DEFAULT_RATE_LIMIT_WAIT_S: Final = 5.0
 _CLOSE_TIMEOUT_S: Final = 5.0
 _DOWNLOAD_CHUNK: Final = 64 * 1024
@@ -100,16 +89,6 @@ _MEDIA_V3: Final = "/_matrix/media/v3"
 _AUTH_ERRCODES: Final = frozenset({"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"})
 _LOGIN_REFUSED_ERRCODES: Final = frozenset({"M_FORBIDDEN", "M_USER_DEACTIVATED"})
 _TRANSPORT_ERRORS: Final = (aiohttp.ClientError, TimeoutError)
-# Synapse keeps each /sync answer for ~2 minutes (`sync_response_cache_duration`) keyed on
-# (user, device, since, filter, timeout, full_state, ...), and it ignores `timeout` when
-# `since` is missing or `full_state` is set. Snapshot syncs therefore add a varying
-# offset to `timeout`, so a restarted reconciliation never gets a stale snapshot.
-# Long polls add a smaller one (it is a real wait when nothing is new): within a process
-# it never repeats, across processes it starts at random. A zero-timeout incremental
-# sync adds none: a cached answer to it is old but harmless (its `next_batch` leads on
-# to everything after it), while an offset would make the caught-up check wait for it.
-_SNAPSHOT_TIMEOUT_SPREAD: Final = 1_000_000
-_INCREMENTAL_TIMEOUT_SPREAD: Final = 250
 
 
 # --- pure decisions -------------------------------------------------------------------
@@ -229,29 +208,6 @@ def sync_batch_from_json(body: Any, own_user_id: str) -> SyncBatch:
     )
 
 
-def _sync_filter(timeline_limit: int) -> str:
-    """The bot's /sync filter: rooms' state and timeline, global account data; no more.
-
-    Presence, typing and receipts (ephemeral) and room account data are left out:
-    each of them would wake the long poll (the bot's own typing notices too) for
-    nothing, and computing them made the full-state sync of 1000 rooms take about
-    9 s instead of 5-7 s (benchmarks/README.md).
-    """
-    # Compact and stable: Synapse keys its sync response cache on the filter text.
-    return json.dumps(
-        {
-            "presence": {"not_types": ["*"]},
-            "room": {
-                "timeline": {"limit": timeline_limit},
-                "state": {"lazy_load_members": False},
-                "ephemeral": {"not_types": ["*"]},
-                "account_data": {"not_types": ["*"]},
-            },
-        },
-        separators=(",", ":"),
-    )
-
-
 def _split_mxc(mxc_uri: str) -> tuple[str, str]:
     parts = urlsplit(mxc_uri)
     media_id = parts.path.lstrip("/")
@@ -262,59 +218,6 @@ def _split_mxc(mxc_uri: str) -> tuple[str, str]:
 
 def _path(*parts: str, base: str = _CLIENT_V3, query: Mapping[str, Any] | None = None) -> str:
     return str(nio.Api._build_path(list(parts), dict(query) if query else None, base))
-
-
-# --- session persistence --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StoredSession:
-    """What ``session.json`` holds: enough to resume as the same device."""
-
-    user_id: str
-    device_id: str
-    access_token: str
-    homeserver: str
-
-    def matches(self, *, user_id: str, homeserver: str) -> bool:
-        return self.user_id == user_id and _same_url(self.homeserver, homeserver)
-
-
-def _same_url(a: str, b: str) -> bool:
-    return a.rstrip("/") == b.rstrip("/")
-
-
-def read_session(path: Path) -> StoredSession | None:
-    """The stored session, or None if there is none or it cannot be read."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return StoredSession(
-            user_id=str(data["user_id"]),
-            device_id=str(data["device_id"]),
-            access_token=str(data["access_token"]),
-            homeserver=str(data["homeserver"]),
-        )
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("matrix.session.unreadable", path=str(path), error=type(exc).__name__)
-        return None
-
-
-def write_session(path: Path, session: StoredSession) -> None:
-    """Write ``session.json`` atomically with mode 0600 (its directory is made 0700)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp:  # mkstemp creates it 0600
-            json.dump(asdict(session), tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
 
 
 # --- the adapter ----------------------------------------------------------------------
@@ -335,7 +238,7 @@ class NioMatrix:
         self._request_timeout = request_timeout
         self._initial_sync_timeout = initial_sync_timeout
         self._media_timeout = media_timeout
-        self._snapshot_seq = secrets.randbelow(_SNAPSHOT_TIMEOUT_SPREAD)
+        self._sync_seq = secrets.randbelow(SNAPSHOT_TIMEOUT_SPREAD)
 
     @classmethod
     async def connect(
@@ -551,24 +454,18 @@ class NioMatrix:
         returns it without long-polling); an incremental one by ``timeout_ms`` plus
         ``request_timeout``. An initial or full-state sync always reflects the server's
         current state: it dodges Synapse's two-minute response cache (see
-        ``_SNAPSHOT_TIMEOUT_SPREAD``), which would otherwise hand a restarted bot the
+        ``runtime.sync_query``), which would otherwise hand a restarted bot the
         snapshot its previous run got.
         """
         snapshot = since is None or full_state
-        self._snapshot_seq = (self._snapshot_seq + 1) % _SNAPSHOT_TIMEOUT_SPREAD
-        if snapshot:
-            offset = self._snapshot_seq
-        elif timeout_ms > 0:
-            offset = self._snapshot_seq % _INCREMENTAL_TIMEOUT_SPREAD
-        else:
-            offset = 0
-        query: dict[str, Any] = {"timeout": timeout_ms + offset}
-        if since:
-            query["since"] = since
-        if full_state:
-            query["full_state"] = "true"
-        if timeline_limit is not None:
-            query["filter"] = _sync_filter(timeline_limit)
+        self._sync_seq += 1
+        query = sync_query(
+            since,
+            timeout_ms=timeout_ms,
+            full_state=full_state,
+            timeline_limit=timeline_limit,
+            seq=self._sync_seq,
+        )
         if snapshot:
             transport_timeout = self._initial_sync_timeout
         else:

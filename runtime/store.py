@@ -89,6 +89,26 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def read_checkpoint(path: Path) -> str | None:
+    """The sync checkpoint in the database at `path`, read-only; None if there is none.
+
+    For runtime/snapshot.py, before the store is opened: never creates, migrates or
+    writes the file, and any problem (no file, not a database, an older schema)
+    reads as "no checkpoint". The store itself decides what the file is worth.
+    """
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
+    except (sqlite3.Error, OSError, ValueError):
+        return None
+    try:
+        row = db.execute("SELECT next_batch FROM checkpoint WHERE id = 1").fetchone()
+        return str(row[0]) if row else None
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+
+
 class SqliteStore:
     """The bot's durable state in one SQLite file (see contracts.store.Store)."""
 

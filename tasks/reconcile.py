@@ -44,6 +44,11 @@ def local_state(store: Store) -> LocalState:
     )
 
 
+def snapshot_window(*, fresh: bool) -> int:
+    """The timeline window of the full-state sync: longer when the checkpoint is gone."""
+    return CATCH_UP_WINDOW if fresh else STATE_WINDOW
+
+
 def high_water_of(batch: SyncBatch) -> int:
     content = batch.account_data.get(SEQUENCE_ACCOUNT_DATA_TYPE)
     if not content:
@@ -55,18 +60,23 @@ def high_water_of(batch: SyncBatch) -> int:
 
 
 async def reconcile(
-    store: Store, matrix: MatrixPort, *, dry_run: bool = False
+    store: Store,
+    matrix: MatrixPort,
+    *,
+    dry_run: bool = False,
+    snapshot: SyncBatch | None = None,
 ) -> tuple[ReconcileReport, SyncBatch]:
     """Rebuild missing or disagreeing records from the bot's markers; returns report and batch.
 
+    `snapshot`, when given, must be the answer to the very sync this would ask (full
+    state, `snapshot_window` for this store, taken just now); it is used instead.
     With dry_run nothing is written. Raises MatrixError when the sync fails.
     """
-    fresh = store.checkpoint() is None
-    batch = await matrix.sync(
+    batch = snapshot or await matrix.sync(
         None,
         timeout_ms=0,
         full_state=True,
-        timeline_limit=CATCH_UP_WINDOW if fresh else STATE_WINDOW,
+        timeline_limit=snapshot_window(fresh=store.checkpoint() is None),
     )
     rooms = {room_id: room.state for room_id, room in batch.joined.items()}
     plan = plan_rebuild(

@@ -28,7 +28,8 @@ from contracts.matrix import (
 )
 from runtime import matrix_nio
 from runtime.dev_homeserver import LocalHomeserver, RegisteredUser
-from runtime.matrix_nio import SESSION_FILE, NioMatrix, error_for
+from runtime.matrix_nio import NioMatrix, error_for
+from runtime.session import SESSION_FILE
 from tasks.replies import txn_id_for
 
 Register = Callable[..., RegisteredUser]
@@ -247,15 +248,7 @@ def test_txn_id_for_is_deterministic_and_purpose_specific() -> None:
 
 
 def test_public_api_is_pinned() -> None:
-    assert sorted(matrix_nio.__all__) == [
-        "NioMatrix",
-        "SESSION_FILE",
-        "StoredSession",
-        "error_for",
-        "read_session",
-        "sync_batch_from_json",
-        "write_session",
-    ]
+    assert sorted(matrix_nio.__all__) == ["NioMatrix", "error_for", "sync_batch_from_json"]
 
 
 # --- login and session -----------------------------------------------------------------

@@ -64,6 +64,9 @@ async def test_lost_database_is_rebuilt_from_matrix(
     assert joined_rooms(synapse, bot.bot) - rooms_before == {c3}
     assert len(alice.replies_to(first)) == 1
     assert len(alice.replies_to(unanswered)) == 1
+    # With the session kept, the catch-up sync was asked before the imports, and used.
+    assert ('"snapshot.prefetched"' in bot.log_text()) == (not lose_store)
+    assert '"snapshot.prefetch_unused"' not in bot.log_text()
 
 
 async def test_partial_loss_of_chat_records_is_repaired(bot: BotProcess, alice: UserClient) -> None:

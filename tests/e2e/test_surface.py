@@ -122,6 +122,10 @@ async def test_restart_keeps_bindings_and_routing(bot: BotProcess, alice: UserCl
     assert binding(await alice.ask(chat, "!context", expect="platform chat")) == before
     assert await alice.ask(chat, "after kill") == "echo: after kill"
     assert "C3" in await alice.ask(chat, "!new", expect="C3")
+    # Both restarts asked reconciliation's sync before the imports and used the answer.
+    log = bot.log_text()
+    assert log.count('"snapshot.prefetched"') == 2, bot.log_tail()
+    assert '"snapshot.prefetch_unused"' not in log
 
 
 async def test_pending_confirmation_lost_on_restart_does_not_break_chat(
@@ -172,8 +176,16 @@ async def test_agent_removed_from_registry_prompts_reselection(
     assert await alice.ask(chat, "hello again") == "echo: hello again"
 
 
-async def test_trio_backend_answers(make_bot: MakeBot, alice: UserClient) -> None:
+async def test_trio_backend_answers_also_after_a_restart(
+    make_bot: MakeBot, alice: UserClient
+) -> None:
     bot = make_bot(backend="trio")
     _, chat = await onboard(alice, bot.bot.user_id)
     assert await alice.ask(chat, "under trio") == "echo: under trio"
+
+    bot.stop()
+    bot.start_ready()
+
+    assert await alice.ask(chat, "trio again") == "echo: trio again"
     assert '"backend": "trio"' in bot.log_text()
+    assert '"snapshot.prefetched"' in bot.log_text()

@@ -1,0 +1,68 @@
+"""The query string of the bot's ``/sync`` requests (no nio here: see runtime/snapshot.py).
+
+Synapse keeps each /sync answer for ~2 minutes (``sync_response_cache_duration``)
+keyed on (user, device, since, filter, timeout, full_state, ...), and it ignores
+``timeout`` when ``since`` is missing or ``full_state`` is set. Snapshot syncs
+therefore add a varying offset to ``timeout``, so a restarted reconciliation never
+gets a stale snapshot. Long polls add a smaller one (it is a real wait when nothing
+is new): within a process it never repeats, across processes it starts at random. A
+zero-timeout incremental sync adds none: a cached answer to it is old but harmless
+(its ``next_batch`` leads on to everything after it), while an offset would make the
+caught-up check wait for it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+SNAPSHOT_TIMEOUT_SPREAD: Final = 1_000_000
+INCREMENTAL_TIMEOUT_SPREAD: Final = 250
+
+
+def sync_filter(timeline_limit: int) -> str:
+    """The bot's /sync filter: rooms' state and timeline, global account data; no more.
+
+    Presence, typing and receipts (ephemeral) and room account data are left out:
+    each of them would wake the long poll (the bot's own typing notices too) for
+    nothing, and computing them made the full-state sync of 1000 rooms take about
+    9 s instead of 5-7 s (benchmarks/README.md).
+    """
+    # Compact and stable: Synapse keys its sync response cache on the filter text.
+    return json.dumps(
+        {
+            "presence": {"not_types": ["*"]},
+            "room": {
+                "timeline": {"limit": timeline_limit},
+                "state": {"lazy_load_members": False},
+                "ephemeral": {"not_types": ["*"]},
+                "account_data": {"not_types": ["*"]},
+            },
+        },
+        separators=(",", ":"),
+    )
+
+
+def sync_query(
+    since: str | None,
+    *,
+    timeout_ms: int,
+    full_state: bool,
+    timeline_limit: int | None,
+    seq: int,
+) -> dict[str, Any]:
+    """Query parameters of one /sync; `seq` is the caller's counter (see the module doc)."""
+    if since is None or full_state:
+        offset = seq % SNAPSHOT_TIMEOUT_SPREAD
+    elif timeout_ms > 0:
+        offset = seq % INCREMENTAL_TIMEOUT_SPREAD
+    else:
+        offset = 0
+    query: dict[str, Any] = {"timeout": timeout_ms + offset}
+    if since:
+        query["since"] = since
+    if full_state:
+        query["full_state"] = "true"
+    if timeline_limit is not None:
+        query["filter"] = sync_filter(timeline_limit)
+    return query

@@ -1,0 +1,264 @@
+"""The reconciliation snapshot sent before the imports (runtime/snapshot.py), and its use.
+
+The homeserver is a real HTTP server on loopback that records what it was asked.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from fakes import FakeMatrix
+from structlog.testing import capture_logs
+
+from contracts.matrix import SyncBatch
+from runtime.session import SESSION_FILE, StoredSession, write_session
+from runtime.settings import Settings, load_settings
+from runtime.snapshot import SnapshotPrefetch
+from runtime.store import SqliteStore, read_checkpoint
+from tasks.reconcile import CATCH_UP_WINDOW, STATE_WINDOW, reconcile, snapshot_window
+
+BOT = "@bot:example.org"
+TOKEN = "syt_secret_token"
+ANSWER = {"next_batch": "s42", "rooms": {"join": {}}, "account_data": {"events": []}}
+
+pytestmark = pytest.mark.usefixtures("clean_environment")
+
+
+@dataclass
+class FakeHomeserver:
+    """Answers every request with `status` and `body`; records path, query and token."""
+
+    status: int = 200
+    body: Any = field(default_factory=lambda: ANSWER)
+    requests: list[tuple[str, dict[str, list[str]], str | None]] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def homeserver() -> Iterator[FakeHomeserver]:
+    fake = FakeHomeserver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            fake.requests.append((parts.path, parse_qs(parts.query), self.headers["Authorization"]))
+            payload = json.dumps(fake.body).encode()
+            self.send_response(fake.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def settings_for(homeserver: FakeHomeserver, tmp_path: Path, **overrides: object) -> Settings:
+    return load_settings(
+        matrix_homeserver=homeserver.url,
+        matrix_user_id=BOT,
+        matrix_password="pw",
+        matrix_db_path=tmp_path / "bot.db",
+        matrix_store_path=tmp_path / "store",
+        **overrides,
+    )
+
+
+def store_session(settings: Settings, *, user_id: str = BOT, homeserver: str | None = None) -> None:
+    write_session(
+        settings.matrix_store_path / SESSION_FILE,
+        StoredSession(
+            user_id=user_id,
+            device_id="DEVICE",
+            access_token=TOKEN,
+            homeserver=homeserver or str(settings.matrix_homeserver),
+        ),
+    )
+
+
+def started(settings: Settings) -> SnapshotPrefetch:
+    prefetch = SnapshotPrefetch.start(settings)
+    assert prefetch is not None
+    return prefetch
+
+
+# -- what is asked ---------------------------------------------------------------------------
+
+
+def test_a_fresh_store_asks_the_catch_up_window_with_the_stored_token(
+    homeserver: FakeHomeserver, tmp_path: Path
+) -> None:
+    settings = settings_for(homeserver, tmp_path)
+    store_session(settings)
+
+    body = started(settings).take(user_id=BOT, timeline_limit=CATCH_UP_WINDOW)
+
+    assert body == ANSWER
+    [(path, query, auth)] = homeserver.requests
+    assert path == "/_matrix/client/v3/sync"
+    assert auth == f"Bearer {TOKEN}"
+    assert query["full_state"] == ["true"]
+    assert json.loads(query["filter"][0])["room"]["timeline"]["limit"] == CATCH_UP_WINDOW
+    assert "since" not in query
+
+
+def test_a_store_with_a_checkpoint_asks_the_state_window(
+    homeserver: FakeHomeserver, tmp_path: Path
+) -> None:
+    settings = settings_for(homeserver, tmp_path)
+    store_session(settings)
+    with SqliteStore(settings.matrix_db_path) as store:
+        store.record_batch([], "s1")
+
+    prefetch = started(settings)
+
+    assert prefetch.timeline_limit == STATE_WINDOW
+    assert prefetch.take(user_id=BOT, timeline_limit=STATE_WINDOW) == ANSWER
+
+
+def test_a_configured_access_token_is_used(homeserver: FakeHomeserver, tmp_path: Path) -> None:
+    settings = settings_for(homeserver, tmp_path, matrix_access_token="syt_configured")
+
+    started(settings).take(user_id=BOT, timeline_limit=CATCH_UP_WINDOW)
+
+    assert homeserver.requests[0][2] == "Bearer syt_configured"
+
+
+@pytest.mark.parametrize(
+    "session",
+    [
+        pytest.param(None, id="no-session"),
+        pytest.param({"user_id": "@other:example.org"}, id="another-user"),
+        pytest.param({"homeserver": "http://elsewhere.example"}, id="another-homeserver"),
+    ],
+)
+def test_without_a_usable_token_nothing_is_sent(
+    homeserver: FakeHomeserver, tmp_path: Path, session: dict[str, str] | None
+) -> None:
+    settings = settings_for(homeserver, tmp_path)
+    if session is not None:
+        store_session(settings, **session)
+
+    assert SnapshotPrefetch.start(settings) is None
+    assert homeserver.requests == []
+
+
+# -- what is handed over ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        pytest.param(401, {"errcode": "M_UNKNOWN_TOKEN"}, id="rejected-token"),
+        pytest.param(502, {"error": "bad gateway"}, id="server-error"),
+        pytest.param(200, ["not", "a", "sync"], id="not-a-sync-answer"),
+    ],
+)
+def test_a_failed_snapshot_hands_over_nothing_and_logs_no_token(
+    homeserver: FakeHomeserver, tmp_path: Path, status: int, body: Any
+) -> None:
+    homeserver.status, homeserver.body = status, body
+    settings = settings_for(homeserver, tmp_path)
+    store_session(settings)
+
+    with capture_logs() as logs:
+        taken = started(settings).take(user_id=BOT, timeline_limit=CATCH_UP_WINDOW)
+
+    assert taken is None
+    assert [entry["event"] for entry in logs] == ["snapshot.prefetch_failed"]
+    assert TOKEN not in repr(logs)
+
+
+def test_an_unreachable_homeserver_hands_over_nothing(tmp_path: Path) -> None:
+    unreachable = FakeHomeserver(url="http://127.0.0.1:9")  # discard port: refused
+    settings = settings_for(unreachable, tmp_path)
+    store_session(settings)
+
+    assert started(settings).take(user_id=BOT, timeline_limit=CATCH_UP_WINDOW) is None
+
+
+@pytest.mark.parametrize(
+    ("user_id", "window"),
+    [
+        pytest.param("@other:example.org", CATCH_UP_WINDOW, id="another-user"),
+        pytest.param(BOT, STATE_WINDOW, id="another-window"),
+    ],
+)
+def test_an_answer_to_another_question_is_not_handed_over(
+    homeserver: FakeHomeserver, tmp_path: Path, user_id: str, window: int
+) -> None:
+    settings = settings_for(homeserver, tmp_path)
+    store_session(settings)
+
+    assert started(settings).take(user_id=user_id, timeline_limit=window) is None
+
+
+def test_the_answer_is_handed_over_once(homeserver: FakeHomeserver, tmp_path: Path) -> None:
+    settings = settings_for(homeserver, tmp_path)
+    store_session(settings)
+    prefetch = started(settings)
+
+    first = prefetch.take(user_id=BOT, timeline_limit=CATCH_UP_WINDOW)
+    second = prefetch.take(user_id=BOT, timeline_limit=CATCH_UP_WINDOW)
+
+    assert (first, second) == (ANSWER, None)
+
+
+# -- the checkpoint peek and reconcile ---------------------------------------------------------
+
+
+def test_read_checkpoint_reads_without_creating_or_changing_anything(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database at all" * 100)
+    written = tmp_path / "bot.db"
+    with SqliteStore(written) as store:
+        store.record_batch([], "s7")
+
+    assert (read_checkpoint(missing), read_checkpoint(garbage)) == (None, None)
+    assert not missing.exists()
+    assert garbage.read_bytes() == b"not a database at all" * 100
+    assert read_checkpoint(written) == "s7"
+
+
+async def test_reconcile_uses_a_given_snapshot_instead_of_asking(tmp_path: Path) -> None:
+    matrix = FakeMatrix(user_id=BOT)
+    snapshot = SyncBatch(next_batch="s9", joined={}, invited={})
+    with SqliteStore(tmp_path / "bot.db") as store:
+        _report, batch = await reconcile(store, matrix, snapshot=snapshot)
+
+    assert batch is snapshot
+    assert matrix.sync_calls == []
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh", "intact"])
+async def test_reconcile_without_a_snapshot_asks_the_window_for_its_store(
+    tmp_path: Path, fresh: bool
+) -> None:
+    matrix = FakeMatrix(user_id=BOT)
+    with SqliteStore(tmp_path / "bot.db") as store:
+        if not fresh:
+            store.record_batch([], "s1")
+        await reconcile(store, matrix)
+
+    [call] = matrix.sync_calls
+    assert (call.since, call.full_state) == (None, True)
+    assert call.timeline_limit == snapshot_window(fresh=fresh)
