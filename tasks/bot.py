@@ -253,7 +253,7 @@ class SurfaceBot:
         if room.archived:
             await self.replier.say(room.room_id, self.t("archived_room"), reply_to=entry.event_id)
             return
-        agent = self._agent_or_prompt(room)
+        agent = self.registry.get(room.agent_id)
         if agent is None or room.platform_chat_id is None:
             await self._say_agent_problem(room, entry)
             return
@@ -375,7 +375,7 @@ class SurfaceBot:
 
     async def _cmd_agent(self, c: Command, e: LedgerEntry, room: RoomRecord, say: _Say) -> None:
         if not c.argument:
-            agent = self._agent_or_prompt(room)
+            agent = self.registry.get(room.agent_id)
             if agent is None:
                 await self._say_agent_problem(room, e)
             else:
@@ -397,7 +397,7 @@ class SurfaceBot:
         await say(self.t("agent_switched", name=target.name, id=target.id))
 
     async def _cmd_save(self, c: Command, _e: LedgerEntry, room: RoomRecord, say: _Say) -> None:
-        agent = self._agent_or_prompt(room)
+        agent = self.registry.get(room.agent_id)
         if agent is None or room.platform_chat_id is None:
             await self._say_agent_problem(room, _e)
             return
@@ -412,7 +412,7 @@ class SurfaceBot:
         await say(self.t("saved", name=snap.name, turns=snap.turns))
 
     async def _cmd_load(self, _c: Command, e: LedgerEntry, room: RoomRecord, say: _Say) -> None:
-        agent = self._agent_or_prompt(room)
+        agent = self.registry.get(room.agent_id)
         if agent is None:
             await self._say_agent_problem(room, e)
             return
@@ -442,7 +442,7 @@ class SurfaceBot:
         self, choice: int, entry: LedgerEntry, room: RoomRecord, pending: _Pending
     ) -> None:
         say = self._sayer(room.room_id, entry.event_id)
-        agent = self._agent_or_prompt(room)
+        agent = self.registry.get(room.agent_id)
         if not 1 <= choice <= len(pending.snapshots):
             await say(self.t("load_bad_choice", count=len(pending.snapshots)))
             return
@@ -562,9 +562,6 @@ class SurfaceBot:
             platform_chat_id=rotated.platform_chat_id,
         )
         return rotated
-
-    def _agent_or_prompt(self, room: RoomRecord) -> AgentEntry | None:
-        return self.registry.get(room.agent_id)
 
     async def _say_agent_problem(
         self, room: RoomRecord, entry: LedgerEntry, *, purpose: str = "reply"

@@ -15,7 +15,28 @@ import markdown as md
 from contracts.markers import REPLY_TO_FIELD
 from contracts.matrix import JsonDict, MatrixPort
 
-_MARKDOWN_EXTENSIONS = ["fenced_code", "sane_lists", "nl2br", "tables"]
+
+
+class _RawHtmlAsText(md.extensions.Extension):
+    """Raw HTML in the text (an agent's answer, a user's words echoed) is shown, not obeyed.
+
+    Python-Markdown passes raw HTML through by default; without its two raw-HTML
+    readers the text is escaped like any other, so `<script>` reaches the client as
+    `&lt;script&gt;` whatever that client's sanitiser does.
+    """
+
+    def extendMarkdown(self, md: md.Markdown) -> None:  # noqa: N802 (the library's name)
+        md.preprocessors.deregister("html_block")
+        md.inlinePatterns.deregister("html")
+
+
+_MARKDOWN_EXTENSIONS: list[str | md.extensions.Extension] = [
+    "fenced_code",
+    "sane_lists",
+    "nl2br",
+    "tables",
+    _RawHtmlAsText(),
+]
 
 
 def render_markdown(text: str) -> str:

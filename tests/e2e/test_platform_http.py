@@ -20,7 +20,7 @@ import pytest
 
 from runtime.dev_homeserver import LocalHomeserver, RegisteredUser
 from tests.e2e.harness import BotProcess, UserClient, onboard
-from tests.e2e.platform import PlatformProcess
+from tests.e2e.platform_service import PlatformProcess
 
 Register = Callable[..., RegisteredUser]
 

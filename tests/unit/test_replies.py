@@ -18,6 +18,21 @@ def test_render_markdown_inline_code() -> None:
     assert render_markdown("type `!help`") == "<p>type <code>!help</code></p>"
 
 
+def test_render_markdown_shows_raw_html_as_text() -> None:
+    html = render_markdown('hi <script>alert(1)</script> <b onclick="x()">bold</b>')
+
+    assert "<script>" not in html and "<b " not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_render_markdown_html_block_is_text_and_code_is_escaped_once() -> None:
+    html = render_markdown('<div onmouseover="x()">\nblock\n</div>\n\n`a < b`')
+
+    assert "<div" not in html
+    assert "&lt;div" in html
+    assert "<code>a &lt; b</code>" in html
+
+
 def test_render_markdown_fenced_code_block() -> None:
     html = render_markdown("```\nprint(1)\n```")
 
