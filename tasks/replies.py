@@ -16,7 +16,6 @@ from contracts.markers import REPLY_TO_FIELD
 from contracts.matrix import JsonDict, MatrixPort
 
 
-
 class _RawHtmlAsText(md.extensions.Extension):
     """Raw HTML in the text (an agent's answer, a user's words echoed) is shown, not obeyed.
 
@@ -25,7 +24,7 @@ class _RawHtmlAsText(md.extensions.Extension):
     `&lt;script&gt;` whatever that client's sanitiser does.
     """
 
-    def extendMarkdown(self, md: md.Markdown) -> None:  # noqa: N802 (the library's name)
+    def extendMarkdown(self, md: md.Markdown) -> None:
         md.preprocessors.deregister("html_block")
         md.inlinePatterns.deregister("html")
 
