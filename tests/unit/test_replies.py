@@ -118,3 +118,12 @@ async def test_replier_sends_once_per_trigger_and_purpose() -> None:
     assert first == again
     assert other != first
     assert [m["body"] for m in matrix.messages_in("!room")] == ["hello", "oops"]
+
+
+def test_render_markdown_keeps_nothing_from_one_text_to_the_next() -> None:
+    first = render_markdown("[docs][d]\n\n[d]: https://example.org/")
+
+    second = render_markdown("[docs][d]")
+
+    assert 'href="https://example.org/"' in first
+    assert "href" not in second
