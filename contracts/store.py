@@ -13,7 +13,7 @@ Errors, as a tree:
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -91,6 +91,19 @@ class Store(Protocol):
     def set_reserved_through(self, value: int) -> None: ...
     def raise_sequence_floor(self, next_value: int) -> None:
         """Make the next allocation at least `next_value` (never lowers it)."""
+        ...
+
+    # reconciliation
+    def apply_rebuild(
+        self,
+        *,
+        users: Sequence[UserRecord],
+        rooms: Sequence[RoomRecord],
+        chats: Sequence[ChatRecord],
+        meta: Mapping[str, str],
+        sequence_floor: int,
+    ) -> None:
+        """Write a reconciliation's records, meta values and sequence floor: all or nothing."""
         ...
 
     # exactly-once ledger and sync checkpoint

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -288,10 +288,29 @@ class SqliteStore:
 
     def raise_sequence_floor(self, next_value: int) -> None:
         with self._write() as db:
-            db.execute(
-                "UPDATE sequence SET next_value = MAX(next_value, ?) WHERE name = 'platform_chat'",
-                (next_value,),
-            )
+            _raise_sequence_floor(db, next_value)
+
+    # -- reconciliation ----------------------------------------------------------------------
+
+    def apply_rebuild(
+        self,
+        *,
+        users: Sequence[UserRecord],
+        rooms: Sequence[RoomRecord],
+        chats: Sequence[ChatRecord],
+        meta: Mapping[str, str],
+        sequence_floor: int,
+    ) -> None:
+        with self._write() as db:
+            for user in users:
+                _put_user(db, user)
+            for room in rooms:
+                _put_room(db, room)
+            for chat in chats:
+                _put_chat(db, chat)
+            for key, value in meta.items():
+                _set_meta(db, key, value)
+            _raise_sequence_floor(db, sequence_floor)
 
     # -- ledger and checkpoint ---------------------------------------------------------------
 
@@ -348,11 +367,7 @@ class SqliteStore:
 
     def set_meta(self, key: str, value: str) -> None:
         with self._write() as db:
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            _set_meta(db, key, value)
 
 
 def _check_existing_file(path: Path) -> None:
@@ -383,6 +398,21 @@ def _create_private(path: Path) -> None:
 
 def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _raise_sequence_floor(db: sqlite3.Connection, next_value: int) -> None:
+    db.execute(
+        "UPDATE sequence SET next_value = MAX(next_value, ?) WHERE name = 'platform_chat'",
+        (next_value,),
+    )
+
+
+def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
 
 
 def _put_user(db: sqlite3.Connection, user: UserRecord) -> None:

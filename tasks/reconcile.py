@@ -27,7 +27,7 @@ import structlog
 from contracts.markers import SEQUENCE_ACCOUNT_DATA_TYPE, SequenceHighWater
 from contracts.matrix import MatrixPort, SyncBatch
 from contracts.store import Store
-from tasks.rebuild import LocalState, ReconcileReport, plan_rebuild
+from tasks.rebuild import LocalState, RebuildPlan, ReconcileReport, plan_rebuild
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +59,17 @@ def high_water_of(batch: SyncBatch) -> int:
         return 0
 
 
+def apply_plan(store: Store, plan: RebuildPlan) -> None:
+    """Write a rebuild plan in one transaction: a crash leaves all of it or none."""
+    store.apply_rebuild(
+        users=plan.users,
+        rooms=plan.rooms,
+        chats=plan.chats,
+        meta={f"origin:{origin}": room_id for origin, room_id in plan.origins.items()},
+        sequence_floor=plan.sequence_floor,
+    )
+
+
 async def reconcile(
     store: Store,
     matrix: MatrixPort,
@@ -83,16 +94,7 @@ async def reconcile(
         rooms, local_state(store), bot_user_id=matrix.user_id, high_water=high_water_of(batch)
     )
     if not dry_run:
-        for user in plan.users:
-            store.put_user(user)
-        for room in plan.rooms:
-            store.put_room(room)
-        for chat in plan.chats:
-            store.put_chat(chat)
-        for origin, room_id in plan.origins.items():
-            if store.get_meta(f"origin:{origin}") != room_id:
-                store.set_meta(f"origin:{origin}", room_id)
-        store.raise_sequence_floor(plan.sequence_floor)
+        apply_plan(store, plan)
     report = plan.report
     log.info("reconcile.done", dry_run=dry_run, **report.as_dict())
     return report, batch

@@ -15,7 +15,7 @@ from contracts.matrix import JsonDict, MatrixEvent
 from contracts.state import ChatRecord, RoomRecord, RoomType, UserRecord
 from runtime.store import SqliteStore
 from tasks.rebuild import LocalState, RebuildPlan, plan_rebuild
-from tasks.reconcile import local_state
+from tasks.reconcile import apply_plan, local_state
 
 BOT = "@bot:example.org"
 ALICE = "@alice:example.org"
@@ -471,17 +471,6 @@ def write(store: SqliteStore, local: LocalState) -> None:
     store.raise_sequence_floor(local.sequence_next)
 
 
-def apply_to_store(store: SqliteStore, plan: RebuildPlan) -> None:
-    """What tasks/reconcile.py writes for a plan."""
-    for user in plan.users:
-        store.put_user(user)
-    for room in plan.rooms:
-        store.put_room(room)
-    for chat in plan.chats:
-        store.put_chat(chat)
-    store.raise_sequence_floor(plan.sequence_floor)
-
-
 @settings(max_examples=300)
 @given(matrix_rooms(), local_records())
 def test_rebuild_applied_then_rerun_changes_nothing(
@@ -508,7 +497,7 @@ def test_rebuild_written_to_sqlite_then_rerun_changes_nothing(
     with tempfile.TemporaryDirectory() as tmp, SqliteStore(Path(tmp) / "bot.db") as store:
         write(store, before)
         first = plan_rebuild(rooms, local_state(store), bot_user_id=BOT, high_water=high_water)
-        apply_to_store(store, first)
+        apply_plan(store, first)
 
         again = plan_rebuild(rooms, local_state(store), bot_user_id=BOT, high_water=high_water)
 

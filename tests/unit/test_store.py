@@ -505,3 +505,48 @@ def test_add_chat_room_failing_on_the_room_keeps_the_old_user(tmp_path: Path) ->
         assert user.next_chat_index == 1
         assert reopened.get_room("!boom:x") is None
         assert reopened.list_chats(ALICE) == []
+
+
+def test_apply_rebuild_writes_everything_in_one_go(store: Store) -> None:
+    room = _chat_room("!c1:x", "C1", display_name="One")
+
+    store.apply_rebuild(
+        users=[UserRecord(matrix_user_id=ALICE, next_chat_index=2)],
+        rooms=[room],
+        chats=[],
+        meta={"origin:$invite": "!c1:x"},
+        sequence_floor=42,
+    )
+
+    assert store.get_user(ALICE) == UserRecord(matrix_user_id=ALICE, next_chat_index=2)
+    assert store.get_room("!c1:x") == room
+    assert [c.chat_id for c in store.list_chats(ALICE)] == ["C1"]
+    assert store.get_meta("origin:$invite") == "!c1:x"
+    assert store.sequence_state().next_value == 42
+
+
+def test_apply_rebuild_failing_midway_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TRIGGER refuse_room BEFORE INSERT ON rooms WHEN NEW.room_id = '!boom:x' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
+    )
+    db.commit()
+    db.close()
+
+    with SqliteStore(path) as store, pytest.raises(sqlite3.IntegrityError, match="trigger"):
+        store.apply_rebuild(
+            users=[UserRecord(matrix_user_id=ALICE, next_chat_index=3)],
+            rooms=[_chat_room("!ok:x", "C1"), _chat_room("!boom:x", "C2")],
+            chats=[],
+            meta={"origin:$e": "!ok:x"},
+            sequence_floor=99,
+        )
+
+    with SqliteStore(path) as reopened:
+        assert reopened.get_user(ALICE) is None
+        assert reopened.list_rooms() == []
+        assert reopened.get_meta("origin:$e") is None
+        assert reopened.sequence_state().next_value == 1
