@@ -480,18 +480,23 @@ def test_database_uses_wal(tmp_path: Path) -> None:
     assert mode == "wal"
 
 
+def _refuse_room(path: Path, room_id: str) -> None:
+    """A trigger that makes SQLite itself abort any insert of `room_id` into rooms."""
+    db = sqlite3.connect(path)
+    db.execute(
+        f"CREATE TRIGGER refuse_room BEFORE INSERT ON rooms WHEN NEW.room_id = '{room_id}' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
+    )
+    db.commit()
+    db.close()
+
+
 def test_add_chat_room_failing_on_the_room_keeps_the_old_user(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     store = SqliteStore(path)
     store.put_user(UserRecord(matrix_user_id=ALICE, next_chat_index=1))
     # A real SQLite failure half-way through the transaction, after the user write.
-    db = sqlite3.connect(path)
-    db.execute(
-        "CREATE TRIGGER refuse_room BEFORE INSERT ON rooms WHEN NEW.room_id = '!boom:x' "
-        "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
-    )
-    db.commit()
-    db.close()
+    _refuse_room(path, "!boom:x")
 
     with store, pytest.raises(sqlite3.IntegrityError, match="refused by test trigger"):
         store.add_chat_room(
@@ -528,13 +533,7 @@ def test_apply_rebuild_writes_everything_in_one_go(store: Store) -> None:
 def test_apply_rebuild_failing_midway_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     SqliteStore(path).close()
-    db = sqlite3.connect(path)
-    db.execute(
-        "CREATE TRIGGER refuse_room BEFORE INSERT ON rooms WHEN NEW.room_id = '!boom:x' "
-        "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
-    )
-    db.commit()
-    db.close()
+    _refuse_room(path, "!boom:x")
 
     with SqliteStore(path) as store, pytest.raises(sqlite3.IntegrityError, match="trigger"):
         store.apply_rebuild(
