@@ -72,6 +72,9 @@ def versions() -> dict[str, Any]:
             found[name] = None
     found["lambda-surface"] = {
         "commit": _git("rev-parse", "--short", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # The results of an earlier run are not a change of the code measured.
+        "dirty": bool(
+            _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
+        ),
     }
     return found
