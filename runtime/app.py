@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import anyio
@@ -112,14 +112,27 @@ class Runtime:
     pool: PlatformPool
     registry: AgentRegistry
     bot: SurfaceBot
-    sync: SyncTask
     readiness: Readiness
     metrics: PrometheusMetrics
-    http: HealthServer
     materializer: Materializer
     supervisor: Supervisor | None = None
     initial_batch: SyncBatch | None = None
     prefetch: SnapshotPrefetch | None = None
+    http: HealthServer = field(init=False)
+    sync: SyncTask = field(init=False)
+
+    def __post_init__(self) -> None:
+        host, port = self.settings.http_host_port
+        self.http = HealthServer(host, port, ready=self.is_ready, metrics=self.render_metrics)
+        self.sync = SyncTask(
+            store=self.store,
+            matrix=self.matrix,
+            handler=self.bot.handle,
+            readiness=self.readiness,
+            concurrency=self.settings.surface_room_concurrency,
+            metrics=self.metrics,
+            initial_batch=self.take_initial_batch,
+        )
 
     async def reconcile_task(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -238,23 +251,6 @@ async def build_runtime(
                     metrics=metrics,
                 ),
             )
-            host, port = settings.http_host_port
-            runtime_ref: list[Runtime] = []
-            http = HealthServer(
-                host,
-                port,
-                ready=lambda: runtime_ref[0].is_ready(),
-                metrics=lambda: runtime_ref[0].render_metrics(),
-            )
-            sync = SyncTask(
-                store=store,
-                matrix=matrix,
-                handler=bot.handle,
-                readiness=readiness,
-                concurrency=settings.surface_room_concurrency,
-                metrics=metrics,
-                initial_batch=lambda: runtime_ref[0].take_initial_batch(),
-            )
             runtime = Runtime(
                 settings=settings,
                 store=store,
@@ -263,14 +259,11 @@ async def build_runtime(
                 pool=pool,
                 registry=registry,
                 bot=bot,
-                sync=sync,
                 readiness=readiness,
                 metrics=metrics,
-                http=http,
                 materializer=materializer,
                 prefetch=prefetch,
             )
-            runtime_ref.append(runtime)
             try:
                 with materializer:
                     yield runtime

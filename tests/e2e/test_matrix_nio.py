@@ -20,15 +20,13 @@ from anyio.abc import SocketStream, TaskStatus
 from contracts.matrix import (
     MatrixAuthError,
     MatrixEvent,
-    MatrixRateLimited,
     MatrixRequestError,
     MatrixUnreachable,
     StateEventSpec,
     SyncBatch,
 )
-from runtime import matrix_nio
 from runtime.dev_homeserver import LocalHomeserver, RegisteredUser
-from runtime.matrix_nio import NioMatrix, error_for
+from runtime.matrix_nio import NioMatrix
 from runtime.session import SESSION_FILE
 from tasks.replies import txn_id_for
 
@@ -203,52 +201,6 @@ async def shared_room(bot: NioMatrix, other: NioMatrix) -> str:
     room_id = await bot.create_room(name="shared", invite=[other.user_id])
     await other.join(room_id)
     return room_id
-
-
-# --- pure mapping ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("status", "errcode", "login", "expected"),
-    [
-        (401, "M_UNKNOWN_TOKEN", False, MatrixAuthError),
-        (401, "M_MISSING_TOKEN", False, MatrixAuthError),
-        (403, "M_FORBIDDEN", True, MatrixAuthError),
-        (403, "M_FORBIDDEN", False, MatrixRequestError),
-        (429, "M_LIMIT_EXCEEDED", False, MatrixRateLimited),
-        (502, None, False, MatrixUnreachable),
-        (500, "M_UNKNOWN", True, MatrixUnreachable),
-        (404, "M_NOT_FOUND", False, MatrixRequestError),
-    ],
-)
-def test_error_for_maps_status_and_errcode(
-    status: int, errcode: str | None, login: bool, expected: type[Exception]
-) -> None:
-    error = error_for(status, errcode, "nope", login=login)
-
-    assert type(error) is expected
-    assert error.status == status
-    assert error.errcode == errcode
-
-
-def test_error_for_rate_limit_takes_retry_after_from_retry_after_ms() -> None:
-    error = error_for(429, "M_LIMIT_EXCEEDED", "slow down", retry_after_ms=1500)
-
-    assert isinstance(error, MatrixRateLimited)
-    assert error.retry_after == 1.5
-
-
-def test_txn_id_for_is_deterministic_and_purpose_specific() -> None:
-    first = txn_id_for("$event", "reply")
-
-    assert first == txn_id_for("$event", "reply")
-    assert first != txn_id_for("$event", "ack")
-    assert len(first) == 32
-    assert int(first, 16) >= 0
-
-
-def test_public_api_is_pinned() -> None:
-    assert sorted(matrix_nio.__all__) == ["NioMatrix", "error_for", "sync_batch_from_json"]
 
 
 # --- login and session -----------------------------------------------------------------
