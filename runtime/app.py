@@ -228,6 +228,7 @@ async def build_runtime(
                 matrix,
                 FsWorkspace(settings.surface_workspace_dir),
                 max_upload_bytes=settings.surface_max_upload_bytes,
+                uploads=store,
             )
             media = MediaBridge(
                 materializer.send_job, AttachmentStaging(), Replier(matrix), catalogue

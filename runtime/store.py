@@ -85,6 +85,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ledger_pending ON ledger (status) WHERE status = 'pending';
     CREATE TABLE checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), next_batch TEXT NOT NULL);
     """,
+    # 3: media uploaded for a turn still pending, so a replayed turn does not upload again
+    """
+    CREATE TABLE uploads (
+        txn_id TEXT PRIMARY KEY,
+        trigger_event_id TEXT NOT NULL,
+        mxc TEXT NOT NULL
+    );
+    CREATE INDEX uploads_by_trigger ON uploads (trigger_event_id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -350,6 +359,7 @@ class SqliteStore:
     def mark_done(self, event_id: str) -> None:
         with self._write() as db:
             db.execute("UPDATE ledger SET status = 'done' WHERE event_id = ?", (event_id,))
+            db.execute("DELETE FROM uploads WHERE trigger_event_id = ?", (event_id,))
 
     def is_known(self, event_id: str) -> bool:
         row = self._db.execute("SELECT 1 FROM ledger WHERE event_id = ?", (event_id,)).fetchone()
@@ -358,6 +368,20 @@ class SqliteStore:
     def checkpoint(self) -> str | None:
         row = self._db.execute("SELECT next_batch FROM checkpoint WHERE id = 1").fetchone()
         return str(row[0]) if row else None
+
+    # -- uploads of pending turns ------------------------------------------------------------
+
+    def uploaded_media(self, txn_id: str) -> str | None:
+        row = self._db.execute("SELECT mxc FROM uploads WHERE txn_id = ?", (txn_id,)).fetchone()
+        return str(row[0]) if row else None
+
+    def remember_upload(self, txn_id: str, trigger_event_id: str, mxc: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO uploads (txn_id, trigger_event_id, mxc) VALUES (?, ?, ?) "
+                "ON CONFLICT (txn_id) DO UPDATE SET mxc = excluded.mxc",
+                (txn_id, trigger_event_id, mxc),
+            )
 
     # -- meta --------------------------------------------------------------------------------
 

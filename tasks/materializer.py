@@ -10,7 +10,9 @@ job's outcome comes back through the job's own ``on_result`` callback (or a
   crash, or a re-delivered event) finds the finished file and downloads nothing.
 - :class:`UploadJob`: a file an agent emitted -> ``m.file``/``m.image``/
   ``m.audio``/``m.video`` in the room. The message is sent with the job's
-  ``txn_id``, so a resend is deduplicated by the homeserver.
+  ``txn_id``, so a resend is deduplicated by the homeserver; the uploaded media
+  is remembered (``UploadMemo``, the store) until the turn is done, so a turn
+  replayed after a crash reuses it instead of leaving an orphan upload behind.
 
 Jobs run one at a time, in the order they were sent: acknowledgements and
 emitted files reach a room in order, and a chat bot's file traffic does not
@@ -32,7 +34,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import anyio
 import structlog
@@ -64,6 +66,7 @@ __all__ = [
     "ResultBox",
     "ResultHandler",
     "UploadJob",
+    "UploadMemo",
     "Uploaded",
     "download_job_for",
     "media_msgtype",
@@ -289,6 +292,13 @@ def _failure(job: Job, error: Exception) -> JobFailed:
 # -- the task -----------------------------------------------------------------
 
 
+class UploadMemo(Protocol):
+    """Media uploaded for a pending turn, by upload transaction id (the store keeps it)."""
+
+    def uploaded_media(self, txn_id: str) -> str | None: ...
+    def remember_upload(self, txn_id: str, trigger_event_id: str, mxc: str) -> None: ...
+
+
 class Materializer:
     """The supervised task that runs download and upload jobs, one at a time.
 
@@ -304,6 +314,7 @@ class Materializer:
         workspace: Workspace,
         *,
         max_upload_bytes: int,
+        uploads: UploadMemo | None = None,
         max_queued_jobs: int = 64,
         retry_delays: Sequence[float] = (1.0, 5.0),
     ) -> None:
@@ -311,6 +322,7 @@ class Materializer:
             raise ValueError("max_upload_bytes must be positive")
         self._matrix = matrix
         self._workspace = workspace
+        self._uploads = uploads
         self._max_bytes = max_upload_bytes
         self._retry_delays = tuple(retry_delays)
         self._send: MemoryObjectSendStream[Job]
@@ -462,9 +474,7 @@ class Materializer:
         name = safe_component(path.name)
         mimetype = _choose_mimetype(job.mimetype, path.name)
         msgtype = media_msgtype(mimetype)
-        mxc = await self._with_retries(
-            partial(self._matrix.upload, data, content_type=mimetype, filename=name)
-        )
+        mxc = await self._upload_media(job, data, mimetype, name)
         content: JsonDict = {
             "msgtype": msgtype,
             "body": name,
@@ -486,3 +496,17 @@ class Materializer:
         )
         self._uploaded += 1
         return Uploaded(job, event_id, mxc, msgtype, mimetype, len(data))
+
+    async def _upload_media(self, job: UploadJob, data: bytes, mimetype: str, name: str) -> str:
+        """The media's mxc URI: the one this job uploaded before a crash, else a new upload."""
+        if self._uploads is not None:
+            known = self._uploads.uploaded_media(job.txn_id)
+            if known is not None:
+                log.info("materializer.upload_reused", room_id=job.room_id, txn_id=job.txn_id)
+                return known
+        mxc = await self._with_retries(
+            partial(self._matrix.upload, data, content_type=mimetype, filename=name)
+        )
+        if self._uploads is not None:
+            self._uploads.remember_upload(job.txn_id, job.reply_to_event_id, mxc)
+        return mxc

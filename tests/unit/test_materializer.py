@@ -3,6 +3,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
@@ -13,6 +14,7 @@ from structlog.testing import capture_logs
 
 from contracts.matrix import MatrixEvent, MatrixRequestError, MatrixUnreachable
 from contracts.platform import EmittedFile
+from runtime.store import SqliteStore
 from runtime.workspace import FsWorkspace
 from tasks.files.paths import room_directory
 from tasks.materializer import (
@@ -27,6 +29,7 @@ from tasks.materializer import (
     ResultHandler,
     Uploaded,
     UploadJob,
+    UploadMemo,
     download_job_for,
     media_msgtype,
     upload_job_for,
@@ -50,19 +53,28 @@ def workspace(tmp_path: Path) -> FsWorkspace:
     return FsWorkspace(tmp_path / "ws")
 
 
-@pytest.fixture
-async def materializer(matrix: FakeMatrix, workspace: FsWorkspace) -> AsyncIterator[Materializer]:
-    """A running materializer; closed (and its task ended) after the test."""
+@asynccontextmanager
+async def running_materializer(
+    matrix: FakeMatrix, workspace: FsWorkspace, *, uploads: UploadMemo | None = None
+) -> AsyncIterator[Materializer]:
+    """A running materializer; closed (and its task ended) on exit."""
     with Materializer(
         matrix,  # type: ignore[arg-type]  # the fake implements the media part of MatrixPort
         workspace,
         max_upload_bytes=LIMIT,
+        uploads=uploads,
         retry_delays=(0.0, 0.0),
     ) as running:
         async with anyio.create_task_group() as tg:
             await tg.start(running.run)
             yield running
             running.close()
+
+
+@pytest.fixture
+async def materializer(matrix: FakeMatrix, workspace: FsWorkspace) -> AsyncIterator[Materializer]:
+    async with running_materializer(matrix, workspace) as running:
+        yield running
 
 
 async def submit(materializer: Materializer, job: Job) -> JobResult:
@@ -250,6 +262,43 @@ async def test_upload_resend_with_the_same_txn_id_is_posted_once(
     assert len(matrix.messages_in(ROOM)) == 1
     assert matrix.sent[0].content["msgtype"] == "m.file"
     assert matrix.sent[0].content["info"]["mimetype"] == "application/pdf"
+
+
+async def test_a_turn_replayed_after_a_crash_reuses_its_upload(
+    matrix: FakeMatrix, workspace: FsWorkspace, tmp_path: Path
+) -> None:
+    workspace.write_atomic("out/chart.png", PNG)
+    with SqliteStore(tmp_path / "state.db") as store:
+        async with running_materializer(matrix, workspace, uploads=store) as first_run:
+            first = await submit(first_run, upload("out/chart.png"))
+        async with running_materializer(matrix, workspace, uploads=store) as after_restart:
+            again = await submit(after_restart, upload("out/chart.png"))
+
+        assert isinstance(first, Uploaded)
+        assert isinstance(again, Uploaded)
+        assert len(matrix.uploads) == 1
+        assert (again.mxc, again.event_id) == (first.mxc, first.event_id)
+        assert len(matrix.messages_in(ROOM)) == 1
+
+        store.mark_done("$ask")  # the turn is over: nothing left to reuse
+        assert store.uploaded_media("txn1") is None
+
+
+async def test_an_upload_whose_message_failed_is_sent_on_the_retry_without_uploading_again(
+    matrix: FakeMatrix, workspace: FsWorkspace, tmp_path: Path
+) -> None:
+    workspace.write_atomic("report.pdf", b"%PDF-1.7")
+    matrix.fail["send_message"] = [MatrixRequestError("no", errcode="M_FORBIDDEN", status=403)]
+    with SqliteStore(tmp_path / "state.db") as store:
+        async with running_materializer(matrix, workspace, uploads=store) as running:
+            failed = await submit(running, upload("report.pdf"))
+            retried = await submit(running, upload("report.pdf"))
+
+    assert isinstance(failed, JobFailed)
+    assert isinstance(retried, Uploaded)
+    [uploaded] = matrix.uploads
+    [message] = matrix.messages_in(ROOM)
+    assert message["url"] == uploaded.mxc == retried.mxc
 
 
 async def test_the_agents_mimetype_wins_over_the_extension(

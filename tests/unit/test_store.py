@@ -267,6 +267,33 @@ def test_mark_done_removes_from_pending_but_stays_known(store: Store) -> None:
     assert [e.event_id for e in store.pending_entries()] == ["$b"]
 
 
+def test_uploads_are_remembered_across_handles_until_their_turn_is_done(
+    harness: StoreHarness,
+) -> None:
+    first = harness.open()
+    first.record_batch([_entry("$ask"), _entry("$other")], "s1")
+    first.remember_upload("txn-1", "$ask", "mxc://x/one")
+    first.remember_upload("txn-2", "$ask", "mxc://x/two")
+    first.remember_upload("txn-3", "$other", "mxc://x/three")
+
+    reopened = harness.open()  # as after a crash
+    assert reopened.uploaded_media("txn-1") == "mxc://x/one"
+    assert reopened.uploaded_media("unknown") is None
+
+    reopened.mark_done("$ask")
+
+    assert reopened.uploaded_media("txn-1") is None
+    assert reopened.uploaded_media("txn-2") is None
+    assert reopened.uploaded_media("txn-3") == "mxc://x/three"
+
+
+def test_remember_upload_again_keeps_the_latest_mxc(store: Store) -> None:
+    store.remember_upload("txn-1", "$ask", "mxc://x/old")
+    store.remember_upload("txn-1", "$ask", "mxc://x/new")
+
+    assert store.uploaded_media("txn-1") == "mxc://x/new"
+
+
 def test_checkpoint_is_none_before_any_batch(store: Store) -> None:
     assert store.checkpoint() is None
     assert store.pending_entries() == []
@@ -404,6 +431,19 @@ def test_migrates_a_version_1_database_keeping_its_data(tmp_path: Path) -> None:
         assert [c.display_name for c in store.list_chats(ALICE)] == ["Kept"]
         assert store.record_batch([_entry("$a")], "s1") == [_entry("$a")]
         assert store.checkpoint() == "s1"
+
+
+def test_migrates_a_version_2_database_keeping_its_pending_turns(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with SqliteStore(path, migrate_to=2) as old:
+        old.record_batch([_entry("$ask")], "s1")
+
+    with SqliteStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert [e.event_id for e in store.pending_entries()] == ["$ask"]
+        assert store.checkpoint() == "s1"
+        store.remember_upload("txn-1", "$ask", "mxc://x/one")
+        assert store.uploaded_media("txn-1") == "mxc://x/one"
 
 
 def test_random_bytes_file_is_refused_and_untouched(tmp_path: Path) -> None:
