@@ -58,7 +58,6 @@ class _Pending:
 
 @dataclass(frozen=True)
 class BotConfig:
-    edit_interval: float = 1.0
     is_allowed: Callable[[str], bool] = lambda _user_id: True
 
 
@@ -89,9 +88,7 @@ class SurfaceBot:
         self.t = catalogue
         self.config = config
         self.replier = Replier(matrix)
-        self.streamer = streamer or TurnStreamer(
-            matrix, platform, catalogue, edit_interval=config.edit_interval
-        )
+        self.streamer = streamer or TurnStreamer(matrix, platform, catalogue)
         self._on_media = on_media
         self._take_attachments = take_attachments
         self._pending: dict[str, _Pending] = {}

@@ -20,6 +20,7 @@ from tasks.bot import INVITE_EVENT_TYPE, BotConfig, SurfaceBot, invite_entry_id
 from tasks.catalogue import Catalogue
 from tasks.sequence import PlatformChatSequence
 from tasks.sync import ledger_entry
+from tasks.turns import TurnStreamer
 
 ALICE = "@alice:example.org"
 BOB = "@bob:example.org"
@@ -47,8 +48,9 @@ def make_bot(
         registry=registry,
         sequence=PlatformChatSequence(store, matrix),  # type: ignore[arg-type]
         catalogue=t,
+        config=BotConfig(is_allowed=allowed),
         # Long enough that a turn is one message: streaming has its own tests.
-        config=BotConfig(edit_interval=60.0, is_allowed=allowed),
+        streamer=TurnStreamer(matrix, platform, t, edit_interval=60.0),  # type: ignore[arg-type]
     )
 
 

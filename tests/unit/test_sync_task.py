@@ -24,6 +24,7 @@ from tasks.catalogue import Catalogue
 from tasks.readiness import Readiness
 from tasks.sequence import PlatformChatSequence
 from tasks.sync import SyncTask, ledger_entry
+from tasks.turns import TurnStreamer
 
 ALICE = "@alice:example.org"
 BOB = "@bob:example.org"
@@ -315,7 +316,8 @@ async def test_one_rooms_events_run_in_order_while_rooms_run_concurrently(
         registry=AgentRegistry([AgentEntry(id="echo", name="Echo")]),
         sequence=PlatformChatSequence(store, matrix),  # type: ignore[arg-type]
         catalogue=Catalogue(),
-        config=BotConfig(edit_interval=60.0),
+        config=BotConfig(),
+        streamer=TurnStreamer(matrix, platform, Catalogue(), edit_interval=60.0),  # type: ignore[arg-type]
     )
     for user in (ALICE, BOB):
         await bot.onboard(user, trigger=f"$onboard-{user}", dm_room_id=None)
