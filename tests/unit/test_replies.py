@@ -62,6 +62,13 @@ def test_txn_id_is_deterministic() -> None:
     assert txn_id_for("$event", "reply") == txn_id_for("$event", "reply")
 
 
+def test_txn_id_is_32_hex_digits() -> None:
+    txn_id = txn_id_for("$event", "reply")
+
+    assert len(txn_id) == 32
+    assert int(txn_id, 16) >= 0
+
+
 def test_txn_id_differs_per_purpose() -> None:
     assert txn_id_for("$event", "reply") != txn_id_for("$event", "answer")
 
