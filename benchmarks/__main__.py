@@ -18,7 +18,7 @@ import anyio
 from benchmarks.config import BenchConfig, load_config
 from benchmarks.context import BenchContext, say
 from benchmarks.machine import machine_info, versions
-from runtime.dev_homeserver import HomeserverConfig, LocalHomeserver
+from runtime.dev.homeserver import HomeserverConfig, LocalHomeserver
 
 
 async def run_all(ctx: BenchContext, config: BenchConfig) -> dict[str, Any]:

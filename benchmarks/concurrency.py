@@ -30,7 +30,7 @@ from benchmarks.proxy import read_log
 from benchmarks.requests import burst_timeline
 from benchmarks.stats import summarize
 from contracts.markers import REPLY_TO_FIELD
-from tests.e2e.harness import onboard
+from runtime.dev.user import onboard
 
 SETUP_TIMEOUT_S = 300.0
 BURST_TIMEOUT_S = 120.0

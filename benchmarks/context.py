@@ -12,8 +12,9 @@ from pathlib import Path
 import anyio
 import nio
 
-from runtime.dev_homeserver import LocalHomeserver, RegisteredUser
-from tests.e2e.harness import UserClient
+from runtime.dev.accounts import RegisteredUser
+from runtime.dev.homeserver import LocalHomeserver
+from runtime.dev.user import UserClient
 
 _numbers = itertools.count(1)
 
@@ -42,7 +43,7 @@ class BenchContext:
         return await anyio.to_thread.run_sync(self.register, prefix)
 
     async def login(self, user: RegisteredUser) -> UserClient:
-        """The e2e harness's test user (used for onboarding), closed at the end of the run."""
+        """The e2e tests' test user (used for onboarding), closed at the end of the run."""
         client = await UserClient.login(self.base_url, user)
         self.clients.append(client.client)
         return client

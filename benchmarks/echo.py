@@ -25,7 +25,7 @@ from benchmarks.processes import BenchBot, Child, proc_cpu_s, start_proxy, start
 from benchmarks.proxy import read_log
 from benchmarks.requests import turn_breakdown
 from benchmarks.stats import summarize
-from tests.e2e.harness import onboard
+from runtime.dev.user import onboard
 
 TIMEOUT_S = 30.0
 

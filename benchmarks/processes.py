@@ -1,24 +1,24 @@
 """The child processes of a benchmark run: the bot, the platform-agent, the proxy, the raw echo.
 
-The bot is the e2e harness's BotProcess (tests/e2e/harness.py) with a finer /ready
-poll, start timestamps and RSS readings; the others are small wrappers that start a
-`python -m ...` child, wait until it answers, and stop it with SIGTERM.
+The bot is the e2e tests' BotProcess (runtime/dev/bot.py) with a finer /ready poll,
+start timestamps and RSS readings; the others are `Child`: a `python -m ...` child
+(runtime/dev/process.py) that is waited for until it answers and stopped with SIGTERM.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import anyio
-import httpx
 
-from runtime.dev_homeserver import LocalHomeserver, RegisteredUser, find_free_port
-from tests.e2e.harness import BotDied, BotProcess
+from runtime.dev.accounts import RegisteredUser
+from runtime.dev.bot import BotProcess
+from runtime.dev.homeserver import LocalHomeserver
+from runtime.dev.process import ChildProcess, find_free_port
 
 READY_POLL_S = 0.02
 REPO = Path(__file__).resolve().parents[1]
@@ -82,18 +82,7 @@ class BenchBot(BotProcess):
 
     async def wait_ready_async(self, within: float = 600.0) -> float:
         """Poll /ready every 20 ms; returns the monotonic time it first answered 200."""
-        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as http:
-            with anyio.fail_after(within):
-                while True:
-                    if self.returncode is not None:
-                        raise BotDied(f"bot exited ({self.returncode}):\n{self.log_tail()}")
-                    try:
-                        if (await http.get(self.url + "/ready")).status_code == 200:
-                            return time.monotonic()
-                    except httpx.HTTPError:
-                        pass
-                    await anyio.sleep(READY_POLL_S)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self.wait_http_async(self.url + "/ready", within=within, poll_s=READY_POLL_S)
 
     async def start_ready(self) -> float:  # type: ignore[override]
         """Start and wait for /ready; returns the seconds from start to ready."""
@@ -112,65 +101,37 @@ class BenchBot(BotProcess):
             Path(str(self.db_path) + suffix).unlink(missing_ok=True)
 
 
-class Child:
-    """A `python -m <module>` helper process with its output in a log file."""
+class Child(ChildProcess):
+    """A `python -m <module>` helper process with its output in a log file, started at once."""
 
     def __init__(self, module: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        with log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", module, *args],
-                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,  # `benchmarks` is imported from the checkout, not installed
-            )
+        super().__init__(
+            [sys.executable, "-m", module, *args],
+            log_path=log_path,
+            name=log_path.name,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            cwd=REPO,  # `benchmarks` is imported from the checkout, not installed
+        )
+        self.start()
 
     @property
     def pid(self) -> int:
+        assert self.proc is not None
         return self.proc.pid
-
-    def _died(self) -> RuntimeError:
-        return RuntimeError(
-            f"{self.log_path.name}: exit {self.proc.returncode}:\n{self.log_tail()}"
-        )
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
 
     async def wait_log(self, needle: str, within: float = 60.0) -> None:
         """Wait until the process printed `needle` (its own 'ready' line)."""
         with anyio.fail_after(within):
-            while needle not in (
-                self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-            ):
-                if self.proc.poll() is not None:
-                    raise self._died()
+            while needle not in self.log_text():
+                self.check_alive()
                 await anyio.sleep(0.05)
 
-    async def wait_http(self, url: str, within: float = 60.0) -> None:
-        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as http:
-            with anyio.fail_after(within):
-                while True:
-                    if self.proc.poll() is not None:
-                        raise self._died()
-                    try:
-                        if (await http.get(url)).status_code == 200:
-                            return
-                    except httpx.HTTPError:
-                        pass
-                    await anyio.sleep(0.05)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM and wait; past `timeout`, SIGKILL (without an error: it is a helper)."""
         try:
-            self.proc.wait(timeout)
+            return super().stop(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            return self.returncode
 
 
 async def start_proxy(upstream: str, log: Path, workdir: Path) -> tuple[Child, str]:
@@ -203,7 +164,7 @@ async def start_platform_agent(workdir: Path) -> tuple[Child, str]:
         workdir / "platform_agent.log",
     )
     url = f"http://127.0.0.1:{port}"
-    await child.wait_http(url + "/health")
+    await child.wait_http_async(url + "/health", within=60.0)
     return child, url
 
 

@@ -36,10 +36,10 @@ from benchmarks.processes import BenchBot, start_proxy
 from benchmarks.proxy import read_log
 from benchmarks.requests import between, busy_seconds, summary
 from benchmarks.stats import summarize
-from runtime.dev_homeserver import RegisteredUser
+from runtime.dev.accounts import RegisteredUser
+from runtime.dev.user import onboard
 from runtime.matrix.sync_query import sync_filter
 from tasks.reconcile import CATCH_UP_WINDOW
-from tests.e2e.harness import onboard
 
 REPLY_TIMEOUT_S = 600.0
 

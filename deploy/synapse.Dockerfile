@@ -1,5 +1,5 @@
 # Synapse for the fullstack E2E stack only (never for production): matrix-synapse at the
-# version pinned in uv.lock, configured at start by runtime.dev_homeserver (the same test
+# version pinned in uv.lock, configured at start by runtime.dev.homeserver (the same test
 # config as the local dev homeserver: no federation, no key servers, raised rate limits),
 # listening on 0.0.0.0:8008 inside its container. Build from the repository root:
 #   docker build --network host -f deploy/synapse.Dockerfile -t lambda-surface/synapse:local .

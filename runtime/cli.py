@@ -127,7 +127,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def _run_embedded(settings: Settings, backend: str) -> int:
     """No homeserver configured: start a local Synapse, register the bot and a demo user."""
     from runtime.app import run
-    from runtime.dev_homeserver import HomeserverConfig, LocalHomeserver
+    from runtime.dev.homeserver import HomeserverConfig, LocalHomeserver
     from runtime.supervisor import SupervisorError
 
     data_dir = settings.surface_dev_data_dir
@@ -277,7 +277,7 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dev_homeserver(settings: Settings, args: argparse.Namespace) -> int:
-    from runtime.dev_homeserver import main_dev_homeserver
+    from runtime.dev.homeserver import main_dev_homeserver
 
     users: list[tuple[str, str]] = []
     for spec in args.user:

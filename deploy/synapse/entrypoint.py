@@ -1,6 +1,6 @@
 """Entrypoint of the fullstack test Synapse container: write the test config, exec Synapse.
 
-The config comes from runtime.dev_homeserver, the same code that configures the local dev
+The config comes from runtime.dev.homeserver, the same code that configures the local dev
 homeserver and the e2e Synapse (no federation, no key servers, raised rate limits, a
 random registration shared secret), but listening on 0.0.0.0 so the other containers can
 reach it. An existing config in the data volume is reused (its secret is kept), so the
@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from runtime.dev_homeserver import HomeserverConfig, generate_config
+from runtime.dev.homeserver import HomeserverConfig, generate_config
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """One-shot job of the fullstack stack: register the bot and the test users on Synapse.
 
-Uses the shared-secret admin API with the secret from Synapse's config, which this job
+Uses the shared-secret admin API (runtime/dev/accounts.py, installed in the Synapse image
+with the rest of our package) with the secret from Synapse's config, which this job
 reads from the Synapse data volume (mounted read-only), so no secret is written into the
 compose files. Idempotent: a user that exists is checked by logging in with its password.
 Exits non-zero (failing the job, so the bot never starts) if a user can be neither
@@ -22,11 +23,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from runtime.dev_homeserver import registration_mac
-
-
-class RegisterError(Exception):
-    """A user could be neither registered nor logged in."""
+from runtime.dev.accounts import logout, register_or_login
+from runtime.dev.errors import PasswordRefused, RegistrationError
 
 
 def wanted_users(env: dict[str, str]) -> list[tuple[str, str]]:
@@ -44,36 +42,17 @@ def wanted_users(env: dict[str, str]) -> list[tuple[str, str]]:
 
 def register(client: httpx.Client, secret: str, localpart: str, password: str) -> str:
     """Register `localpart` or, if it exists, prove the password works. Returns what was done."""
-    nonce = client.get("/_synapse/admin/v1/register").raise_for_status().json()["nonce"]
-    body = {
-        "nonce": nonce,
-        "username": localpart,
-        "password": password,
-        "admin": False,
-        "mac": registration_mac(secret, nonce, localpart, password, False),
-    }
-    response = client.post("/_synapse/admin/v1/register", json=body)
-    if response.status_code == 200:
+    try:
+        user, created = register_or_login(client, secret, localpart, password)
+    except PasswordRefused as exc:
+        raise RegistrationError(
+            f"{exc}; remove the synapse-data volume or fix the password"
+        ) from None
+    if created:
         return "registered"
-    if response.status_code == 400 and response.json().get("errcode") == "M_USER_IN_USE":
-        login = client.post(
-            "/_matrix/client/v3/login",
-            json={
-                "type": "m.login.password",
-                "identifier": {"type": "m.id.user", "user": localpart},
-                "password": password,
-            },
-        )
-        if login.status_code == 200:
-            # Log the new device out again: the job must leave no sessions behind.
-            token = login.json()["access_token"]
-            client.post("/_matrix/client/v3/logout", headers={"Authorization": f"Bearer {token}"})
-            return "exists"
-        raise RegisterError(
-            f"{localpart} exists but its password is refused (HTTP {login.status_code}); "
-            "remove the synapse-data volume or fix the password"
-        )
-    raise RegisterError(f"could not register {localpart}: HTTP {response.status_code}")
+    # Log the new device out again: the job must leave no sessions behind.
+    logout(client, user)
+    return "exists"
 
 
 def main() -> int:
@@ -86,7 +65,7 @@ def main() -> int:
             for localpart, password in wanted_users(env):
                 outcome = register(client, secret, localpart, password)
                 print(f"register: {localpart}: {outcome}", flush=True)
-    except (RegisterError, httpx.HTTPError) as exc:
+    except (RegistrationError, httpx.HTTPError) as exc:
         print(f"register: failed: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0

@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from runtime.dev_homeserver import HomeserverConfig, LocalHomeserver, RegisteredUser
-from tests.e2e.harness import BotProcess, UserClient
+from runtime.dev.accounts import RegisteredUser
+from runtime.dev.bot import BotProcess
+from runtime.dev.homeserver import HomeserverConfig, LocalHomeserver
+from runtime.dev.user import UserClient
 
 E2E_DIR = Path(__file__).parent
 

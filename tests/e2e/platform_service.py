@@ -1,7 +1,8 @@
 """The reference platform-agent (`python -m platform_agent`) as a real process in e2e tests.
 
 `PlatformProcess` owns one service: a free loopback port, its own SQLite
-memory file and workspace under `workdir`, its log in `workdir/platform.log`.
+memory file and workspace under `workdir`, its log in `workdir/platform.log`; the
+process handling (start, wait, stop, log tail) is `runtime.dev.process.ChildProcess`.
 It can be stopped gracefully (SIGTERM), killed (SIGKILL), frozen (SIGSTOP, a
 hung platform that still accepts connections) and started again on the same
 port with the same memory. `context()` asks the service directly, so a test
@@ -16,9 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,17 +27,19 @@ import httpx
 
 from contracts.platform import ContextInfo
 from contracts.wire import WIRE_VERSION, WIRE_VERSION_HEADER
-from runtime.dev_homeserver import find_free_port
+from runtime.dev.process import ChildExited, ChildProcess, find_free_port
 
 _OWN_ENV_PREFIXES = ("PLATFORM_AGENT_", "OPENAI_")
 
 
-class PlatformDied(Exception):
+class PlatformDied(ChildExited):
     """The platform-agent process exited while a test waited for it."""
 
 
-class PlatformProcess:
+class PlatformProcess(ChildProcess):
     """`python -m platform_agent` with the echo backend, as a child process."""
+
+    exited_error = PlatformDied
 
     def __init__(
         self,
@@ -51,8 +52,7 @@ class PlatformProcess:
         self.port = find_free_port("127.0.0.1")
         self.db_path = workdir / "platform_agent.db"
         self.workspace = workspace if workspace is not None else workdir / "workspace"
-        self.log_path = workdir / "platform.log"
-        self.env = {
+        env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(_OWN_ENV_PREFIXES)},
             "PLATFORM_AGENT_HOST": "127.0.0.1",
             "PLATFORM_AGENT_PORT": str(self.port),
@@ -61,8 +61,15 @@ class PlatformProcess:
             "PLATFORM_AGENT_BACKEND": "echo",
             "PYTHONUNBUFFERED": "1",
         }
-        self.env.update(extra_env or {})
-        self.proc: subprocess.Popen[bytes] | None = None
+        env.update(extra_env or {})
+        super().__init__(
+            [sys.executable, "-m", "platform_agent"],
+            log_path=workdir / "platform.log",
+            name="platform-agent",
+            cwd=workdir,
+            env=env,
+        )
+        self.env: dict[str, str] = env
         workdir.mkdir(parents=True, exist_ok=True)
         self.workspace.mkdir(parents=True, exist_ok=True)
 
@@ -70,43 +77,17 @@ class PlatformProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def returncode(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
     def registry_entry(self, agent_id: str = "ref", **fields: Any) -> str:
         """One `agents:` list item (YAML flow style) for an http agent served here."""
         entry = {"id": agent_id, "name": agent_id.title(), "backend": "http", "url": self.url}
         entry.update(fields)
         return "  - " + json.dumps(entry)  # JSON is YAML
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            raise RuntimeError("the platform-agent is already running")
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "platform_agent"],
-                cwd=self.workdir,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+    # -- lifecycle (start, stop, kill, log_text, log_tail: ChildProcess) ---------------------
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Until `GET /health` answers 200; raises PlatformDied or TimeoutError."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                raise PlatformDied(f"platform-agent exited ({self.returncode}):\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"platform-agent not healthy after {timeout}s:\n{self.log_tail()}")
+        self.wait_http(self.url + "/health", timeout=timeout, what="healthy")
 
     def start_healthy(self) -> None:
         self.start()
@@ -114,21 +95,7 @@ class PlatformProcess:
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM and wait: uvicorn shuts down gracefully and closes the database."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.returncode
-        self.resume()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup at all (works on a frozen process too)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        return super().stop(timeout)
 
     def restart(self) -> None:
         """Stop (gracefully) and start again on the same port, with the same memory."""
@@ -137,13 +104,11 @@ class PlatformProcess:
 
     def freeze(self) -> None:
         """SIGSTOP: the kernel still accepts connections, nothing answers (a hung platform)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGSTOP)
+        self.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        """SIGCONT after `freeze` (harmless otherwise)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
+        """SIGCONT after `freeze` (harmless otherwise; `stop` sends it too)."""
+        self.send_signal(signal.SIGCONT)
 
     # -- asking the service directly ---------------------------------------------------------
 
@@ -157,12 +122,6 @@ class PlatformProcess:
         )
         response.raise_for_status()
         return ContextInfo.model_validate_json(response.content)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def log_events(self, event: str) -> list[dict[str, Any]]:
         """The service's structured log lines named `event` (its logs are JSON off a tty)."""

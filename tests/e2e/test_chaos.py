@@ -13,8 +13,10 @@ import random
 import anyio
 import pytest
 
-from runtime.dev_homeserver import LocalHomeserver
-from tests.e2e.harness import BotProcess, UserClient, joined_rooms, onboard, room_state_as
+from runtime.dev.bot import BotProcess
+from runtime.dev.homeserver import LocalHomeserver
+from runtime.dev.user import UserClient, onboard
+from tests.e2e.harness import joined_rooms, room_state_as
 
 KILLS = int(os.environ.get("SURFACE_CHAOS_KILLS", "8"))
 

@@ -1,4 +1,4 @@
-"""The local Synapse launcher against a real Synapse process."""
+"""The local Synapse launcher (runtime/dev/homeserver.py) against a real Synapse process."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import nio
 import pytest
 import yaml
 
-from runtime.dev_homeserver import (
+from runtime.dev.accounts import RegisteredUser
+from runtime.dev.homeserver import (
     HomeserverConfig,
     HomeserverStartError,
     LocalHomeserver,
-    RegisteredUser,
     RegistrationError,
     generate_config,
 )

@@ -7,7 +7,9 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from tests.e2e.harness import BotProcess, UserClient, download, onboard, upload_file
+from runtime.dev.bot import BotProcess
+from runtime.dev.user import UserClient, onboard
+from tests.e2e.harness import download, upload_file
 
 LIMIT = 4096
 

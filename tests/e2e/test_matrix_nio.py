@@ -25,7 +25,8 @@ from contracts.matrix import (
     StateEventSpec,
     SyncBatch,
 )
-from runtime.dev_homeserver import LocalHomeserver, RegisteredUser
+from runtime.dev.accounts import RegisteredUser
+from runtime.dev.homeserver import LocalHomeserver
 from runtime.matrix.nio_adapter import NioMatrix
 from runtime.matrix.session import SESSION_FILE
 from tasks.replies import txn_id_for

@@ -18,8 +18,10 @@ import anyio
 import httpx
 import pytest
 
-from runtime.dev_homeserver import LocalHomeserver, RegisteredUser
-from tests.e2e.harness import BotProcess, UserClient, onboard
+from runtime.dev.accounts import RegisteredUser
+from runtime.dev.bot import BotProcess
+from runtime.dev.homeserver import LocalHomeserver
+from runtime.dev.user import UserClient, onboard
 from tests.e2e.platform_service import PlatformProcess
 
 Register = Callable[..., RegisteredUser]

@@ -8,15 +8,10 @@ import sqlite3
 
 import pytest
 
-from runtime.dev_homeserver import LocalHomeserver
-from tests.e2e.harness import (
-    BotProcess,
-    UserClient,
-    binding,
-    joined_rooms,
-    onboard,
-    surface_cli,
-)
+from runtime.dev.bot import BotProcess
+from runtime.dev.homeserver import LocalHomeserver
+from runtime.dev.user import UserClient, onboard
+from tests.e2e.harness import binding, joined_rooms, surface_cli
 
 
 def _wipe_database(bot: BotProcess) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.e2e.harness import BotProcess, UserClient, binding, onboard
+from runtime.dev.bot import BotProcess
+from runtime.dev.user import UserClient, onboard
+from tests.e2e.harness import binding
 
 MakeBot = Callable[..., BotProcess]
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 import importlib
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -360,4 +362,39 @@ def test_only_the_nio_adapter_imports_nio() -> None:
         for line in _layer_violations(package, ("nio",))
     ]
 
-    assert violations == ["runtime/matrix/nio_adapter.py imports nio"]
+    # The bot: only the adapter. The dev tooling's test user is a nio client too.
+    assert violations == [
+        "runtime/dev/user.py imports nio",
+        "runtime/matrix/nio_adapter.py imports nio",
+    ]
+
+
+def test_benchmarks_import_nothing_from_tests() -> None:
+    # What the benchmarks share with the e2e tests lives in runtime/dev/.
+    assert _layer_violations("benchmarks", ("tests",)) == []
+
+
+def test_dev_tooling_imports_nothing_of_ours_outside_itself() -> None:
+    # The Synapse image runs runtime/dev from its entrypoint and register job.
+    ours = ("contracts", "tasks", "runtime", "platform_agent")
+    violations = [
+        found
+        for found in _layer_violations("runtime/dev", ours)
+        if not found.split(" imports ")[1].startswith("runtime.dev")
+    ]
+
+    assert violations == []
+
+
+def test_surface_run_with_a_homeserver_does_not_import_the_dev_tooling() -> None:
+    # The CLI imports runtime.dev lazily, only for the embedded default and dev-homeserver.
+    script = (
+        "import sys, runtime.cli, runtime.app\n"
+        "print(sorted(m for m in sys.modules if m.startswith('runtime.dev')))\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+
+    assert result.stdout.strip() == "[]"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from runtime.dev_homeserver import RegisteredUser
+from runtime.dev.accounts import RegisteredUser
 
 REPO = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = REPO / "deploy" / "docker-compose.fullstack.yml"

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 
+from runtime.dev.user import UserClient, onboard
 from tests.e2e.compose.stack import Stack, login
-from tests.e2e.harness import UserClient, onboard
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(420)]
 

@@ -1,4 +1,5 @@
-"""A local Synapse homeserver for development, the embedded `surface run` default and e2e tests.
+"""A local Synapse homeserver for development, the embedded `surface run` default, e2e tests
+and benchmarks.
 
 Synapse runs as a child process of the same Python interpreter (it is installed in the
 project's venv through the ``synapse`` dependency group), on SQLite, listening on loopback
@@ -6,13 +7,10 @@ only, with federation off and every rate limit raised so tests are never throttl
 
 The API is synchronous on purpose: pytest fixtures and the CLI both drive it from plain
 threads, and a child process needs no event loop. ``register_user`` is a short blocking
-HTTP call; async callers should run it with ``anyio.to_thread.run_sync``.
+HTTP call (``runtime.dev.accounts``); async callers should run it with
+``anyio.to_thread.run_sync``. The process itself is a ``runtime.dev.process.ChildProcess``.
 
-Exceptions::
-
-    DevHomeserverError
-    ├── HomeserverStartError   Synapse could not be configured, spawned or made healthy
-    └── RegistrationError      the admin register API or the password login refused us
+Exceptions: see ``runtime.dev.errors`` (re-exported here).
 
 Retried vs fatal: ``wait_healthy`` retries connection errors and non-200 answers until its
 deadline (Synapse is still binding its port); everything else is fatal and raised at once,
@@ -22,20 +20,15 @@ because a local homeserver that misbehaves is a setup problem a retry will not f
 from __future__ import annotations
 
 import atexit
-import contextlib
-import hashlib
-import hmac
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Final, Self
@@ -44,19 +37,27 @@ import httpx
 import structlog
 import yaml
 
+from runtime.dev.accounts import RegisteredUser, register_or_login
+from runtime.dev.errors import (
+    DevHomeserverError,
+    HomeserverStartError,
+    PasswordRefused,
+    RegistrationError,
+)
+from runtime.dev.process import ChildExited, ChildProcess, find_free_port, port_is_free
+
 __all__ = [
     "RATE_LIMITS",
     "DevHomeserverError",
     "HomeserverConfig",
     "HomeserverStartError",
     "LocalHomeserver",
+    "PasswordRefused",
     "RegisteredUser",
     "RegistrationError",
     "dev_config",
-    "find_free_port",
     "generate_config",
     "main_dev_homeserver",
-    "registration_mac",
 ]
 
 log = structlog.get_logger(__name__)
@@ -102,18 +103,6 @@ RATE_LIMITS: Final[dict[str, Any]] = {
 }
 
 
-class DevHomeserverError(Exception):
-    """Base class for errors of the local homeserver launcher."""
-
-
-class HomeserverStartError(DevHomeserverError):
-    """Synapse could not be configured, spawned, or did not become healthy in time."""
-
-
-class RegistrationError(DevHomeserverError):
-    """A user could not be registered nor logged in."""
-
-
 @dataclass(frozen=True)
 class HomeserverConfig:
     """Where and how the local Synapse runs. ``port=0`` picks a free port at start."""
@@ -124,29 +113,7 @@ class HomeserverConfig:
     server_name: str = "localhost"
 
 
-@dataclass(frozen=True)
-class RegisteredUser:
-    """A user on the local homeserver with a fresh access token and its device."""
-
-    user_id: str
-    password: str = field(repr=False)
-    access_token: str = field(repr=False)
-    device_id: str
-
-
 # --- configuration ------------------------------------------------------------------------
-
-
-def find_free_port(host: str) -> int:
-    """Ask the kernel for a currently free TCP port on ``host``.
-
-    Another process may take it before Synapse binds it; ``LocalHomeserver.start`` then
-    fails with a clear error rather than talking to the wrong server.
-    """
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def generate_config(cfg: HomeserverConfig) -> Path:
@@ -283,26 +250,6 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def _port_is_free(host: str, port: int) -> bool:
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def registration_mac(secret: str, nonce: str, username: str, password: str, admin: bool) -> str:
-    """HMAC-SHA1 that Synapse's shared-secret register API expects (pure)."""
-    message = "\x00".join((nonce, username, password, "admin" if admin else "notadmin"))
-    return hmac.new(secret.encode(), message.encode(), hashlib.sha1).hexdigest()
-
-
 # --- process ------------------------------------------------------------------------------
 
 
@@ -317,8 +264,16 @@ class LocalHomeserver:
     def __init__(self, config: HomeserverConfig) -> None:
         self._config = config
         self._port: int | None = None
-        self._process: subprocess.Popen[bytes] | None = None
         self._secret: str | None = None
+        # New session: a Ctrl-C in the terminal reaches only our process, which then
+        # stops Synapse after whatever uses it (the bot) has shut down.
+        self._child = ChildProcess(
+            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
+            log_path=self.log_path,
+            name="Synapse",
+            cwd=self.data_dir,
+            new_session=True,
+        )
 
     @property
     def config(self) -> HomeserverConfig:
@@ -356,10 +311,10 @@ class LocalHomeserver:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._child.pid
 
     def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._child.is_running()
 
     def start(self, timeout: float = 60.0) -> None:
         """Generate or update the config, spawn Synapse and wait until it is healthy.
@@ -372,7 +327,7 @@ class LocalHomeserver:
             raise RuntimeError("LocalHomeserver is already running")
         started_at = time.monotonic()
         port = self._config.port or find_free_port(self._config.host)
-        if not _port_is_free(self._config.host, port):
+        if not port_is_free(self._config.host, port):
             raise HomeserverStartError(
                 f"port {port} on {self._config.host} is already in use; "
                 "stop the other server or choose another port (0 picks a free one)"
@@ -381,19 +336,9 @@ class LocalHomeserver:
         self._secret = str(_load_yaml(config_path)["registration_shared_secret"])
         self._port = port
 
-        with self.log_path.open("ab") as log_file:
-            # New session: a Ctrl-C in the terminal reaches only our process, which then
-            # stops Synapse after whatever uses it (the bot) has shut down.
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config_path)],
-                cwd=self.data_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._child.start()
         atexit.register(self.stop)
-        log.info("homeserver.spawned", pid=self._process.pid, port=port)
+        log.info("homeserver.spawned", pid=self._child.pid, port=port)
         try:
             self.wait_healthy(timeout)
         except BaseException:
@@ -402,7 +347,7 @@ class LocalHomeserver:
         log.info(
             "homeserver.started",
             url=self.base_url,
-            pid=self._process.pid,
+            pid=self._child.pid,
             elapsed_s=round(time.monotonic() - started_at, 3),
         )
 
@@ -411,99 +356,53 @@ class LocalHomeserver:
 
         Raises HomeserverStartError if the process exits or the deadline passes first.
         """
-        process = self._process
-        if process is None:
+        if self._child.proc is None:
             raise RuntimeError("LocalHomeserver.wait_healthy() called before start()")
-        deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.base_url, timeout=2.0, trust_env=False) as client:
-            while True:
-                if process.poll() is not None:
-                    raise HomeserverStartError(
-                        f"Synapse exited with code {process.returncode} during start-up; "
-                        f"last lines of {self.log_path}:\n{self.log_tail()}"
-                    )
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get("/health").status_code == 200:
-                        return
-                if time.monotonic() >= deadline:
-                    raise HomeserverStartError(
-                        f"Synapse was not healthy after {timeout:.0f} s; "
-                        f"last lines of {self.log_path}:\n{self.log_tail()}"
-                    )
-                time.sleep(0.05)
+        try:
+            self._child.wait_http(self.base_url + "/health", timeout=timeout, poll_s=0.05)
+        except ChildExited as exc:
+            raise HomeserverStartError(
+                f"Synapse exited with code {exc.returncode} during start-up; "
+                f"last lines of {self.log_path}:\n{self.log_tail()}"
+            ) from None
+        except TimeoutError:
+            raise HomeserverStartError(
+                f"Synapse was not healthy after {timeout:.0f} s; "
+                f"last lines of {self.log_path}:\n{self.log_tail()}"
+            ) from None
 
     def stop(self) -> None:
         """SIGTERM Synapse, wait up to 10 s, then SIGKILL. Idempotent."""
         atexit.unregister(self.stop)
-        process = self._process
-        if process is None or process.poll() is not None:
+        if not self._child.is_running():
             return
-        process.terminate()
         try:
-            process.wait(timeout=_STOP_GRACE_S)
+            self._child.stop(timeout=_STOP_GRACE_S)
         except subprocess.TimeoutExpired:
-            log.warning("homeserver.kill", pid=process.pid, grace_s=_STOP_GRACE_S)
-            self.kill()
-        log.info("homeserver.stopped", pid=process.pid, returncode=process.returncode)
+            log.warning("homeserver.kill", pid=self._child.pid, grace_s=_STOP_GRACE_S)
+        log.info("homeserver.stopped", pid=self._child.pid, returncode=self._child.returncode)
 
     def kill(self) -> None:
         """SIGKILL Synapse at once and reap it. Idempotent."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
+        self._child.kill()
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of synapse.log (empty if there is none yet)."""
-        try:
-            with self.log_path.open(encoding="utf-8", errors="replace") as handle:
-                return "".join(deque(handle, maxlen=lines))
-        except FileNotFoundError:
-            return ""
+        return self._child.log_tail(lines)
 
     def register_user(self, localpart: str, password: str, admin: bool = False) -> RegisteredUser:
         """Register ``localpart`` through the shared-secret admin API and return a login.
 
         Idempotent: if the user exists, log in with ``password`` instead (a new device and
         token; the admin flag of an existing user is left unchanged).
-        Raises RegistrationError if Synapse refuses both.
+        Raises RegistrationError (PasswordRefused for an existing user with another
+        password) if Synapse refuses both.
         """
         if self._secret is None:
             raise RuntimeError("LocalHomeserver.register_user() called before start()")
         started_at = time.monotonic()
         with httpx.Client(base_url=self.base_url, timeout=_HTTP_TIMEOUT_S, trust_env=False) as c:
-            nonce_response = c.get("/_synapse/admin/v1/register")
-            _raise_for_status(nonce_response, "get a registration nonce", localpart)
-            nonce = str(nonce_response.json()["nonce"])
-            body = {
-                "nonce": nonce,
-                "username": localpart,
-                "password": password,
-                "admin": admin,
-                "mac": registration_mac(self._secret, nonce, localpart, password, admin),
-            }
-            response = c.post("/_synapse/admin/v1/register", json=body)
-            created = True
-            if response.status_code == 400 and _errcode(response) == "M_USER_IN_USE":
-                created = False
-                response = c.post(
-                    "/_matrix/client/v3/login",
-                    json={
-                        "type": "m.login.password",
-                        "identifier": {"type": "m.id.user", "user": localpart},
-                        "password": password,
-                    },
-                )
-                _raise_for_status(response, "log in as the existing user", localpart)
-            else:
-                _raise_for_status(response, "register", localpart)
-        payload = response.json()
-        user = RegisteredUser(
-            user_id=str(payload["user_id"]),
-            password=password,
-            access_token=str(payload["access_token"]),
-            device_id=str(payload["device_id"]),
-        )
+            user, created = register_or_login(c, self._secret, localpart, password, admin=admin)
         log.info(
             "homeserver.user_ready",
             user_id=user.user_id,
@@ -524,23 +423,6 @@ class LocalHomeserver:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _errcode(response: httpx.Response) -> str | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    return str(body.get("errcode")) if isinstance(body, dict) else None
-
-
-def _raise_for_status(response: httpx.Response, action: str, localpart: str) -> None:
-    if response.status_code == 200:
-        return
-    # Synapse error bodies carry errcode/error only, never the password or a token.
-    raise RegistrationError(
-        f"could not {action} {localpart!r}: HTTP {response.status_code} {response.text[:500]}"
-    )
 
 
 # --- CLI entry ----------------------------------------------------------------------------
