@@ -1,4 +1,4 @@
-"""parse_command: which texts are commands, with which argument, and which are for the agent."""
+"""The command table: which texts are commands (parse_command), their usage and `!help`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.commands import COMMANDS, MAX_NAME_LENGTH, Command, parse_command
+from tasks.bot.table import COMMANDS
+from tasks.catalogue import CATALOGUES, Catalogue
+from tasks.commands import (
+    MAX_NAME_LENGTH,
+    Arg,
+    Command,
+    CommandSpec,
+    command_table,
+    help_text,
+    parse_command,
+    usage_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -36,7 +47,7 @@ from tasks.commands import COMMANDS, MAX_NAME_LENGTH, Command, parse_command
     ],
 )
 def test_parse_command_table(text: str, expected: Command) -> None:
-    assert parse_command(text) == expected
+    assert parse_command(text, COMMANDS) == expected
 
 
 @pytest.mark.parametrize(
@@ -52,12 +63,88 @@ def test_parse_command_table(text: str, expected: Command) -> None:
     ],
 )
 def test_text_for_the_agent_is_not_a_command(text: str) -> None:
-    assert parse_command(text) is None
+    assert parse_command(text, COMMANDS) is None
 
 
 def test_usage_names_the_command_syntax() -> None:
-    assert Command("rename", valid=False).usage == "!rename <name>"
-    assert Command("frobnicate", known=False, valid=False).usage == "!help"
+    assert usage_of(Command("rename", valid=False), COMMANDS) == "!rename <name>"
+    assert usage_of(Command("frobnicate", known=False, valid=False), COMMANDS) == "!help"
+
+
+@pytest.mark.parametrize(
+    ("name", "usage"),
+    [
+        ("help", "!help"),
+        ("new", "!new [name]"),
+        ("chats", "!chats"),
+        ("rename", "!rename <name>"),
+        ("archive", "!archive"),
+        ("agents", "!agents"),
+        ("agent", "!agent [id]"),
+        ("clear", "!clear"),
+        ("save", "!save [name]"),
+        ("load", "!load"),
+        ("context", "!context"),
+        ("yes", "!yes"),
+        ("no", "!no"),
+    ],
+)
+def test_the_table_declares_each_commands_usage(name: str, usage: str) -> None:
+    assert COMMANDS[name].usage == usage
+
+
+def test_the_table_lists_the_commands_in_help_order() -> None:
+    assert list(COMMANDS) == [
+        "help", "new", "chats", "rename", "archive", "agents", "agent",
+        "clear", "save", "load", "context", "yes", "no",
+    ]  # fmt: skip
+
+
+def test_a_command_declared_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        command_table([CommandSpec("ping", Arg.NONE, None), CommandSpec("ping", Arg.NONE, None)])
+
+
+def test_a_command_name_must_be_lower_case_letters() -> None:
+    with pytest.raises(ValueError, match="lower-case"):
+        command_table([CommandSpec("Ping", Arg.NONE, None)])
+
+
+@pytest.mark.parametrize("locale", sorted(CATALOGUES))
+def test_every_help_line_of_the_table_is_in_every_catalogue(locale: str) -> None:
+    keys = {spec.help_key for spec in COMMANDS.values() if spec.help_key}
+
+    assert keys <= set(CATALOGUES[locale])
+    assert {"help_header", "help_footer"} <= set(CATALOGUES[locale])
+
+
+EN_HELP = (
+    "**Commands**\n\n"
+    "- `!new [name]` — start a new chat room\n"
+    "- `!chats` — list your chats\n"
+    "- `!rename <name>` — rename this chat\n"
+    "- `!archive` — archive this chat (asks `!yes`/`!no`)\n"
+    "- `!agents` — list the agents\n"
+    "- `!agent [id]` — show or switch the agent of this chat\n"
+    "- `!clear` — start this chat's context afresh (asks `!yes`/`!no`)\n"
+    "- `!save [name]` — save a snapshot of this chat's context\n"
+    "- `!load` — list snapshots; answer with a number to load one\n"
+    "- `!context` — what this chat is bound to\n"
+    "- `!yes` / `!no` — answer a question\n\n"
+    "Anything else goes to the agent."
+)
+
+
+def test_help_is_made_from_the_table_one_line_per_help_key() -> None:
+    assert help_text(COMMANDS, Catalogue("en")) == EN_HELP
+
+
+def test_help_in_russian_uses_the_russian_lines() -> None:
+    text = help_text(COMMANDS, Catalogue("ru"))
+
+    assert text.startswith("**Команды**\n\n- `!new [имя]` — новый чат\n")
+    assert text.endswith("- `!yes` / `!no` — ответ на вопрос\n\nВсё остальное уходит агенту.")
+    assert text.count("\n- ") == 11
 
 
 command_like = st.builds(
@@ -71,7 +158,7 @@ command_like = st.builds(
 @settings(max_examples=400)
 @given(st.one_of(st.text(), command_like))
 def test_parse_command_never_raises_and_names_are_known_or_marked_unknown(text: str) -> None:
-    command = parse_command(text)
+    command = parse_command(text, COMMANDS)
 
     if command is None:
         return
