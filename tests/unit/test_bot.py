@@ -523,6 +523,19 @@ async def test_bad_arguments_get_the_usage(surface: Surface, text: str, usage: s
     assert surface.answer(room.room_id, asked) == t("usage", usage=usage)
 
 
+@pytest.mark.parametrize("text", ["!save", "!load", "!agent", "hello"])
+async def test_a_room_without_an_agent_explains_how_to_choose_one(
+    surface: Surface, text: str
+) -> None:
+    room = await surface.onboard()
+    surface.store.put_room(room.model_copy(update={"agent_id": None}))
+
+    asked = await surface.send(room.room_id, text)
+
+    assert surface.answer(room.room_id, asked) == t("agent_none", id=None)
+    assert surface.platform.turns_seen == []
+
+
 # -- messages -----------------------------------------------------------------------------
 
 
