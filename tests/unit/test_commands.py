@@ -93,13 +93,6 @@ def test_the_table_declares_each_commands_usage(name: str, usage: str) -> None:
     assert COMMANDS[name].usage == usage
 
 
-def test_the_table_lists_the_commands_in_help_order() -> None:
-    assert list(COMMANDS) == [
-        "help", "new", "chats", "rename", "archive", "agents", "agent",
-        "clear", "save", "load", "context", "yes", "no",
-    ]  # fmt: skip
-
-
 def test_a_command_declared_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="twice"):
         command_table([CommandSpec("ping", Arg.NONE, None), CommandSpec("ping", Arg.NONE, None)])
@@ -118,25 +111,29 @@ def test_every_help_line_of_the_table_is_in_every_catalogue(locale: str) -> None
     assert {"help_header", "help_footer"} <= set(CATALOGUES[locale])
 
 
-EN_HELP = (
-    "**Commands**\n\n"
-    "- `!new [name]` — start a new chat room\n"
-    "- `!chats` — list your chats\n"
-    "- `!rename <name>` — rename this chat\n"
-    "- `!archive` — archive this chat (asks `!yes`/`!no`)\n"
-    "- `!agents` — list the agents\n"
-    "- `!agent [id]` — show or switch the agent of this chat\n"
-    "- `!clear` — start this chat's context afresh (asks `!yes`/`!no`)\n"
-    "- `!save [name]` — save a snapshot of this chat's context\n"
-    "- `!load` — list snapshots; answer with a number to load one\n"
-    "- `!context` — what this chat is bound to\n"
-    "- `!yes` / `!no` — answer a question\n\n"
-    "Anything else goes to the agent."
-)
+# The `!help` text as it was written by hand before it was made from the table.
+EN_HELP_LINES = [
+    "- `!new [name]` — start a new chat room",
+    "- `!chats` — list your chats",
+    "- `!rename <name>` — rename this chat",
+    "- `!archive` — archive this chat (asks `!yes`/`!no`)",
+    "- `!agents` — list the agents",
+    "- `!agent [id]` — show or switch the agent of this chat",
+    "- `!clear` — start this chat's context afresh (asks `!yes`/`!no`)",
+    "- `!save [name]` — save a snapshot of this chat's context",
+    "- `!load` — list snapshots; answer with a number to load one",
+    "- `!context` — what this chat is bound to",
+    "- `!yes` / `!no` — answer a question",
+]
 
 
 def test_help_is_made_from_the_table_one_line_per_help_key() -> None:
-    assert help_text(COMMANDS, Catalogue("en")) == EN_HELP
+    header, lines, footer = help_text(COMMANDS, Catalogue("en")).split("\n\n")
+
+    assert (header, footer) == ("**Commands**", "Anything else goes to the agent.")
+    listed = lines.split("\n")
+    assert [line for line in listed if line in EN_HELP_LINES] == EN_HELP_LINES, "same order"
+    assert len(listed) == len({spec.help_key for spec in COMMANDS.values() if spec.help_key})
 
 
 def test_help_in_russian_uses_the_russian_lines() -> None:
@@ -144,7 +141,7 @@ def test_help_in_russian_uses_the_russian_lines() -> None:
 
     assert text.startswith("**Команды**\n\n- `!new [имя]` — новый чат\n")
     assert text.endswith("- `!yes` / `!no` — ответ на вопрос\n\nВсё остальное уходит агенту.")
-    assert text.count("\n- ") == 11
+    assert text.count("\n- ") == len({s.help_key for s in COMMANDS.values() if s.help_key})
 
 
 command_like = st.builds(
