@@ -4,7 +4,7 @@ The bot's own `!new` goes through the sync loop and the ledger and costs about a
 second per room; here the same helpers the bot uses (tasks/rooms.py:
 `create_space`, `create_chat_room` with the `lambda.surface.room` marker and
 `m.space.parent` in `initial_state`, then `link_child` for the Space's
-`m.space.child`, as tasks/bot.py does) run directly on a NioMatrix session of the
+`m.space.child`, as tasks/bot/chats.py does) run directly on a NioMatrix session of the
 bot's account, several at a time. The owners are real
 registered users; they are invited, as the bot invites them, and do not join
 (their membership event is in the room state either way).

@@ -20,6 +20,9 @@ from typing import Any, Protocol
 
 JsonDict = dict[str, Any]
 
+# The m.room.message msgtypes that carry a file (downloaded, not routed as text).
+MEDIA_MSGTYPES = frozenset({"m.file", "m.image", "m.audio", "m.video"})
+
 
 class MatrixError(Exception):
     """A homeserver call failed."""

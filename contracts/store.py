@@ -18,7 +18,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from contracts.matrix import JsonDict
+from contracts.matrix import JsonDict, MatrixEvent
 from contracts.state import ChatRecord, RoomRecord, UserRecord
 
 
@@ -39,8 +39,18 @@ class LedgerStatus(enum.StrEnum):
     DONE = "done"
 
 
+# Entry kinds besides the Matrix event types themselves: an invite is no timeline
+# event, so the sync task records a synthetic entry for it (one per invited room).
+INVITE_ENTRY_TYPE = "lambda.surface.invite"
+
+
+def invite_entry_id(room_id: str) -> str:
+    """The ledger id of the invite to `room_id`: a re-sent invite is the same entry."""
+    return f"invite:{room_id}"
+
+
 class LedgerEntry(BaseModel):
-    """One Matrix event the bot must handle exactly once."""
+    """One Matrix event (or a synthetic invite entry) the bot must handle exactly once."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -52,6 +62,34 @@ class LedgerEntry(BaseModel):
     origin_server_ts: int = 0
     state_key: str | None = None
     status: LedgerStatus = LedgerStatus.PENDING
+
+    @classmethod
+    def of_event(cls, event: MatrixEvent) -> LedgerEntry:
+        """The pending entry for a Matrix timeline event."""
+        return cls(
+            event_id=event.event_id,
+            room_id=event.room_id,
+            sender=event.sender,
+            type=event.type,
+            content=event.content,
+            origin_server_ts=event.origin_server_ts,
+            state_key=event.state_key,
+        )
+
+    @classmethod
+    def invite(cls, room_id: str, *, inviter: str, is_direct: bool) -> LedgerEntry:
+        """The synthetic entry for an invite of the bot to `room_id` by `inviter`."""
+        return cls(
+            event_id=invite_entry_id(room_id),
+            room_id=room_id,
+            sender=inviter,
+            type=INVITE_ENTRY_TYPE,
+            content={"is_direct": is_direct},
+        )
+
+    @property
+    def is_invite(self) -> bool:
+        return self.type == INVITE_ENTRY_TYPE
 
 
 class SequenceState(BaseModel):
@@ -100,10 +138,13 @@ class Store(Protocol):
         users: Sequence[UserRecord],
         rooms: Sequence[RoomRecord],
         chats: Sequence[ChatRecord],
-        meta: Mapping[str, str],
+        origins: Mapping[str, str],
         sequence_floor: int,
     ) -> None:
-        """Write a reconciliation's records, meta values and sequence floor: all or nothing."""
+        """Write a reconciliation's records, room origins and sequence floor: all or nothing.
+
+        `origins` maps a triggering event id to the room created for it (see `room_origin`).
+        """
         ...
 
     # exactly-once ledger and sync checkpoint
@@ -125,6 +166,11 @@ class Store(Protocol):
     # media uploaded for a pending turn: a replayed turn reuses it instead of uploading again
     def uploaded_media(self, txn_id: str) -> str | None: ...
     def remember_upload(self, txn_id: str, trigger_event_id: str, mxc: str) -> None: ...
+
+    # which room was created for which triggering event (invite, `!new`): a re-handled
+    # trigger finds its room instead of creating a second one
+    def room_origin(self, trigger_event_id: str) -> str | None: ...
+    def set_room_origin(self, trigger_event_id: str, room_id: str) -> None: ...
 
     # small key/value facts (bot session bookkeeping, catch-up markers)
     def get_meta(self, key: str) -> str | None: ...

@@ -307,7 +307,7 @@ class SqliteStore:
         users: Sequence[UserRecord],
         rooms: Sequence[RoomRecord],
         chats: Sequence[ChatRecord],
-        meta: Mapping[str, str],
+        origins: Mapping[str, str],
         sequence_floor: int,
     ) -> None:
         with self._write() as db:
@@ -317,8 +317,8 @@ class SqliteStore:
                 _put_room(db, room)
             for chat in chats:
                 _put_chat(db, chat)
-            for key, value in meta.items():
-                _set_meta(db, key, value)
+            for trigger_event_id, room_id in origins.items():
+                _set_meta(db, _origin_key(trigger_event_id), room_id)
             _raise_sequence_floor(db, sequence_floor)
 
     # -- ledger and checkpoint ---------------------------------------------------------------
@@ -383,6 +383,14 @@ class SqliteStore:
                 (txn_id, trigger_event_id, mxc),
             )
 
+    # -- room origins (kept in meta) ----------------------------------------------------------
+
+    def room_origin(self, trigger_event_id: str) -> str | None:
+        return self.get_meta(_origin_key(trigger_event_id))
+
+    def set_room_origin(self, trigger_event_id: str, room_id: str) -> None:
+        self.set_meta(_origin_key(trigger_event_id), room_id)
+
     # -- meta --------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
@@ -429,6 +437,10 @@ def _raise_sequence_floor(db: sqlite3.Connection, next_value: int) -> None:
         "UPDATE sequence SET next_value = MAX(next_value, ?) WHERE name = 'platform_chat'",
         (next_value,),
     )
+
+
+def _origin_key(trigger_event_id: str) -> str:
+    return f"origin:{trigger_event_id}"
 
 
 def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:

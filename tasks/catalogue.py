@@ -14,21 +14,20 @@ EN: dict[str, str] = {
         "Hi {name}! This is your first chat with **{agent}**. Your chats live in the Space "
         "**{space}**. Just write here to talk to the agent, or type `!help`."
     ),
-    "help": (
-        "**Commands**\n\n"
-        "- `!new [name]` — start a new chat room\n"
-        "- `!chats` — list your chats\n"
-        "- `!rename <name>` — rename this chat\n"
-        "- `!archive` — archive this chat (asks `!yes`/`!no`)\n"
-        "- `!agents` — list the agents\n"
-        "- `!agent [id]` — show or switch the agent of this chat\n"
-        "- `!clear` — start this chat's context afresh (asks `!yes`/`!no`)\n"
-        "- `!save [name]` — save a snapshot of this chat's context\n"
-        "- `!load` — list snapshots; answer with a number to load one\n"
-        "- `!context` — what this chat is bound to\n"
-        "- `!yes` / `!no` — answer a question\n\n"
-        "Anything else goes to the agent."
-    ),
+    # `!help` is made from these: the header, one line per command (tasks/bot/table.py), the footer
+    "help_header": "**Commands**",
+    "help_footer": "Anything else goes to the agent.",
+    "help_new": "`!new [name]` — start a new chat room",
+    "help_chats": "`!chats` — list your chats",
+    "help_rename": "`!rename <name>` — rename this chat",
+    "help_archive": "`!archive` — archive this chat (asks `!yes`/`!no`)",
+    "help_agents": "`!agents` — list the agents",
+    "help_agent": "`!agent [id]` — show or switch the agent of this chat",
+    "help_clear": "`!clear` — start this chat's context afresh (asks `!yes`/`!no`)",
+    "help_save": "`!save [name]` — save a snapshot of this chat's context",
+    "help_load": "`!load` — list snapshots; answer with a number to load one",
+    "help_context": "`!context` — what this chat is bound to",
+    "help_yes_no": "`!yes` / `!no` — answer a question",
     "unknown_command": "Unknown command `{command}`. Type `!help` for the list.",
     "usage": "Usage: `{usage}`",
     "new_created": "Created **{name}** ({chat_id}) with **{agent}**. I invited you to it.",
@@ -95,21 +94,19 @@ RU: dict[str, str] = {
         "Привет, {name}! Это ваш первый чат с **{agent}**. Ваши чаты находятся в пространстве "
         "**{space}**. Просто пишите сюда, чтобы говорить с агентом, или наберите `!help`."
     ),
-    "help": (
-        "**Команды**\n\n"
-        "- `!new [имя]` — новый чат\n"
-        "- `!chats` — список чатов\n"
-        "- `!rename <имя>` — переименовать этот чат\n"
-        "- `!archive` — архивировать чат (спросит `!yes`/`!no`)\n"
-        "- `!agents` — список агентов\n"
-        "- `!agent [id]` — показать или сменить агента этого чата\n"
-        "- `!clear` — начать контекст заново (спросит `!yes`/`!no`)\n"
-        "- `!save [имя]` — сохранить снимок контекста\n"
-        "- `!load` — список снимков; ответьте номером, чтобы загрузить\n"
-        "- `!context` — к чему привязан этот чат\n"
-        "- `!yes` / `!no` — ответ на вопрос\n\n"
-        "Всё остальное уходит агенту."
-    ),
+    "help_header": "**Команды**",
+    "help_footer": "Всё остальное уходит агенту.",
+    "help_new": "`!new [имя]` — новый чат",
+    "help_chats": "`!chats` — список чатов",
+    "help_rename": "`!rename <имя>` — переименовать этот чат",
+    "help_archive": "`!archive` — архивировать чат (спросит `!yes`/`!no`)",
+    "help_agents": "`!agents` — список агентов",
+    "help_agent": "`!agent [id]` — показать или сменить агента этого чата",
+    "help_clear": "`!clear` — начать контекст заново (спросит `!yes`/`!no`)",
+    "help_save": "`!save [имя]` — сохранить снимок контекста",
+    "help_load": "`!load` — список снимков; ответьте номером, чтобы загрузить",
+    "help_context": "`!context` — к чему привязан этот чат",
+    "help_yes_no": "`!yes` / `!no` — ответ на вопрос",
     "unknown_command": "Неизвестная команда `{command}`. Наберите `!help`.",
     "usage": "Использование: `{usage}`",
     "new_created": "Создан чат **{name}** ({chat_id}) с **{agent}**. Я пригласил вас в него.",

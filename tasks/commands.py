@@ -1,44 +1,86 @@
-"""Parsing chat commands: text in, a Command out. Pure, no I/O."""
+"""Chat commands as data: a table of specs, parsing against it, and the help derived from it.
+
+Pure, no I/O. A `CommandSpec` declares everything about one command in one place
+(name, argument rule, help line, handler); the bot's table is `tasks.bot.table.COMMANDS`.
+The handler type is left open here so this module needs nothing from the bot.
+"""
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-COMMANDS: dict[str, str] = {
-    "help": "!help",
-    "new": "!new [name]",
-    "chats": "!chats",
-    "rename": "!rename <name>",
-    "archive": "!archive",
-    "agents": "!agents",
-    "agent": "!agent [id]",
-    "clear": "!clear",
-    "save": "!save [name]",
-    "load": "!load",
-    "context": "!context",
-    "yes": "!yes",
-    "no": "!no",
-}
-NEEDS_ARGUMENT = frozenset({"rename"})
-TAKES_NO_ARGUMENT = frozenset(
-    {"help", "chats", "archive", "agents", "clear", "load", "context", "yes", "no"}
-)
+from tasks.catalogue import Catalogue
+
 MAX_NAME_LENGTH = 80
+H = TypeVar("H", covariant=True)  # a table of handlers is a table of objects
+
+
+class Arg(enum.Enum):
+    """What a command accepts after its name."""
+
+    NONE = "none"  # `!chats`
+    OPTIONAL = "optional"  # `!new [name]`
+    REQUIRED = "required"  # `!rename <name>`
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec(Generic[H]):
+    """One command: `!name`, its argument rule and the catalogue key of its `!help` line.
+
+    `help_key` None leaves the command out of `!help` (`!help` itself; `!no`, which
+    shares the line of `!yes`). `arg_name` is the placeholder shown in the usage.
+    """
+
+    name: str
+    arg: Arg
+    handler: H
+    help_key: str | None = None
+    arg_name: str = "name"
+
+    @property
+    def usage(self) -> str:
+        if self.arg is Arg.NONE:
+            return f"!{self.name}"
+        bracket = "[{}]" if self.arg is Arg.OPTIONAL else "<{}>"
+        return f"!{self.name} " + bracket.format(self.arg_name)
+
+    def accepts(self, argument: str) -> bool:
+        if len(argument) > MAX_NAME_LENGTH:
+            return False
+        if self.arg is Arg.REQUIRED:
+            return bool(argument)
+        if self.arg is Arg.NONE:
+            return not argument
+        return True
+
+
+CommandTable = Mapping[str, CommandSpec[H]]
+
+
+def command_table(specs: Iterable[CommandSpec[H]]) -> dict[str, CommandSpec[H]]:
+    """The specs by name, in declaration order; raises ValueError on a duplicate or bad name."""
+    table: dict[str, CommandSpec[H]] = {}
+    for spec in specs:
+        if spec.name in table:
+            raise ValueError(f"command !{spec.name} is declared twice")
+        if not spec.name.isalpha() or spec.name != spec.name.lower():
+            raise ValueError(f"command name {spec.name!r} must be lower-case letters")
+        table[spec.name] = spec
+    return table
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    name: str  # one of COMMANDS, or the unknown word
+    name: str  # a name in the table, or the unknown word as typed
     argument: str = ""
     known: bool = True
     valid: bool = True
 
-    @property
-    def usage(self) -> str:
-        return COMMANDS.get(self.name, "!help")
 
-
-def parse_command(text: str) -> Command | None:
+def parse_command(text: str, table: CommandTable[object]) -> Command | None:
     """The command in `text`, or None when the text is a message for the agent.
 
     A command is a line starting with `!` followed by a letter; `!!text` is text.
@@ -50,13 +92,20 @@ def parse_command(text: str) -> Command | None:
     word, *rest = stripped[1:].split(maxsplit=1)
     name = word.lower()
     argument = " ".join(rest[0].split()) if rest else ""
-    if name not in COMMANDS:
+    spec = table.get(name)
+    if spec is None:
         return Command(name=word, argument=argument, known=False, valid=False)
-    valid = True
-    if name in NEEDS_ARGUMENT and not argument:
-        valid = False
-    if name in TAKES_NO_ARGUMENT and argument:
-        valid = False
-    if len(argument) > MAX_NAME_LENGTH:
-        valid = False
-    return Command(name=name, argument=argument, valid=valid)
+    return Command(name=name, argument=argument, valid=spec.accepts(argument))
+
+
+def usage_of(command: Command, table: CommandTable[object]) -> str:
+    """The usage line to show for a command typed wrongly (`!help` for an unknown one)."""
+    spec = table.get(command.name)
+    return spec.usage if spec is not None else "!help"
+
+
+def help_text(table: CommandTable[object], t: Catalogue) -> str:
+    """The `!help` answer: one line per help key, in table order."""
+    keys = dict.fromkeys(spec.help_key for spec in table.values() if spec.help_key)
+    lines = "\n".join(f"- {t(key)}" for key in keys)
+    return f"{t('help_header')}\n\n{lines}\n\n{t('help_footer')}"

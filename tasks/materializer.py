@@ -42,6 +42,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from contracts.matrix import (
+    MEDIA_MSGTYPES,
     JsonDict,
     MatrixError,
     MatrixEvent,
@@ -76,7 +77,6 @@ __all__ = [
 
 log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
 
-MEDIA_MSGTYPES = frozenset({"m.file", "m.image", "m.audio", "m.video"})
 # Ties an emitted file to the user message that caused it (content key of the sent event).
 REPLY_TO_KEY = "lambda.surface.reply_to"
 _MIMETYPE = re.compile(

@@ -65,7 +65,7 @@ def apply_plan(store: Store, plan: RebuildPlan) -> None:
         users=plan.users,
         rooms=plan.rooms,
         chats=plan.chats,
-        meta={f"origin:{origin}": room_id for origin, room_id in plan.origins.items()},
+        origins=plan.origins,
         sequence_floor=plan.sequence_floor,
     )
 

@@ -31,7 +31,6 @@ from contracts.matrix import (
 from contracts.metrics import Metrics, NullMetrics
 from contracts.state import RoomType
 from contracts.store import LedgerEntry, Store
-from tasks.bot import INVITE_EVENT_TYPE, invite_entry_id
 from tasks.catchup import find_unanswered, is_user_message
 from tasks.readiness import Readiness
 
@@ -44,27 +43,9 @@ TIMELINE_LIMIT = 50
 MAX_BACKFILL_PAGES = 20
 
 
-def ledger_entry(event: MatrixEvent) -> LedgerEntry:
-    return LedgerEntry(
-        event_id=event.event_id,
-        room_id=event.room_id,
-        sender=event.sender,
-        type=event.type,
-        content=event.content,
-        origin_server_ts=event.origin_server_ts,
-        state_key=event.state_key,
-    )
-
-
 def invite_entries(batch: SyncBatch) -> list[LedgerEntry]:
     return [
-        LedgerEntry(
-            event_id=invite_entry_id(room.room_id),
-            room_id=room.room_id,
-            sender=room.inviter,
-            type=INVITE_EVENT_TYPE,
-            content={"is_direct": room.is_direct},
-        )
+        LedgerEntry.invite(room.room_id, inviter=room.inviter, is_direct=room.is_direct)
         for room in batch.invited.values()
         if room.inviter
     ]
@@ -244,12 +225,12 @@ class SyncTask:
         entries = invite_entries(batch)
         for room_id, room in batch.joined.items():
             if initial:
-                entries.extend(ledger_entry(e) for e in await self._catch_up(room_id, room))
+                entries.extend(LedgerEntry.of_event(e) for e in await self._catch_up(room_id, room))
             else:
                 messages = live_messages(room, self._matrix.user_id)
                 if room.limited:
                     messages = await self._fill_gap(room, messages)
-                entries.extend(ledger_entry(e) for e in messages)
+                entries.extend(LedgerEntry.of_event(e) for e in messages)
         new = self._store.record_batch(entries, batch.next_batch)
         if entries:
             log.info(

@@ -13,13 +13,14 @@ from contracts.markers import REPLY_TO_FIELD, ROOM_MARKER_TYPE, SPACE_MARKER_TYP
 from contracts.matrix import JsonDict, MatrixUnreachable
 from contracts.registry import AgentEntry, AgentRegistry
 from contracts.state import RoomRecord
-from contracts.store import LedgerEntry
+from contracts.store import INVITE_ENTRY_TYPE, LedgerEntry
 from runtime.platforms.echo import EchoPlatform
 from runtime.store import SqliteStore
-from tasks.bot import INVITE_EVENT_TYPE, BotConfig, SurfaceBot, invite_entry_id
+from tasks.bot import BotConfig, SurfaceBot
+from tasks.bot.table import COMMANDS
 from tasks.catalogue import Catalogue
+from tasks.commands import help_text
 from tasks.sequence import PlatformChatSequence
-from tasks.sync import ledger_entry
 from tasks.turns import TurnStreamer
 
 ALICE = "@alice:example.org"
@@ -64,13 +65,7 @@ class Surface:
     async def invite(self, user_id: str = ALICE) -> LedgerEntry:
         """`user_id` invites the bot to a DM; the bot handles the invite."""
         room_id = self.matrix.add_invite(user_id)
-        entry = LedgerEntry(
-            event_id=invite_entry_id(room_id),
-            room_id=room_id,
-            sender=user_id,
-            type=INVITE_EVENT_TYPE,
-            content={"is_direct": True},
-        )
+        entry = LedgerEntry.invite(room_id, inviter=user_id, is_direct=True)
         await self.bot.handle(entry)
         return entry
 
@@ -84,7 +79,7 @@ class Surface:
     async def send(self, room_id: str, text: str, *, sender: str = ALICE, **extra: object) -> str:
         """A user message arrives and is handled; returns its event id."""
         event = self.matrix.add_message(room_id, sender, text, **extra)
-        await self.bot.handle(ledger_entry(event))
+        await self.bot.handle(LedgerEntry.of_event(event))
         return event.event_id
 
     def chat(self, user_id: str, chat_id: str) -> RoomRecord:
@@ -224,7 +219,7 @@ async def test_rehandling_an_invite_creates_nothing_new(surface: Surface) -> Non
             event_id=dm.event_id,
             room_id=dm.room_id,
             sender=ALICE,
-            type=INVITE_EVENT_TYPE,
+            type=INVITE_ENTRY_TYPE,
             content={},
         )
     )
@@ -251,7 +246,7 @@ async def test_help_lists_the_commands(surface: Surface) -> None:
 
     asked = await surface.send(room.room_id, "!help")
 
-    assert surface.answer(room.room_id, asked) == t("help")
+    assert surface.answer(room.room_id, asked) == help_text(COMMANDS, t)
 
 
 async def test_new_creates_the_next_chat_with_a_fresh_platform_chat(surface: Surface) -> None:
@@ -289,10 +284,10 @@ async def test_new_without_a_name_numbers_the_chat(surface: Surface) -> None:
 async def test_new_rehandled_after_a_crash_creates_no_second_room(surface: Surface) -> None:
     first = await surface.onboard()
     event = surface.matrix.add_message(first.room_id, ALICE, "!new")
-    await surface.bot.handle(ledger_entry(event))
+    await surface.bot.handle(LedgerEntry.of_event(event))
     created = list(surface.matrix.created)
 
-    await surface.bot.handle(ledger_entry(event))
+    await surface.bot.handle(LedgerEntry.of_event(event))
 
     assert surface.matrix.created == created
     assert len(surface.answers(first.room_id, event.event_id)) == 1
@@ -310,8 +305,8 @@ async def test_new_retried_after_the_space_link_failed_creates_one_room(surface:
     surface.matrix.fail["send_state"] = [MatrixUnreachable("502 while linking")]
 
     with pytest.raises(MatrixUnreachable):
-        await surface.bot.handle(ledger_entry(event))
-    await surface.bot.handle(ledger_entry(event))
+        await surface.bot.handle(LedgerEntry.of_event(event))
+    await surface.bot.handle(LedgerEntry.of_event(event))
 
     assert len(surface.matrix.created) == created + 1
     second = surface.chat(ALICE, "C2")
@@ -528,6 +523,19 @@ async def test_bad_arguments_get_the_usage(surface: Surface, text: str, usage: s
     assert surface.answer(room.room_id, asked) == t("usage", usage=usage)
 
 
+@pytest.mark.parametrize("text", ["!save", "!load", "!agent", "hello"])
+async def test_a_room_without_an_agent_explains_how_to_choose_one(
+    surface: Surface, text: str
+) -> None:
+    room = await surface.onboard()
+    surface.store.put_room(room.model_copy(update={"agent_id": None}))
+
+    asked = await surface.send(room.room_id, text)
+
+    assert surface.answer(room.room_id, asked) == t("agent_none", id=None)
+    assert surface.platform.turns_seen == []
+
+
 # -- messages -----------------------------------------------------------------------------
 
 
@@ -550,8 +558,8 @@ async def test_rehandling_a_message_sends_no_second_reply(surface: Surface) -> N
     room = await surface.onboard()
     event = surface.matrix.add_message(room.room_id, ALICE, "once")
 
-    await surface.bot.handle(ledger_entry(event))
-    await surface.bot.handle(ledger_entry(event))
+    await surface.bot.handle(LedgerEntry.of_event(event))
+    await surface.bot.handle(LedgerEntry.of_event(event))
 
     assert len(surface.answers(room.room_id, event.event_id)) == 1
 

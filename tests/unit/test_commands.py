@@ -1,4 +1,4 @@
-"""parse_command: which texts are commands, with which argument, and which are for the agent."""
+"""The command table: which texts are commands (parse_command), their usage and `!help`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.commands import COMMANDS, MAX_NAME_LENGTH, Command, parse_command
+from tasks.bot.table import COMMANDS
+from tasks.catalogue import CATALOGUES, Catalogue
+from tasks.commands import (
+    MAX_NAME_LENGTH,
+    Arg,
+    Command,
+    CommandSpec,
+    command_table,
+    help_text,
+    parse_command,
+    usage_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -36,7 +47,7 @@ from tasks.commands import COMMANDS, MAX_NAME_LENGTH, Command, parse_command
     ],
 )
 def test_parse_command_table(text: str, expected: Command) -> None:
-    assert parse_command(text) == expected
+    assert parse_command(text, COMMANDS) == expected
 
 
 @pytest.mark.parametrize(
@@ -52,12 +63,86 @@ def test_parse_command_table(text: str, expected: Command) -> None:
     ],
 )
 def test_text_for_the_agent_is_not_a_command(text: str) -> None:
-    assert parse_command(text) is None
+    assert parse_command(text, COMMANDS) is None
 
 
 def test_usage_names_the_command_syntax() -> None:
-    assert Command("rename", valid=False).usage == "!rename <name>"
-    assert Command("frobnicate", known=False, valid=False).usage == "!help"
+    assert usage_of(Command("rename", valid=False), COMMANDS) == "!rename <name>"
+    assert usage_of(Command("frobnicate", known=False, valid=False), COMMANDS) == "!help"
+
+
+@pytest.mark.parametrize(
+    ("name", "usage"),
+    [
+        ("help", "!help"),
+        ("new", "!new [name]"),
+        ("chats", "!chats"),
+        ("rename", "!rename <name>"),
+        ("archive", "!archive"),
+        ("agents", "!agents"),
+        ("agent", "!agent [id]"),
+        ("clear", "!clear"),
+        ("save", "!save [name]"),
+        ("load", "!load"),
+        ("context", "!context"),
+        ("yes", "!yes"),
+        ("no", "!no"),
+    ],
+)
+def test_the_table_declares_each_commands_usage(name: str, usage: str) -> None:
+    assert COMMANDS[name].usage == usage
+
+
+def test_a_command_declared_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        command_table([CommandSpec("ping", Arg.NONE, None), CommandSpec("ping", Arg.NONE, None)])
+
+
+def test_a_command_name_must_be_lower_case_letters() -> None:
+    with pytest.raises(ValueError, match="lower-case"):
+        command_table([CommandSpec("Ping", Arg.NONE, None)])
+
+
+@pytest.mark.parametrize("locale", sorted(CATALOGUES))
+def test_every_help_line_of_the_table_is_in_every_catalogue(locale: str) -> None:
+    keys = {spec.help_key for spec in COMMANDS.values() if spec.help_key}
+
+    assert keys <= set(CATALOGUES[locale])
+    assert {"help_header", "help_footer"} <= set(CATALOGUES[locale])
+
+
+# The `!help` text as it was written by hand before it was made from the table.
+EN_HELP_LINES = [
+    "- `!new [name]` — start a new chat room",
+    "- `!chats` — list your chats",
+    "- `!rename <name>` — rename this chat",
+    "- `!archive` — archive this chat (asks `!yes`/`!no`)",
+    "- `!agents` — list the agents",
+    "- `!agent [id]` — show or switch the agent of this chat",
+    "- `!clear` — start this chat's context afresh (asks `!yes`/`!no`)",
+    "- `!save [name]` — save a snapshot of this chat's context",
+    "- `!load` — list snapshots; answer with a number to load one",
+    "- `!context` — what this chat is bound to",
+    "- `!yes` / `!no` — answer a question",
+]
+
+
+def test_help_is_made_from_the_table_one_line_per_help_key() -> None:
+    header, lines, footer = help_text(COMMANDS, Catalogue("en")).split("\n\n")
+
+    assert (header, footer) == ("**Commands**", "Anything else goes to the agent.")
+    listed = lines.split("\n")
+    assert [line for line in listed if line in EN_HELP_LINES] == EN_HELP_LINES, "same order"
+    assert len(listed) == len({spec.help_key for spec in COMMANDS.values() if spec.help_key})
+
+
+def test_help_in_russian_uses_the_russian_lines() -> None:
+    text = help_text(COMMANDS, Catalogue("ru"))
+
+    assert text.startswith("**Команды**\n\n- `!new [имя]` — новый чат\n")
+    assert "\n- `!yes` / `!no` — ответ на вопрос\n" in text
+    assert text.endswith("\n\nВсё остальное уходит агенту.")
+    assert text.count("\n- ") == len({s.help_key for s in COMMANDS.values() if s.help_key})
 
 
 command_like = st.builds(
@@ -71,7 +156,7 @@ command_like = st.builds(
 @settings(max_examples=400)
 @given(st.one_of(st.text(), command_like))
 def test_parse_command_never_raises_and_names_are_known_or_marked_unknown(text: str) -> None:
-    command = parse_command(text)
+    command = parse_command(text, COMMANDS)
 
     if command is None:
         return

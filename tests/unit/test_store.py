@@ -559,15 +559,30 @@ def test_apply_rebuild_writes_everything_in_one_go(store: Store) -> None:
         users=[UserRecord(matrix_user_id=ALICE, next_chat_index=2)],
         rooms=[room],
         chats=[],
-        meta={"origin:$invite": "!c1:x"},
+        origins={"$invite": "!c1:x"},
         sequence_floor=42,
     )
 
     assert store.get_user(ALICE) == UserRecord(matrix_user_id=ALICE, next_chat_index=2)
     assert store.get_room("!c1:x") == room
     assert [c.chat_id for c in store.list_chats(ALICE)] == ["C1"]
-    assert store.get_meta("origin:$invite") == "!c1:x"
+    assert store.room_origin("$invite") == "!c1:x"
     assert store.sequence_state().next_value == 42
+
+
+def test_a_room_origin_is_found_by_its_trigger_only(store: Store) -> None:
+    store.set_room_origin("$new", "!c2:x")
+
+    assert store.room_origin("$new") == "!c2:x"
+    assert store.room_origin("$other") is None
+
+
+def test_room_origins_written_before_the_typed_methods_are_still_found(tmp_path: Path) -> None:
+    # Databases of earlier versions hold origins as `origin:<event id>` meta rows.
+    with SqliteStore(tmp_path / "state.db") as store:
+        store.set_meta("origin:$invite", "!c1:x")
+
+        assert store.room_origin("$invite") == "!c1:x"
 
 
 def test_apply_rebuild_failing_midway_writes_nothing(tmp_path: Path) -> None:
@@ -580,12 +595,12 @@ def test_apply_rebuild_failing_midway_writes_nothing(tmp_path: Path) -> None:
             users=[UserRecord(matrix_user_id=ALICE, next_chat_index=3)],
             rooms=[_chat_room("!ok:x", "C1"), _chat_room("!boom:x", "C2")],
             chats=[],
-            meta={"origin:$e": "!ok:x"},
+            origins={"$e": "!ok:x"},
             sequence_floor=99,
         )
 
     with SqliteStore(path) as reopened:
         assert reopened.get_user(ALICE) is None
         assert reopened.list_rooms() == []
-        assert reopened.get_meta("origin:$e") is None
+        assert reopened.room_origin("$e") is None
         assert reopened.sequence_state().next_value == 1

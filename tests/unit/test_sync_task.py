@@ -16,14 +16,14 @@ from contracts.matrix import MatrixAuthError, MatrixRateLimited, MatrixUnreachab
 from contracts.platform import PlatformEvent, UserTurn
 from contracts.registry import AgentEntry, AgentRegistry
 from contracts.state import RoomRecord, RoomType
-from contracts.store import LedgerEntry
+from contracts.store import INVITE_ENTRY_TYPE, LedgerEntry, invite_entry_id
 from runtime.platforms.echo import EchoPlatform
 from runtime.store import SqliteStore
-from tasks.bot import INVITE_EVENT_TYPE, BotConfig, SurfaceBot, invite_entry_id
+from tasks.bot import BotConfig, SurfaceBot
 from tasks.catalogue import Catalogue
 from tasks.readiness import Readiness
 from tasks.sequence import PlatformChatSequence
-from tasks.sync import SyncTask, ledger_entry
+from tasks.sync import SyncTask
 from tasks.turns import TurnStreamer
 
 ALICE = "@alice:example.org"
@@ -139,7 +139,9 @@ async def test_pending_entries_are_handled_first_on_start(
     store: SqliteStore, matrix: FakeMatrix
 ) -> None:
     room_id = await matrix.create_room(name="chat")
-    left_over = [ledger_entry(matrix.add_message(room_id, ALICE, f"old {n}")) for n in (1, 2)]
+    left_over = [
+        LedgerEntry.of_event(matrix.add_message(room_id, ALICE, f"old {n}")) for n in (1, 2)
+    ]
     store.record_batch(left_over, matrix.sync_token())  # recorded, then the bot crashed
     matrix.add_message(room_id, ALICE, "new")
     recorder = Recorder(store)
@@ -180,7 +182,7 @@ async def test_an_invite_is_recorded_as_an_invite_entry(
         await recorder.wait_for(1)
 
     [entry] = recorder.handled
-    assert (entry.type, entry.event_id) == (INVITE_EVENT_TYPE, invite_entry_id(dm))
+    assert (entry.type, entry.event_id) == (INVITE_ENTRY_TYPE, invite_entry_id(dm))
     assert (entry.room_id, entry.sender) == (dm, ALICE)
     assert entry.content == {"is_direct": True}
 
@@ -232,7 +234,7 @@ async def test_a_limited_timeline_is_filled_back_to_the_last_known_event(
     store: SqliteStore, matrix: FakeMatrix
 ) -> None:
     room_id = await matrix.create_room(name="chat")
-    handled_before = ledger_entry(matrix.add_message(room_id, ALICE, "handled before"))
+    handled_before = LedgerEntry.of_event(matrix.add_message(room_id, ALICE, "handled before"))
     store.record_batch([handled_before], matrix.sync_token())
     store.mark_done(handled_before.event_id)
     for n in range(70):  # more than one sync's timeline window

@@ -1,0 +1,57 @@
+"""PendingAnswers: what a room waits for (a `!yes`/`!no` question or a `!load` choice)."""
+
+from __future__ import annotations
+
+from contracts.platform import Snapshot
+from tasks.bot.pending import PendingAnswers
+
+SNAP = Snapshot(snapshot_id="1", name="first", created_at="2026-01-01", turns=3)
+
+
+async def test_a_question_is_waited_for_in_its_room_only() -> None:
+    pending = PendingAnswers()
+
+    pending.ask("!a:x", "archive")
+
+    waiting = pending.get("!a:x")
+    assert waiting is not None
+    assert waiting.question == "archive"
+    assert pending.get("!b:x") is None
+
+
+async def test_take_returns_the_question_and_stops_waiting() -> None:
+    pending = PendingAnswers()
+    pending.ask("!a:x", "clear")
+
+    taken = pending.take("!a:x")
+
+    assert taken is not None
+    assert taken.question == "clear"
+    assert pending.get("!a:x") is None
+
+
+async def test_snapshots_replace_a_question() -> None:
+    pending = PendingAnswers()
+    pending.ask("!a:x", "archive")
+
+    pending.offer_snapshots("!a:x", [SNAP])
+
+    waiting = pending.get("!a:x")
+    assert waiting is not None
+    assert (waiting.question, waiting.snapshots) == (None, (SNAP,))
+
+
+async def test_an_expired_question_is_not_answered() -> None:
+    pending = PendingAnswers(ttl=-1.0)  # everything is already too old
+    pending.ask("!a:x", "archive")
+
+    assert pending.take("!a:x") is None
+    assert not pending.discard("!a:x"), "the expired question was dropped"
+
+
+async def test_discard_says_whether_the_room_was_waiting() -> None:
+    pending = PendingAnswers()
+    pending.ask("!a:x", "clear")
+
+    assert pending.discard("!a:x")
+    assert not pending.discard("!a:x")
