@@ -1,24 +1,44 @@
-"""The composition root: real implementations wired into the supervised tasks."""
+"""The composition root: the real implementations wired into the supervised tasks.
+
+Read it top to bottom:
+
+- `build_runtime` opens what the bot holds on one AsyncExitStack (SQLite store,
+  Matrix session, agent connections, the materializer's queue), so whatever fails,
+  everything opened so far closes, in reverse order; then it wires the parts into a
+  `Runtime`.
+- `Runtime` lists the supervised tasks in start order and owns their supervisor::
+
+      http -> reconcile (one-shot) -> platform_pool -> materializer -> sync
+
+  Reconciliation hands the sync task the batch to catch up from with
+  ``task_status.started(batch)`` (``TaskSpec.takes_from``, runtime/reconciliation.py);
+  the sync task reports started only once caught up, so ``/ready`` is the
+  supervisor's own readiness (every task started, not shutting down).
+- `run_bot` / `run` run that supervisor on asyncio or trio.
+
+Task bodies live with their tasks (tasks/, runtime/reconciliation.py); nothing here
+changes after it is built.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import anyio
 import structlog
 
-from contracts.matrix import MatrixAuthError, MatrixPort, MatrixUnreachable, SyncBatch
-from contracts.platform import PlatformClient
+from contracts.matrix import MatrixAuthError, MatrixPort, MatrixUnreachable
 from contracts.registry import AgentRegistry, builtin_registry, load_registry
 from runtime.http import HealthServer
 from runtime.matrix.snapshot import SnapshotPrefetch
 from runtime.metrics import PrometheusMetrics
 from runtime.platforms.echo import EchoPlatform
 from runtime.platforms.router import AgentRouter
+from runtime.reconciliation import Reconciliation
 from runtime.settings import Settings
 from runtime.store import SqliteStore
 from runtime.supervisor import RestartPolicy, Supervisor, SupervisorConfig, TaskSpec
@@ -29,8 +49,6 @@ from tasks.catalogue import Catalogue
 from tasks.materializer import Materializer
 from tasks.media import MediaBridge
 from tasks.platform_pool import PlatformPool
-from tasks.readiness import Readiness
-from tasks.reconcile import reconcile, snapshot_window
 from tasks.replies import Replier
 from tasks.sequence import PlatformChatSequence
 from tasks.sync import SyncTask
@@ -103,23 +121,21 @@ async def close_platforms(router: AgentRouter) -> None:
 
 @dataclass
 class Runtime:
-    """Everything one running bot holds; built by `build_runtime`."""
+    """One wired bot and the supervisor of its tasks; built and closed by `build_runtime`."""
 
     settings: Settings
     store: SqliteStore
     matrix: MatrixPort
-    platform: PlatformClient
-    pool: PlatformPool
     registry: AgentRegistry
-    bot: SurfaceBot
-    readiness: Readiness
-    metrics: PrometheusMetrics
+    pool: PlatformPool
     materializer: Materializer
-    supervisor: Supervisor | None = None
-    initial_batch: SyncBatch | None = None
+    bot: SurfaceBot
+    metrics: PrometheusMetrics
     prefetch: SnapshotPrefetch | None = None
+    install_signal_handlers: bool = False
     http: HealthServer = field(init=False)
     sync: SyncTask = field(init=False)
+    supervisor: Supervisor = field(init=False)
 
     def __post_init__(self) -> None:
         host, port = self.settings.http_host_port
@@ -128,71 +144,44 @@ class Runtime:
             store=self.store,
             matrix=self.matrix,
             handler=self.bot.handle,
-            readiness=self.readiness,
             concurrency=self.settings.surface_room_concurrency,
             metrics=self.metrics,
-            initial_batch=self.take_initial_batch,
         )
-
-    async def reconcile_task(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        snapshot = await self._prefetched_snapshot()
-        _report, batch = await reconcile(self.store, self.matrix, snapshot=snapshot)
-        if self.store.checkpoint() is None:
-            self.initial_batch = batch  # the sync task catches up from it
-        self.readiness.reconciled = True
-        task_status.started()
-
-    async def _prefetched_snapshot(self) -> SyncBatch | None:
-        """The answer of the sync sent before the imports, if it fits (runtime/matrix/snapshot.py).
-
-        Taken once: a reconciliation restarted by the supervisor asks afresh.
-        """
-        prefetch, self.prefetch = self.prefetch, None
-        if prefetch is None:
-            return None
-        window = snapshot_window(fresh=self.store.checkpoint() is None)
-        user_id = self.matrix.user_id
-        body = await anyio.to_thread.run_sync(
-            lambda: prefetch.take(user_id=user_id, timeline_limit=window),
-            abandon_on_cancel=True,
+        reconciliation = Reconciliation(self.store, self.matrix, self.prefetch)
+        self.supervisor = Supervisor(
+            [
+                TaskSpec("http", self.http.run, RestartPolicy.PERMANENT),
+                TaskSpec(
+                    "reconcile",
+                    reconciliation.run,
+                    RestartPolicy.TRANSIENT,
+                    one_shot=True,
+                    start_timeout=600,
+                ),
+                TaskSpec("platform_pool", self.pool.run, RestartPolicy.PERMANENT),
+                TaskSpec("materializer", self.materializer.run, RestartPolicy.PERMANENT),
+                TaskSpec(
+                    "sync",
+                    self.sync.run,
+                    RestartPolicy.PERMANENT,
+                    start_timeout=600,
+                    takes_from="reconcile",
+                ),
+            ],
+            SupervisorConfig(),
+            install_signal_handlers=self.install_signal_handlers,
         )
-        if body is None:
-            return None
-        from runtime.matrix.parse import sync_batch_from_json  # loaded by connect_matrix already
-
-        return sync_batch_from_json(body, user_id)
-
-    def take_initial_batch(self) -> SyncBatch | None:
-        batch, self.initial_batch = self.initial_batch, None
-        return batch
-
-    def specs(self) -> list[TaskSpec]:
-        return [
-            TaskSpec("http", self.http.run, RestartPolicy.PERMANENT),
-            TaskSpec(
-                "reconcile",
-                self.reconcile_task,
-                RestartPolicy.TRANSIENT,
-                one_shot=True,
-                start_timeout=600,
-            ),
-            TaskSpec("platform_pool", self.pool.run, RestartPolicy.PERMANENT),
-            TaskSpec("materializer", self.materializer.run, RestartPolicy.PERMANENT),
-            TaskSpec("sync", self.sync.run, RestartPolicy.PERMANENT, start_timeout=600),
-        ]
 
     def is_ready(self) -> bool:
-        ready = self.readiness.ready
+        """``/ready``: every task started (the sync task once caught up), not stopping."""
+        ready = self.supervisor.statistics().ready
         self.metrics.set_ready(ready)
         return ready
 
     def render_metrics(self) -> bytes:
-        if self.supervisor is not None:
-            stats = self.supervisor.statistics()
-            self.metrics.set_restarts({name: t.restarts for name, t in stats.tasks.items()})
-        self.metrics.set_ready(self.readiness.ready)
+        stats = self.supervisor.statistics()
+        self.metrics.set_restarts({name: t.restarts for name, t in stats.tasks.items()})
+        self.metrics.set_ready(stats.ready)
         return self.metrics.render()
 
 
@@ -204,76 +193,66 @@ async def build_runtime(
     registry: AgentRegistry | None = None,
     echo: EchoPlatform | None = None,
     prefetch: SnapshotPrefetch | None = None,
+    install_signal_handlers: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Open the store, log in, and wire the tasks. Closes what it opened on exit."""
     registry = registry or load_agents(settings)
-    store = SqliteStore(settings.matrix_db_path)
-    try:
+    async with AsyncExitStack() as opened:
+        store = opened.enter_context(SqliteStore(settings.matrix_db_path))
         matrix = await connect_matrix(settings, backend)
-        try:
-            metrics = PrometheusMetrics()
-            readiness = Readiness()
-            router = AgentRouter(
-                registry, echo=echo or EchoPlatform(workspace=settings.surface_workspace_dir)
-            )
-            pool = PlatformPool(router)
-            metrics.gauge_source(
-                "surface_platform_pool",
-                "Platform connection pool statistics",
-                lambda: {k: float(v) for k, v in vars(pool.statistics()).items()},
-            )
-            catalogue = Catalogue(settings.surface_locale)
-            sequence = PlatformChatSequence(store, matrix)
-            materializer = Materializer(
+        opened.push_async_callback(close_matrix, matrix)
+        metrics = PrometheusMetrics()
+        router = AgentRouter(
+            registry, echo=echo or EchoPlatform(workspace=settings.surface_workspace_dir)
+        )
+        opened.push_async_callback(close_platforms, router)
+        pool = PlatformPool(router)
+        metrics.gauge_source(
+            "surface_platform_pool",
+            "Platform connection pool statistics",
+            lambda: {k: float(v) for k, v in vars(pool.statistics()).items()},
+        )
+        catalogue = Catalogue(settings.surface_locale)
+        sequence = PlatformChatSequence(store, matrix)
+        materializer = Materializer(
+            matrix,
+            FsWorkspace(settings.surface_workspace_dir),
+            max_upload_bytes=settings.surface_max_upload_bytes,
+            uploads=store,
+        )
+        opened.enter_context(materializer)
+        media = MediaBridge(materializer.send_job, AttachmentStaging(), Replier(matrix), catalogue)
+        bot = SurfaceBot(
+            store=store,
+            matrix=matrix,
+            platform=pool,
+            registry=registry,
+            sequence=sequence,
+            catalogue=catalogue,
+            config=BotConfig(is_allowed=settings.is_allowed),
+            on_media=media.on_media,
+            take_attachments=media.take_attachments,
+            streamer=TurnStreamer(
                 matrix,
-                FsWorkspace(settings.surface_workspace_dir),
-                max_upload_bytes=settings.surface_max_upload_bytes,
-                uploads=store,
-            )
-            media = MediaBridge(
-                materializer.send_job, AttachmentStaging(), Replier(matrix), catalogue
-            )
-            bot = SurfaceBot(
-                store=store,
-                matrix=matrix,
-                platform=pool,
-                registry=registry,
-                sequence=sequence,
-                catalogue=catalogue,
-                config=BotConfig(is_allowed=settings.is_allowed),
-                on_media=media.on_media,
-                take_attachments=media.take_attachments,
-                streamer=TurnStreamer(
-                    matrix,
-                    pool,
-                    catalogue,
-                    edit_interval=settings.surface_stream_edit_interval,
-                    on_file=media.on_file,
-                    metrics=metrics,
-                ),
-            )
-            runtime = Runtime(
-                settings=settings,
-                store=store,
-                matrix=matrix,
-                platform=router,
-                pool=pool,
-                registry=registry,
-                bot=bot,
-                readiness=readiness,
+                pool,
+                catalogue,
+                edit_interval=settings.surface_stream_edit_interval,
+                on_file=media.on_file,
                 metrics=metrics,
-                materializer=materializer,
-                prefetch=prefetch,
-            )
-            try:
-                with materializer:
-                    yield runtime
-            finally:
-                await close_platforms(router)
-        finally:
-            await close_matrix(matrix)
-    finally:
-        store.close()
+            ),
+        )
+        yield Runtime(
+            settings=settings,
+            store=store,
+            matrix=matrix,
+            registry=registry,
+            pool=pool,
+            materializer=materializer,
+            bot=bot,
+            metrics=metrics,
+            prefetch=prefetch,
+            install_signal_handlers=install_signal_handlers,
+        )
 
 
 async def run_bot(
@@ -286,19 +265,19 @@ async def run_bot(
 ) -> None:
     """Run the bot until a shutdown signal. Raises SupervisorError on fatal task failure."""
     async with build_runtime(
-        settings, backend=backend, registry=registry, prefetch=prefetch
+        settings,
+        backend=backend,
+        registry=registry,
+        prefetch=prefetch,
+        install_signal_handlers=install_signal_handlers,
     ) as runtime:
-        supervisor = Supervisor(
-            runtime.specs(), SupervisorConfig(), install_signal_handlers=install_signal_handlers
-        )
-        runtime.supervisor = supervisor
         log.info(
             "bot.starting",
             user_id=runtime.matrix.user_id,
             backend=backend,
             agents=[a.id for a in runtime.registry],
         )
-        await supervisor.run()
+        await runtime.supervisor.run()
         log.info("bot.stopped")
 
 

@@ -7,6 +7,10 @@ through ``task_status.started()``, restarts crashed tasks according to their
 when a task crashes too often, and shuts down gracefully on request (a second
 request forces).
 
+A one-shot task can hand a value to a later task: what it passes to
+``task_status.started(value)`` goes, once, to the first run of the task whose
+spec names it in ``takes_from`` (see :class:`TaskSpec`). Nothing else is shared.
+
 Which failures are retried and which are fatal:
 
 - a task that crashes *after* it reported ready is restarted according to its
@@ -137,7 +141,8 @@ class TaskSpec:
     """One supervised task.
 
     ``func`` is called as ``await func(task_status=status)`` and must call
-    ``status.started()`` once it is truly ready (a one-shot task need not).
+    ``status.started()`` once it is truly ready (a one-shot task need not). With
+    ``takes_from`` it is called as ``await func(value, task_status=status)``.
     """
 
     name: str
@@ -150,6 +155,11 @@ class TaskSpec:
     """Seconds the task may take to call ``task_status.started()``."""
     required: bool = False
     """A crash that the policy does not restart stops the supervisor."""
+    takes_from: str | None = None
+    """The name of an earlier-listed one-shot task. Its value (what it passed to
+    ``task_status.started(value)``; None if it passed nothing) is the first
+    argument of this task's first run. Handed over once and not kept: restarts
+    get None, so a large value is freed once the first run dropped it."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -292,16 +302,18 @@ def cleanup_scope(timeout: float | None = None) -> anyio.CancelScope:
 
 
 class _Readiness:
-    """The ``task_status`` a supervised task receives."""
+    """The ``task_status`` a supervised task receives; keeps the value it was given."""
 
     def __init__(self, on_ready: Callable[[], None]) -> None:
         self._on_ready = on_ready
         self.called = False
+        self.value: object = None
 
-    def started(self, value: None = None) -> None:
+    def started(self, value: object = None) -> None:
         if self.called:
             raise RuntimeError("task_status.started() called twice")
         self.called = True
+        self.value = value
         self._on_ready()
 
 
@@ -319,6 +331,8 @@ class _Exit:
     error: Exception | None
     ready_at: float | None
     """Clock time when the task reported ready, ``None`` if it never did."""
+    value: object = None
+    """What the task passed to ``task_status.started()``."""
 
 
 class Supervisor:
@@ -348,12 +362,21 @@ class Supervisor:
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"task names must be unique, repeated: {', '.join(duplicates)}")
+        for index, spec in enumerate(specs):
+            producer = next((s for s in specs[:index] if s.name == spec.takes_from), None)
+            if spec.takes_from is not None and (producer is None or not producer.one_shot):
+                raise ValueError(
+                    f"{spec.name!r} takes_from {spec.takes_from!r}, "
+                    "which must be a one-shot task listed before it"
+                )
         self._specs = tuple(specs)
         self._config = config
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._install_signal_handlers = install_signal_handlers
         self._records = {spec.name: _TaskRecord() for spec in self._specs}
+        self._handed_on = {spec.takes_from for spec in self._specs if spec.takes_from}
+        self._handoffs: dict[str, object] = {}
         self._grace = _GracePeriod(config.cleanup_timeout)
         self._tasks_scope: anyio.CancelScope | None = None
         self._ran = False
@@ -505,6 +528,8 @@ class Supervisor:
                     if spec.one_shot and exit_.error is None:
                         record.state = "done"
                         log.info("task.done", task=spec.name)
+                        if spec.name in self._handed_on:
+                            self._handoffs[spec.name] = exit_.value
                         report_ready()
                         return
                     record.state = "failed"
@@ -557,6 +582,12 @@ class Supervisor:
             record.state = "stopped"
             raise
 
+    def _handoff_for(self, spec: TaskSpec) -> tuple[object, ...]:
+        """The arguments of a run of ``spec`` before ``task_status`` (see TaskSpec.takes_from)."""
+        if spec.takes_from is None:
+            return ()
+        return (self._handoffs.pop(spec.takes_from, None),)
+
     async def _run_once(
         self, spec: TaskSpec, record: _TaskRecord, report_ready: Callable[[], None]
     ) -> _Exit:
@@ -576,8 +607,10 @@ class Supervisor:
                 log.info("task.started", task=spec.name)
                 report_ready()
 
+            status = _Readiness(on_ready)
             try:
-                await spec.func(task_status=_Readiness(on_ready))
+                # No local keeps the handed-on value: the task alone decides how long it lives.
+                await spec.func(*self._handoff_for(spec), task_status=status)
             except Exception as exc:
                 return _Exit(error=exc, ready_at=ready_at)
         if start_scope.cancelled_caught:
@@ -586,7 +619,7 @@ class Supervisor:
                 error=TimeoutError(f"did not {what} within {spec.start_timeout:g}s"),
                 ready_at=None,
             )
-        return _Exit(error=None, ready_at=ready_at)
+        return _Exit(error=None, ready_at=ready_at, value=status.value)
 
 
 def _startup_failure(spec: TaskSpec, error: Exception | None) -> StartupFailed:

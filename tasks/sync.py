@@ -5,6 +5,10 @@ in one transaction (ledger); an event is marked done after it was handled; on
 start, pending entries from before a crash are handled first. One room's
 events run in order; different rooms run concurrently, bounded.
 
+Readiness: ``run`` reports started once caught up: pending entries resubmitted,
+the initial batch (reconciliation's snapshot, handed on by the supervisor after a
+fresh start) recorded, and one zero-timeout sync recorded; then it long-polls.
+
 Errors: MatrixUnreachable / MatrixRateLimited are retried here with backoff
 (our own loop, not nio's sync_forever); MatrixAuthError propagates (fatal).
 """
@@ -32,7 +36,6 @@ from contracts.metrics import Metrics, NullMetrics
 from contracts.state import RoomType
 from contracts.store import LedgerEntry, Store
 from tasks.catchup import find_unanswered, is_user_message
-from tasks.readiness import Readiness
 
 log = structlog.get_logger(__name__)
 
@@ -156,25 +159,25 @@ class SyncTask:
         store: Store,
         matrix: MatrixPort,
         handler: Handler,
-        readiness: Readiness,
         concurrency: int = 32,
         metrics: Metrics | None = None,
-        initial_batch: Callable[[], SyncBatch | None] = lambda: None,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
         self._matrix = matrix
         self._handler = handler
-        self._readiness = readiness
         self._concurrency = concurrency
         self._metrics = metrics or NullMetrics()
-        self._initial_batch = initial_batch
         self._rng = rng or random.Random()
         self.dispatcher: RoomDispatcher | None = None
 
     async def run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self,
+        initial: SyncBatch | None = None,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
+        """Sync until cancelled; ``initial`` is a batch to catch up from (see the module doc)."""
         async with anyio.create_task_group() as tg:
             dispatcher = RoomDispatcher(
                 tg,
@@ -189,13 +192,15 @@ class SyncTask:
                 log.info("sync.resume_pending", count=len(pending))
             for entry in pending:
                 dispatcher.submit(entry)
-            initial = self._initial_batch()
             if initial is not None:
                 await self.ingest(initial, dispatcher, initial=True)
-            task_status.started()
-            await self._loop(dispatcher)
+                initial = None  # a full-state batch can be large: not kept while syncing
+            await self._loop(dispatcher, task_status)
 
-    async def _loop(self, dispatcher: RoomDispatcher) -> None:
+    async def _loop(
+        self, dispatcher: RoomDispatcher, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        caught_up = False
         delay = 0.5
         while True:
             since = self._store.checkpoint()
@@ -203,7 +208,7 @@ class SyncTask:
             try:
                 batch = await self._matrix.sync(
                     since,
-                    timeout_ms=0 if not self._readiness.synced else SYNC_TIMEOUT_MS,
+                    timeout_ms=0 if not caught_up else SYNC_TIMEOUT_MS,
                     timeline_limit=TIMELINE_LIMIT,
                 )
                 await self.ingest(batch, dispatcher, initial=since is None)
@@ -216,9 +221,10 @@ class SyncTask:
                 continue
             delay = 0.5
             self._metrics.sync_completed(anyio.current_time() - started)
-            if not self._readiness.synced:
-                self._readiness.synced = True
+            if not caught_up:
+                caught_up = True
                 log.info("sync.caught_up", checkpoint_set=True)
+                task_status.started()
 
     async def ingest(self, batch: SyncBatch, dispatcher: RoomDispatcher, *, initial: bool) -> None:
         """Record the batch's events with its checkpoint (one transaction), then dispatch."""

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import random
 import signal
+import weakref
 from collections.abc import Mapping, Sequence
 
 import anyio
@@ -254,6 +256,106 @@ async def test_one_shot_failure_fails_startup() -> None:
 
     assert isinstance(caught.value.__cause__, Boom)
     assert sync.runs == 0
+
+
+# --- a one-shot task's value handed on ---------------------------------------
+
+
+class Batch:
+    """A value a one-shot task hands on (weak-referenceable, to see it freed)."""
+
+
+class TakesBatch:
+    """Records what each run received; crashes after ready on its first run."""
+
+    def __init__(self) -> None:
+        self.received: list[object] = []
+        self.serving = anyio.Event()
+
+    async def __call__(
+        self, value: object, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        self.received.append(value if value is None else type(value).__name__)
+        del value  # the supervisor keeps no reference: this run decides
+        task_status.started()
+        if len(self.received) == 1:
+            raise Boom("crash after ready")
+        self.serving.set()
+        await anyio.sleep_forever()
+
+
+async def test_a_one_shot_tasks_started_value_goes_once_to_the_task_taking_it() -> None:
+    batch = Batch()
+    freed = weakref.ref(batch)
+    consumer = TakesBatch()
+
+    async def reconcile(*, task_status: TaskStatus[Batch] = anyio.TASK_STATUS_IGNORED) -> None:
+        nonlocal batch
+        task_status.started(batch)
+        del batch
+
+    supervisor = Supervisor(
+        [
+            TaskSpec("reconcile", reconcile, RestartPolicy.TRANSIENT, one_shot=True),
+            TaskSpec("other", serve_forever, RestartPolicy.PERMANENT),
+            TaskSpec("sync", consumer, RestartPolicy.PERMANENT, takes_from="reconcile"),
+        ],
+        FAST,
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        with anyio.fail_after(DEADLINE):
+            await consumer.serving.wait()
+        supervisor.request_shutdown()
+
+    # The first run got the value; the restart after its crash got None.
+    assert consumer.received == ["Batch", None]
+    gc.collect()
+    assert freed() is None
+
+
+async def test_a_one_shot_task_that_passes_nothing_hands_on_none() -> None:
+    received: list[object] = []
+
+    async def reconcile(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        return
+
+    async def sync(value: object, *, task_status: TaskStatus[None]) -> None:
+        received.append(value)
+        task_status.started()
+        await anyio.sleep_forever()
+
+    supervisor = Supervisor(
+        [
+            TaskSpec("reconcile", reconcile, RestartPolicy.TRANSIENT, one_shot=True),
+            TaskSpec("sync", sync, RestartPolicy.PERMANENT, takes_from="reconcile"),
+        ]
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        supervisor.request_shutdown()
+
+    assert received == [None]
+
+
+@pytest.mark.parametrize(
+    "specs",
+    [
+        [
+            TaskSpec("sync", serve_forever, RestartPolicy.PERMANENT, takes_from="reconcile"),
+            TaskSpec("reconcile", serve_forever, RestartPolicy.TRANSIENT, one_shot=True),
+        ],
+        [
+            TaskSpec("http", serve_forever, RestartPolicy.PERMANENT),
+            TaskSpec("sync", serve_forever, RestartPolicy.PERMANENT, takes_from="http"),
+        ],
+        [TaskSpec("sync", serve_forever, RestartPolicy.PERMANENT, takes_from="nobody")],
+    ],
+    ids=["listed-later", "not-one-shot", "unknown"],
+)
+def test_takes_from_must_name_an_earlier_one_shot_task(specs: list[TaskSpec]) -> None:
+    with pytest.raises(ValueError, match="must be a one-shot task listed before it"):
+        Supervisor(specs)
 
 
 # --- restart policies -------------------------------------------------------

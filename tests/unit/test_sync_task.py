@@ -21,7 +21,6 @@ from runtime.platforms.echo import EchoPlatform
 from runtime.store import SqliteStore
 from tasks.bot import BotConfig, SurfaceBot
 from tasks.catalogue import Catalogue
-from tasks.readiness import Readiness
 from tasks.sequence import PlatformChatSequence
 from tasks.sync import SyncTask
 from tasks.turns import TurnStreamer
@@ -77,17 +76,11 @@ def matrix() -> FakeMatrix:
     return FakeMatrix()
 
 
-def sync_task(
-    store: SqliteStore,
-    matrix: FakeMatrix,
-    handler: object,
-    readiness: Readiness | None = None,
-) -> SyncTask:
+def sync_task(store: SqliteStore, matrix: FakeMatrix, handler: object) -> SyncTask:
     return SyncTask(
         store=store,
         matrix=matrix,  # type: ignore[arg-type]
         handler=handler,  # type: ignore[arg-type]
-        readiness=readiness or Readiness(),
         rng=NoJitter(),
     )
 
@@ -333,7 +326,7 @@ async def test_one_rooms_events_run_in_order_while_rooms_run_concurrently(
     a1 = matrix.add_message(room_a.room_id, ALICE, "a1")
     a2 = matrix.add_message(room_a.room_id, ALICE, "a2")
     matrix.add_message(room_b.room_id, BOB, "b1")
-    task = SyncTask(store=store, matrix=matrix, handler=bot.handle, readiness=Readiness())  # type: ignore[arg-type]
+    task = SyncTask(store=store, matrix=matrix, handler=bot.handle)  # type: ignore[arg-type]
 
     async with running(task):
         with anyio.fail_after(DEADLINE):
@@ -355,6 +348,31 @@ async def test_one_rooms_events_run_in_order_while_rooms_run_concurrently(
 # -- sync failures and readiness ----------------------------------------------------------
 
 
+class StartedAfter:
+    """A task_status that records how many syncs had been asked for when it was called."""
+
+    def __init__(self, matrix: FakeMatrix) -> None:
+        self._matrix = matrix
+        self.sync_calls: int | None = None
+        self.value: object = None
+
+    def started(self, value: object = None) -> None:
+        assert self.sync_calls is None, "started() called twice"
+        self.sync_calls = len(self._matrix.sync_calls)
+        self.value = value
+
+
+async def run_until_sync_calls(task: SyncTask, matrix: FakeMatrix, count: int) -> StartedAfter:
+    """Run the task until it asked for `count` syncs; return what its task_status saw."""
+    status = StartedAfter(matrix)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: task.run(task_status=status))
+        with anyio.fail_after(DEADLINE):
+            await matrix.wait_for_sync_calls(count)
+        tg.cancel_scope.cancel()
+    return status
+
+
 @pytest.mark.trio_only
 @pytest.mark.virtual_time
 async def test_unreachable_homeserver_is_retried_with_backoff_then_ready(
@@ -362,12 +380,9 @@ async def test_unreachable_homeserver_is_retried_with_backoff_then_ready(
 ) -> None:
     store.record_batch([], matrix.sync_token())
     matrix.fail["sync"] = [MatrixUnreachable("502"), MatrixUnreachable("timeout")]
-    readiness = Readiness()
-    task = sync_task(store, matrix, Recorder(store), readiness)
+    task = sync_task(store, matrix, Recorder(store))
 
-    async with running(task):
-        with anyio.fail_after(DEADLINE):
-            await matrix.wait_for_sync_calls(4)
+    status = await run_until_sync_calls(task, matrix, 4)
 
     calls = matrix.sync_calls
     assert calls[1].at - calls[0].at == pytest.approx(0.5)
@@ -375,22 +390,48 @@ async def test_unreachable_homeserver_is_retried_with_backoff_then_ready(
     assert calls[3].at - calls[2].at == pytest.approx(0.0)
     # Not ready while failing (no long poll yet); ready after the first success.
     assert [c.timeout_ms for c in calls[:4]] == [0, 0, 0, 30_000]
-    assert readiness.synced
+    assert status.sync_calls == 3
 
 
 async def test_a_rate_limited_sync_waits_as_told(store: SqliteStore, matrix: FakeMatrix) -> None:
     store.record_batch([], matrix.sync_token())
     matrix.fail["sync"] = [MatrixRateLimited("slow down", retry_after=0.02)]
-    readiness = Readiness()
-    task = sync_task(store, matrix, Recorder(store), readiness)
+    task = sync_task(store, matrix, Recorder(store))
 
-    async with running(task):
-        with anyio.fail_after(DEADLINE):
-            await matrix.wait_for_sync_calls(3)
+    status = await run_until_sync_calls(task, matrix, 3)
 
     calls = matrix.sync_calls
     assert calls[1].at - calls[0].at >= 0.02
-    assert readiness.synced
+    assert status.sync_calls == 2
+
+
+async def test_started_only_once_caught_up_with_the_initial_batch_recorded_first(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await matrix.create_room(name="chat", invite=[ALICE])
+    matrix.user_joins(room_id, ALICE)
+    store.put_room(
+        RoomRecord(room_id=room_id, room_type=RoomType.CHAT, matrix_user_id=ALICE, chat_id="C1")
+    )
+    matrix.add_message(room_id, ALICE, "before the snapshot")
+    snapshot = await matrix.sync(None, timeout_ms=0, full_state=True)
+    matrix.add_message(room_id, ALICE, "after the snapshot")
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+    status = StartedAfter(matrix)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: task.run(snapshot, task_status=status))
+        await recorder.wait_for(2)
+        with anyio.fail_after(DEADLINE):
+            await matrix.wait_for_sync_calls(3)  # the snapshot's, the catch-up, a long poll
+        tg.cancel_scope.cancel()
+
+    # The snapshot is caught up from, not asked for again; ready after one more sync.
+    assert [c.since is None for c in matrix.sync_calls] == [True, False, False]
+    assert [c.timeout_ms for c in matrix.sync_calls[1:]] == [0, 30_000]
+    assert status.sync_calls == 2
+    assert recorder.bodies == ["before the snapshot", "after the snapshot"]
 
 
 async def test_an_auth_error_from_sync_is_fatal(store: SqliteStore, matrix: FakeMatrix) -> None:

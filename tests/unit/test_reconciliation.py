@@ -1,0 +1,89 @@
+"""runtime/reconciliation.py: the one-shot start-up task and what it hands the sync task."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from fakes import FakeMatrix
+
+from contracts.matrix import SyncBatch
+from runtime.reconciliation import Reconciliation
+from runtime.store import SqliteStore
+from tasks.reconcile import CATCH_UP_WINDOW, STATE_WINDOW
+
+BOT = "@bot:example.org"
+
+
+class FakePrefetch:
+    """SnapshotPrefetch's `take`: answers once, records what it was asked."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+        self.asked: list[tuple[str, int]] = []
+
+    def take(self, *, user_id: str, timeline_limit: int) -> Any | None:
+        self.asked.append((user_id, timeline_limit))
+        body, self.body = self.body, None
+        return body
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with SqliteStore(tmp_path / "bot.db") as opened:
+        yield opened
+
+
+async def started_value(reconciliation: Reconciliation) -> SyncBatch | None:
+    async with anyio.create_task_group() as tg:
+        value: SyncBatch | None = await tg.start(reconciliation.run)
+    return value
+
+
+async def test_a_fresh_store_hands_the_snapshot_batch_on(store: SqliteStore) -> None:
+    matrix = FakeMatrix(user_id=BOT)
+
+    batch = await started_value(Reconciliation(store, matrix))
+
+    assert batch is not None
+    assert batch.next_batch == matrix.sync_token()
+    [call] = matrix.sync_calls
+    assert (call.since, call.full_state, call.timeline_limit) == (None, True, CATCH_UP_WINDOW)
+
+
+async def test_a_store_with_a_checkpoint_hands_on_nothing(store: SqliteStore) -> None:
+    store.record_batch([], "s1")
+    matrix = FakeMatrix(user_id=BOT)
+
+    assert await started_value(Reconciliation(store, matrix)) is None
+    assert store.checkpoint() == "s1"
+
+
+async def test_a_fitting_prefetched_snapshot_is_used_instead_of_asking(
+    store: SqliteStore,
+) -> None:
+    matrix = FakeMatrix(user_id=BOT)
+    prefetch = FakePrefetch({"next_batch": "s9", "rooms": {}})
+    reconciliation = Reconciliation(store, matrix, prefetch)  # type: ignore[arg-type]
+
+    batch = await started_value(reconciliation)
+
+    assert batch is not None
+    assert batch.next_batch == "s9"
+    assert matrix.sync_calls == []
+    assert prefetch.asked == [(BOT, CATCH_UP_WINDOW)]
+
+
+async def test_without_a_prefetched_answer_reconciliation_asks(store: SqliteStore) -> None:
+    store.record_batch([], "s1")
+    matrix = FakeMatrix(user_id=BOT)
+    prefetch = FakePrefetch(None)
+
+    await started_value(Reconciliation(store, matrix, prefetch))  # type: ignore[arg-type]
+
+    assert prefetch.asked == [(BOT, STATE_WINDOW)]
+    [call] = matrix.sync_calls
+    assert call.timeline_limit == STATE_WINDOW
