@@ -227,15 +227,15 @@ async def build_runtime(
             )
             catalogue = Catalogue(settings.surface_locale)
             sequence = PlatformChatSequence(store, matrix)
+            staging = AttachmentStaging()
             materializer = Materializer(
                 matrix,
                 FsWorkspace(settings.surface_workspace_dir),
                 max_upload_bytes=settings.surface_max_upload_bytes,
                 uploads=store,
+                staging=staging,
             )
-            media = MediaBridge(
-                materializer.send_job, AttachmentStaging(), Replier(matrix), catalogue
-            )
+            media = MediaBridge(materializer, staging, Replier(matrix), catalogue)
             bot = SurfaceBot(
                 store=store,
                 matrix=matrix,
@@ -269,8 +269,7 @@ async def build_runtime(
                 prefetch=prefetch,
             )
             try:
-                with materializer:
-                    yield runtime
+                yield runtime
             finally:
                 await close_platforms(router)
         finally:
