@@ -3,7 +3,7 @@
 Read it top to bottom:
 
 - `build_runtime` opens what the bot holds on one AsyncExitStack (SQLite store,
-  Matrix session, agent connections, the materializer's queue), so whatever fails,
+  Matrix session, agent connections), so whatever fails,
   everything opened so far closes, in reverse order; then it wires the parts into a
   `Runtime`.
 - `Runtime` lists the supervised tasks in start order and owns their supervisor::
@@ -22,7 +22,6 @@ changes after it is built.
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from tasks.materializer import Materializer
 from tasks.media import MediaBridge
 from tasks.platform_pool import PlatformPool
 from tasks.replies import Replier
+from tasks.retry import Backoff, retry
 from tasks.sequence import PlatformChatSequence
 from tasks.sync import SyncTask
 from tasks.turns import TurnStreamer
@@ -59,6 +59,7 @@ log = structlog.get_logger(__name__)
 Backend = Literal["asyncio", "trio"]
 
 PLATFORM_CLOSE_TIMEOUT = 5.0  # seconds for the HTTP agents' connections to close at exit
+CONNECT_BACKOFF = Backoff(initial=1.0, factor=2.0, max=60.0, jitter=0.1)
 
 
 def load_agents(settings: Settings) -> AgentRegistry:
@@ -69,7 +70,11 @@ def load_agents(settings: Settings) -> AgentRegistry:
 
 
 async def connect_matrix(settings: Settings, backend: Backend) -> MatrixPort:
-    """Log in (or resume the session). Network errors retry with backoff; auth errors are fatal."""
+    """Log in (or resume the session); this is the one place that retries it.
+
+    An unreachable homeserver is retried with backoff until it answers (the
+    bot cannot do anything without it); auth errors are fatal.
+    """
     from runtime.matrix.nio_adapter import NioMatrix
 
     assert settings.matrix_homeserver is not None
@@ -86,24 +91,22 @@ async def connect_matrix(settings: Settings, backend: Backend) -> MatrixPort:
         "store_path": settings.matrix_store_path,
         "device_name": settings.matrix_device_name,
     }
-    delay = 1.0
-    while True:
-        try:
-            if backend == "trio":
-                from runtime.matrix.trio_bridge import TrioBridgedMatrix, on_asyncio
 
-                inner = await on_asyncio(NioMatrix.connect)(**kwargs)
-                return cast(MatrixPort, TrioBridgedMatrix(inner))
-            return cast(MatrixPort, await NioMatrix.connect(**kwargs))
-        except MatrixUnreachable as exc:
-            log.warning(
-                "matrix.unreachable",
-                homeserver=settings.matrix_homeserver,
-                error=str(exc),
-                retry_in=round(delay, 1),
-            )
-            await anyio.sleep(delay * (1 + random.uniform(0, 0.2)))
-            delay = min(delay * 2, 60.0)
+    async def connect() -> MatrixPort:
+        if backend == "trio":
+            from runtime.matrix.trio_bridge import TrioBridgedMatrix, on_asyncio
+
+            inner = await on_asyncio(NioMatrix.connect)(**kwargs)
+            return cast(MatrixPort, TrioBridgedMatrix(inner))
+        return cast(MatrixPort, await NioMatrix.connect(**kwargs))
+
+    return await retry(
+        connect,
+        CONNECT_BACKOFF,
+        retry_on=MatrixUnreachable,
+        operation="matrix.connect",
+        log_fields={"homeserver": settings.matrix_homeserver},
+    )
 
 
 async def close_matrix(matrix: MatrixPort) -> None:
@@ -214,14 +217,15 @@ async def build_runtime(
         )
         catalogue = Catalogue(settings.surface_locale)
         sequence = PlatformChatSequence(store, matrix)
+        staging = AttachmentStaging()
         materializer = Materializer(
             matrix,
             FsWorkspace(settings.surface_workspace_dir),
             max_upload_bytes=settings.surface_max_upload_bytes,
             uploads=store,
+            staging=staging,
         )
-        opened.enter_context(materializer)
-        media = MediaBridge(materializer.send_job, AttachmentStaging(), Replier(matrix), catalogue)
+        media = MediaBridge(materializer, staging, Replier(matrix), catalogue)
         bot = SurfaceBot(
             store=store,
             matrix=matrix,

@@ -3,9 +3,9 @@
 One :class:`Supervisor` owns one anyio task group and every task of the
 process: it starts the tasks in order, waits for each to report readiness
 through ``task_status.started()``, restarts crashed tasks according to their
-:class:`RestartPolicy` with exponential backoff and jitter, stops everything
-when a task crashes too often, and shuts down gracefully on request (a second
-request forces).
+:class:`RestartPolicy` with exponential backoff and jitter (the bot's one
+schedule, :class:`tasks.retry.Backoff`), stops everything when a task crashes
+too often, and shuts down gracefully on request (a second request forces).
 
 A one-shot task can hand a value to a later task: what it passes to
 ``task_status.started(value)`` goes, once, to the first run of the task whose
@@ -47,6 +47,8 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from tasks.retry import Backoff
+
 __all__ = [
     "RequiredTaskFailed",
     "RestartIntensityExceeded",
@@ -59,7 +61,6 @@ __all__ = [
     "TaskSpec",
     "TaskState",
     "TaskStatistics",
-    "backoff_delay",
     "cleanup_scope",
 ]
 
@@ -69,9 +70,6 @@ TaskState = Literal["pending", "starting", "running", "backoff", "stopped", "fai
 
 # `cleanup_scope()` outside any supervisor: the same bound as SupervisorConfig's default.
 _DEFAULT_CLEANUP_TIMEOUT = 5.0
-# 2**64 times any sane backoff_initial is far above any sane backoff_max; the
-# cap keeps the power from overflowing a float after many crashes.
-_MAX_BACKOFF_EXPONENT = 64
 
 
 class SupervisorError(Exception):
@@ -204,6 +202,19 @@ class SupervisorConfig:
         if self.cleanup_timeout < 0:
             raise ValueError(f"cleanup_timeout must be >= 0, got {self.cleanup_timeout}")
 
+    @property
+    def backoff(self) -> Backoff:
+        """The restart schedule: doubles from ``backoff_initial``, capped at ``backoff_max``.
+
+        The n-th restart in a row waits ``backoff.delay(n, rng)``.
+        """
+        return Backoff(
+            initial=self.backoff_initial,
+            factor=2.0,
+            max=self.backoff_max,
+            jitter=self.backoff_jitter,
+        )
+
 
 @dataclass(frozen=True)
 class TaskStatistics:
@@ -218,20 +229,6 @@ class SupervisorStatistics:
     ready: bool
     """Every task reported ready, and the supervisor is neither stopping nor stopped."""
     tasks: Mapping[str, TaskStatistics]
-
-
-def backoff_delay(consecutive_restarts: int, config: SupervisorConfig, rng: random.Random) -> float:
-    """Seconds to wait before the ``consecutive_restarts``-th restart in a row (from 1).
-
-    Doubles from ``backoff_initial`` per restart, is capped at ``backoff_max``,
-    and is moved by up to ``backoff_jitter`` of itself at random so that tasks
-    failing together do not retry in lockstep. Never exceeds ``backoff_max``.
-    """
-    exponent = min(max(consecutive_restarts - 1, 0), _MAX_BACKOFF_EXPONENT)
-    delay = min(config.backoff_initial * 2.0**exponent, config.backoff_max)
-    jitter = config.backoff_jitter
-    delay *= 1 + rng.uniform(-jitter, jitter)
-    return min(max(delay, 0.0), config.backoff_max)
 
 
 def _should_restart(policy: RestartPolicy, *, crashed: bool) -> bool:
@@ -371,6 +368,7 @@ class Supervisor:
                 )
         self._specs = tuple(specs)
         self._config = config
+        self._backoff = config.backoff
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._install_signal_handlers = install_signal_handlers
@@ -561,7 +559,7 @@ class Supervisor:
                     )
                     return
 
-                delay = backoff_delay(consecutive_restarts, self._config, self._rng)
+                delay = self._backoff.delay(consecutive_restarts, self._rng)
                 record.state = "backoff"
                 if crashed:
                     log.warning(

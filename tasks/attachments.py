@@ -3,7 +3,9 @@
 Deliberately not durable: after a restart nothing is staged, and the files
 stay in the inbox where the user (or the agent) can still find them. Staged
 paths also expire, so a photo sent yesterday does not ride along with
-today's first question.
+today's first question: every call drops what expired, and the materializer
+task calls :meth:`AttachmentStaging.expire` now and then for rooms nobody
+writes in.
 """
 
 from __future__ import annotations
@@ -83,6 +85,12 @@ class AttachmentStaging:
         """Forget the room's staged paths; returns how many were live."""
         self._sweep(self._clock())
         return len(self._rooms.pop(room_id, ()))
+
+    def expire(self) -> int:
+        """Drop every room's expired paths; returns how many were dropped."""
+        before = sum(len(entries) for entries in self._rooms.values())
+        self._sweep(self._clock())
+        return before - sum(len(entries) for entries in self._rooms.values())
 
     def statistics(self) -> StagingStatistics:
         self._sweep(self._clock())

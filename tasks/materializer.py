@@ -1,9 +1,12 @@
-"""Moving files between Matrix and the shared workspace, as one supervised task.
+"""Moving files between Matrix and the shared workspace.
 
-The sync task must never wait on a 50 MB download, so it hands jobs to the
-:class:`Materializer` through a memory object stream and carries on; each
-job's outcome comes back through the job's own ``on_result`` callback (or a
-:class:`ResultBox` for callers that want to await it).
+Awaited work is a direct call from the room's task: :meth:`Materializer.download`
+and :meth:`Materializer.upload` run in the caller's task, bounded across all
+rooms by one ``CapacityLimiter`` (``max_transfers``), so a big download in one
+room does not hold up an upload in another. A room's own files stay in order
+because the room's task awaits each before the next. The supervised task
+(:meth:`Materializer.run`) keeps only the work nobody awaits: expiring staged
+attachments.
 
 - :class:`DownloadJob`: Matrix media -> ``<room dir>/inbox/<ts>-<event>-<name>``,
   written atomically. The path depends only on the event, so a re-run (after a
@@ -14,16 +17,14 @@ job's outcome comes back through the job's own ``on_result`` callback (or a
   is remembered (``UploadMemo``, the store) until the turn is done, so a turn
   replayed after a crash reuses it instead of leaving an orphan upload behind.
 
-Jobs run one at a time, in the order they were sent: acknowledgements and
-emitted files reach a room in order, and a chat bot's file traffic does not
-need more throughput than that.
-
-Which failures are retried: a homeserver that is unreachable (network, 5xx) or
-rate limiting is retried after each of ``retry_delays``. Everything else fails
-the job at once: too large, unsafe path, disk full, a 4xx, bad credentials
-(the sync task meets those too and stops the bot). A failed job is reported to
-its requester as :class:`JobFailed` with a message for the user; the task
-itself never dies on a bad job, only cancellation ends it early.
+Retries (this module owns them for moving files; see tasks/retry.py): a
+homeserver call of a transfer that fails as unreachable (network, 5xx) or rate
+limited is tried up to ``attempts`` times in all, on ``backoff`` (a rate limit's
+``retry_after`` is honoured). Everything else fails the transfer at once: too
+large, unsafe path, disk full, a 4xx, bad credentials (the sync task meets
+those too and stops the bot). A failed transfer is returned as
+:class:`JobFailed` with a message for the user; a transfer never raises except
+on cancellation.
 """
 
 from __future__ import annotations
@@ -31,15 +32,14 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import re
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, TypeVar
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from contracts.matrix import (
     MEDIA_MSGTYPES,
@@ -52,7 +52,9 @@ from contracts.matrix import (
 )
 from contracts.platform import EmittedFile
 from contracts.workspace import FileTooLarge, UnsafePath, Workspace, WorkspaceError
+from tasks.attachments import AttachmentStaging
 from tasks.files.paths import room_may_send, safe_component, safe_relative_path
+from tasks.retry import Backoff, retry
 
 __all__ = [
     "MEDIA_MSGTYPES",
@@ -64,8 +66,6 @@ __all__ = [
     "JobResult",
     "Materializer",
     "MaterializerStatistics",
-    "ResultBox",
-    "ResultHandler",
     "UploadJob",
     "UploadMemo",
     "Uploaded",
@@ -83,7 +83,9 @@ _MIMETYPE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
 )
 _DEFAULT_MIMETYPE = "application/octet-stream"
-_MAX_RATE_LIMIT_WAIT = 60.0
+# Three tries of a homeserver call in all, one and five seconds apart.
+TRANSFER_BACKOFF = Backoff(initial=1.0, factor=5.0, max=5.0, jitter=0.1)
+TRANSFER_ATTEMPTS = 3
 
 T = TypeVar("T")
 
@@ -107,7 +109,6 @@ class DownloadJob:
     mimetype: str | None
     size: int | None  # as declared by the sender's client; checked again after download
     timestamp_ms: int
-    on_result: ResultHandler | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +125,6 @@ class UploadJob:
     txn_id: str
     reply_to_event_id: str
     mimetype: str | None = None
-    on_result: ResultHandler | None = field(default=None, compare=False, repr=False)
 
 
 Job = DownloadJob | UploadJob
@@ -163,41 +163,16 @@ class JobFailed:
 
 
 JobResult = Downloaded | Uploaded | JobFailed
-ResultHandler = Callable[[JobResult], Awaitable[None]]
-
-
-class ResultBox:
-    """An `on_result` handler that keeps the result for whoever awaits it.
-
-    Create it inside the event loop. ``job = UploadJob(..., on_result=box)``,
-    then ``result = await box.wait()``.
-    """
-
-    def __init__(self) -> None:
-        self._done = anyio.Event()
-        self._result: JobResult | None = None
-
-    async def __call__(self, result: JobResult) -> None:
-        self._result = result
-        self._done.set()
-
-    @property
-    def result(self) -> JobResult | None:
-        """The result, or None while the job is still queued or running."""
-        return self._result
-
-    async def wait(self) -> JobResult:
-        await self._done.wait()
-        assert self._result is not None
-        return self._result
 
 
 @dataclass(frozen=True, slots=True)
 class MaterializerStatistics:
-    queued: int  # jobs waiting in the stream
+    active: int  # transfers running now
+    waiting: int  # transfers waiting for a free slot
     downloaded: int
     uploaded: int
     failed: int
+    staged: int  # attachments staged for a room's next message
 
 
 # -- pure helpers for the caller ----------------------------------------------
@@ -209,9 +184,7 @@ def media_msgtype(mimetype: str) -> str:
     return {"image": "m.image", "audio": "m.audio", "video": "m.video"}.get(major, "m.file")
 
 
-def download_job_for(
-    event: MatrixEvent, *, user_id: str | None = None, on_result: ResultHandler | None = None
-) -> DownloadJob | None:
+def download_job_for(event: MatrixEvent, *, user_id: str | None = None) -> DownloadJob | None:
     """The job for a media message, or None when `event` is not an unencrypted media message.
 
     The file name is the content's ``filename`` (when the body is a caption)
@@ -240,7 +213,6 @@ def download_job_for(
         mimetype=mimetype if isinstance(mimetype, str) else None,
         size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
         timestamp_ms=event.origin_server_ts,
-        on_result=on_result,
     )
 
 
@@ -256,7 +228,6 @@ def upload_job_for(
     room_id: str,
     reply_to_event_id: str,
     index: int,
-    on_result: ResultHandler | None = None,
 ) -> UploadJob:
     """The job that posts an agent's `EmittedFile` (the `index`-th of its turn)."""
     return UploadJob(
@@ -265,7 +236,6 @@ def upload_job_for(
         txn_id=upload_txn_id(reply_to_event_id, index, emitted.path),
         reply_to_event_id=reply_to_event_id,
         mimetype=emitted.mimetype,
-        on_result=on_result,
     )
 
 
@@ -300,12 +270,11 @@ class UploadMemo(Protocol):
 
 
 class Materializer:
-    """The supervised task that runs download and upload jobs, one at a time.
+    """Downloads and uploads for the rooms' tasks, and the supervised expiry of staged files.
 
-    Lifecycle: create it, give ``run`` to the supervisor, feed it with
-    `send_job` / `send_job_nowait` (or the raw `job_stream`), and `close()` it
-    at shutdown (or use it as a context manager). Queued jobs are not durable:
-    whatever is queued at shutdown is dropped, and the requester re-sends.
+    Call :meth:`download` / :meth:`upload` (or :meth:`process`) from the task
+    that needs the result; at most ``max_transfers`` run at once across all
+    rooms, the rest wait for a slot. Give :meth:`run` to the supervisor.
     """
 
     def __init__(
@@ -315,93 +284,89 @@ class Materializer:
         *,
         max_upload_bytes: int,
         uploads: UploadMemo | None = None,
-        max_queued_jobs: int = 64,
-        retry_delays: Sequence[float] = (1.0, 5.0),
+        staging: AttachmentStaging | None = None,
+        max_transfers: int = 4,
+        backoff: Backoff = TRANSFER_BACKOFF,
+        attempts: int = TRANSFER_ATTEMPTS,
+        expiry_interval: float = 60.0,
     ) -> None:
         if max_upload_bytes <= 0:
             raise ValueError("max_upload_bytes must be positive")
+        if max_transfers < 1:
+            raise ValueError("max_transfers must be at least 1")
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if expiry_interval <= 0:
+            raise ValueError("expiry_interval must be positive")
         self._matrix = matrix
         self._workspace = workspace
         self._uploads = uploads
+        self._staging = staging
         self._max_bytes = max_upload_bytes
-        self._retry_delays = tuple(retry_delays)
-        self._send: MemoryObjectSendStream[Job]
-        self._receive: MemoryObjectReceiveStream[Job]
-        self._send, self._receive = anyio.create_memory_object_stream[Job](max_queued_jobs)
+        self._limiter = anyio.CapacityLimiter(max_transfers)
+        self._backoff = backoff
+        self._attempts = attempts
+        self._expiry_interval = expiry_interval
         self._downloaded = 0
         self._uploaded = 0
         self._failed = 0
 
-    # -- feeding ---------------------------------------------------------
-
-    @property
-    def job_stream(self) -> MemoryObjectSendStream[Job]:
-        """The sending end, for callers that want anyio stream semantics (do not close it)."""
-        return self._send
-
-    async def send_job(self, job: Job) -> None:
-        """Queue a job, waiting while the queue is full."""
-        await self._send.send(job)
-
-    def send_job_nowait(self, job: Job) -> None:
-        """Queue a job now; raises `anyio.WouldBlock` when the queue is full."""
-        self._send.send_nowait(job)
-
-    def close(self) -> None:
-        """Refuse further jobs and drop queued ones; `run` returns. Idempotent."""
-        self._send.close()
-        self._receive.close()
-
-    def __enter__(self) -> Materializer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def statistics(self) -> MaterializerStatistics:
+        limiter = self._limiter.statistics()
+        staged = self._staging.statistics().paths if self._staging is not None else 0
         return MaterializerStatistics(
-            queued=self._receive.statistics().current_buffer_used,
+            active=limiter.borrowed_tokens,
+            waiting=limiter.tasks_waiting,
             downloaded=self._downloaded,
             uploaded=self._uploaded,
             failed=self._failed,
+            staged=staged,
         )
 
-    # -- running ---------------------------------------------------------
+    # -- the supervised task: work nobody awaits ------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run jobs until `close()`. Restartable: queued jobs survive a restart."""
+        """Expire staged attachments every ``expiry_interval`` seconds until cancelled.
+
+        Restartable: it holds no state of its own.
+        """
         task_status.started()
         log.info("materializer.ready", max_upload_bytes=self._max_bytes)
         while True:
-            try:
-                job = await self._receive.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                log.info("materializer.closed")
-                return
-            result = await self.process(job)
-            await self._deliver(result)
+            await anyio.sleep(self._expiry_interval)
+            if self._staging is not None:
+                expired = self._staging.expire()
+                if expired:
+                    log.info("materializer.staged_expired", paths=expired)
 
-    async def process(self, job: Job) -> JobResult:
-        """Run one job now and return its result; never raises except on cancellation."""
-        try:
-            if isinstance(job, DownloadJob):
-                result: JobResult = await self._download(job)
-            else:
-                result = await self._upload(job)
-        except Exception as error:  # a bad job must not end the task; cancellation still does
-            result = _failure(job, error)
-            self._failed += 1
-            self._log_failure(result)
+    # -- awaited work: called from the room's task ----------------------------
+
+    async def download(self, job: DownloadJob) -> Downloaded | JobFailed:
+        """Download one media event into the room's inbox; never raises except on cancellation."""
+        result = await self.process(job)
+        assert not isinstance(result, Uploaded)
         return result
 
-    async def _deliver(self, result: JobResult) -> None:
-        handler = result.job.on_result
-        if handler is None:
-            return
-        try:
-            await handler(result)
-        except Exception:
-            log.exception("materializer.result_handler_failed", job=type(result.job).__name__)
+    async def upload(self, job: UploadJob) -> Uploaded | JobFailed:
+        """Post one file an agent emitted to the room; never raises except on cancellation."""
+        result = await self.process(job)
+        assert not isinstance(result, Downloaded)
+        return result
+
+    async def process(self, job: Job) -> JobResult:
+        """Run one job in the caller's task, once a transfer slot is free; never raises
+        except on cancellation."""
+        async with self._limiter:
+            try:
+                if isinstance(job, DownloadJob):
+                    result: JobResult = await self._download(job)
+                else:
+                    result = await self._upload(job)
+            except Exception as error:  # a bad job is a result, not a crash; cancellation is not
+                result = _failure(job, error)
+                self._failed += 1
+                self._log_failure(result)
+        return result
 
     def _log_failure(self, failure: JobFailed) -> None:
         job = failure.job
@@ -417,19 +382,15 @@ class Materializer:
         else:
             log.warning("materializer.job_failed", error=str(failure.error), **fields)
 
-    async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
-        """`call()`, retried after each of `retry_delays` while the homeserver is unavailable."""
-        for delay in self._retry_delays:
-            try:
-                return await call()
-            except MatrixRateLimited as error:
-                wait = min(max(error.retry_after, delay), _MAX_RATE_LIMIT_WAIT)
-                log.info("materializer.retry", reason="rate_limited", delay=wait)
-            except MatrixUnreachable as error:
-                wait = delay
-                log.info("materializer.retry", reason="unreachable", delay=wait, error=str(error))
-            await anyio.sleep(wait)
-        return await call()
+    async def _with_retries(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """`call()`, tried again while the homeserver is unreachable or rate limiting."""
+        return await retry(
+            call,
+            self._backoff,
+            retry_on=(MatrixUnreachable, MatrixRateLimited),
+            attempts=self._attempts,
+            operation=f"materializer.{what}",
+        )
 
     async def _download(self, job: DownloadJob) -> Downloaded:
         rel_path = self._workspace.inbox_path(
@@ -446,7 +407,7 @@ class Materializer:
             return Downloaded(job, rel_path, size, reused=True)
         try:
             data = await self._with_retries(
-                partial(self._matrix.download, job.mxc, max_bytes=self._max_bytes)
+                partial(self._matrix.download, job.mxc, max_bytes=self._max_bytes), "download"
             )
         except MatrixError as error:
             if error.errcode == "M_TOO_LARGE":
@@ -484,7 +445,8 @@ class Materializer:
             REPLY_TO_KEY: job.reply_to_event_id,
         }
         event_id = await self._with_retries(
-            partial(self._matrix.send_message, job.room_id, content, txn_id=job.txn_id)
+            partial(self._matrix.send_message, job.room_id, content, txn_id=job.txn_id),
+            "send_message",
         )
         log.info(
             "materializer.uploaded",
@@ -505,7 +467,7 @@ class Materializer:
                 log.info("materializer.upload_reused", room_id=job.room_id, txn_id=job.txn_id)
                 return known
         mxc = await self._with_retries(
-            partial(self._matrix.upload, data, content_type=mimetype, filename=name)
+            partial(self._matrix.upload, data, content_type=mimetype, filename=name), "upload"
         )
         if self._uploads is not None:
             self._uploads.remember_upload(job.txn_id, job.reply_to_event_id, mxc)

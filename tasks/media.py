@@ -1,14 +1,14 @@
 """Files between Matrix and the agents: the bot's side of the materializer.
 
-A media message is downloaded into the room's inbox (through the materializer
-task's stream; the room waits for it, so order holds) and staged; the room's
+A media message is downloaded into the room's inbox and staged; the room's
 next text message carries the staged paths to the agent. Files an agent emits
-are uploaded to the room.
+are uploaded to the room. Both are direct calls into the materializer from the
+room's own task (bounded across rooms by the materializer's limiter), so a
+room's acknowledgements and files stay in order and no room waits behind
+another room's transfer.
 """
 
 from __future__ import annotations
-
-from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -20,10 +20,8 @@ from tasks.attachments import AttachmentStaging
 from tasks.catalogue import Catalogue
 from tasks.materializer import (
     Downloaded,
-    Job,
     JobFailed,
-    JobResult,
-    ResultBox,
+    Materializer,
     download_job_for,
     upload_job_for,
 )
@@ -31,18 +29,16 @@ from tasks.replies import Replier
 
 log = structlog.get_logger(__name__)
 
-SendJob = Callable[[Job], Awaitable[None]]
-
 
 class MediaBridge:
     def __init__(
         self,
-        send_job: SendJob,
+        materializer: Materializer,
         staging: AttachmentStaging,
         replier: Replier,
         catalogue: Catalogue,
     ) -> None:
-        self._send_job = send_job
+        self._materializer = materializer
         self._staging = staging
         self._replier = replier
         self._t = catalogue
@@ -57,8 +53,7 @@ class MediaBridge:
             content=entry.content,
             origin_server_ts=entry.origin_server_ts,
         )
-        box = ResultBox()
-        job = download_job_for(event, user_id=room.matrix_user_id, on_result=box)
+        job = download_job_for(event, user_id=room.matrix_user_id)
         if job is None:
             await self._replier.say(
                 room.room_id,
@@ -66,7 +61,7 @@ class MediaBridge:
                 reply_to=entry.event_id,
             )
             return
-        result = await self._run(job, box)
+        result = await self._materializer.download(job)
         if isinstance(result, Downloaded):
             self._staging.stage(room.room_id, result.rel_path)
             await self._replier.say(
@@ -75,7 +70,7 @@ class MediaBridge:
         else:
             await self._replier.say(
                 room.room_id,
-                self._t("file_error", reason=_message(result)),
+                self._t("file_error", reason=result.message),
                 reply_to=entry.event_id,
             )
 
@@ -84,11 +79,8 @@ class MediaBridge:
 
     async def on_file(self, room_id: str, trigger: str, emitted: EmittedFile, index: int) -> None:
         """Upload a file the agent emitted; a refusal is told to the user."""
-        box = ResultBox()
-        job = upload_job_for(
-            emitted, room_id=room_id, reply_to_event_id=trigger, index=index, on_result=box
-        )
-        result = await self._run(job, box)
+        job = upload_job_for(emitted, room_id=room_id, reply_to_event_id=trigger, index=index)
+        result = await self._materializer.upload(job)
         if isinstance(result, JobFailed):
             await self._replier.say(
                 room_id,
@@ -96,11 +88,3 @@ class MediaBridge:
                 reply_to=trigger,
                 purpose=f"file-error-{index}",
             )
-
-    async def _run(self, job: Job, box: ResultBox) -> JobResult:
-        await self._send_job(job)
-        return await box.wait()
-
-
-def _message(result: JobResult) -> str:
-    return result.message if isinstance(result, JobFailed) else "unexpected result"

@@ -6,10 +6,11 @@ that stayed idle for `idle_timeout` (swept by `run`), or explicitly through
 `disconnect()` on `!clear` and agent switch. A session with a turn in flight
 is never evicted; the pool then grows past `max_sessions` until turns end.
 
-Retried here: PlatformUnavailable before a turn's first event, up to
-`max_reconnects` times with exponential backoff (a resend is safe, the turn
-carries its idempotency key). Not retried: timeouts, rejections, and anything
-after the first event. Eviction disconnects are best effort: a failure is
+Nothing is retried here: the platform adapter below owns the platform's
+retries (for HTTP agents runtime/platforms/http.py resends a turn that failed
+before its first event, with the same idempotency key; see tasks/retry.py), so
+a dead agent is asked on one schedule, not on two. A turn's error is counted
+and raised to the caller. Eviction disconnects are best effort: a failure is
 counted and logged, never raised into a turn.
 
 Sessions are not durable: after a restart the pool starts empty.
@@ -32,7 +33,6 @@ from contracts.platform import (
     PlatformError,
     PlatformEvent,
     PlatformHealth,
-    PlatformUnavailable,
     Snapshot,
     UserTurn,
 )
@@ -50,7 +50,6 @@ class PoolStatistics:
     hits: int
     misses: int
     evictions: int
-    reconnects: int
     errors: int
 
 
@@ -75,9 +74,6 @@ class PlatformPool:
         max_sessions: int = 256,
         idle_timeout: float = 900.0,
         sweep_interval: float | None = None,
-        max_reconnects: int = 3,
-        reconnect_base_delay: float = 0.5,
-        reconnect_max_delay: float = 8.0,
         disconnect_timeout: float = 10.0,
         clock: Callable[[], float] = anyio.current_time,
     ) -> None:
@@ -91,13 +87,10 @@ class PlatformPool:
         self.sweep_interval = (
             sweep_interval if sweep_interval is not None else min(60.0, idle_timeout / 4)
         )
-        self.max_reconnects = max_reconnects
-        self.reconnect_base_delay = reconnect_base_delay
-        self.reconnect_max_delay = reconnect_max_delay
         self.disconnect_timeout = disconnect_timeout
         self._clock = clock
         self._sessions: OrderedDict[SessionKey, _Session] = OrderedDict()  # LRU first
-        self._hits = self._misses = self._evictions = self._reconnects = self._errors = 0
+        self._hits = self._misses = self._evictions = self._errors = 0
 
     # -- introspection -------------------------------------------------------------------------
 
@@ -107,7 +100,6 @@ class PlatformPool:
             hits=self._hits,
             misses=self._misses,
             evictions=self._evictions,
-            reconnects=self._reconnects,
             errors=self._errors,
         )
 
@@ -198,50 +190,26 @@ class PlatformPool:
                 error=type(exc).__name__,
             )
 
-    def _reconnect_delay(self, retry: int) -> float:
-        return min(self.reconnect_max_delay, self.reconnect_base_delay * 2.0**retry)
-
     # -- PlatformClient ------------------------------------------------------------------------
 
     async def send_turn(self, turn: UserTurn) -> AsyncGenerator[PlatformEvent, None]:
-        """The inner platform's events for `turn`, with reconnects before the first event."""
+        """The inner platform's events for `turn`, in the chat's session."""
         key = (turn.agent_id, turn.platform_chat_id)
         session, evict = self._check_out(key)
         try:
             for other in evict:
                 await self._evict(other, reason="capacity")
-            retry = 0
-            while True:
-                received = False
-                events = self._inner.send_turn(turn)
-                try:
-                    async for event in events:
-                        received = True
-                        yield event
-                    return
-                except PlatformUnavailable as exc:
-                    if received or retry >= self.max_reconnects:
-                        self._errors += 1
-                        raise
-                    delay = self._reconnect_delay(retry)
-                    retry += 1
-                    self._reconnects += 1
-                    log.info(
-                        "platform_pool.reconnect",
-                        agent_id=key[0],
-                        platform_chat_id=key[1],
-                        attempt=retry,
-                        delay=delay,
-                        error=str(exc),
-                    )
-                except PlatformError:
-                    self._errors += 1
-                    raise
-                finally:
-                    if isinstance(events, _Closeable):
-                        with anyio.move_on_after(self.disconnect_timeout, shield=True):
-                            await events.aclose()
-                await anyio.sleep(delay)
+            events = self._inner.send_turn(turn)
+            try:
+                async for event in events:
+                    yield event
+            except PlatformError:
+                self._errors += 1
+                raise
+            finally:
+                if isinstance(events, _Closeable):
+                    with anyio.move_on_after(self.disconnect_timeout, shield=True):
+                        await events.aclose()
         finally:
             self._check_in(key, session)
 

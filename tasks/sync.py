@@ -9,8 +9,11 @@ Readiness: ``run`` reports started once caught up: pending entries resubmitted,
 the initial batch (reconciliation's snapshot, handed on by the supervisor after a
 fresh start) recorded, and one zero-timeout sync recorded; then it long-polls.
 
-Errors: MatrixUnreachable / MatrixRateLimited are retried here with backoff
-(our own loop, not nio's sync_forever); MatrixAuthError propagates (fatal).
+Errors: this module owns the homeserver's retries for the sync loop and for
+event handling (tasks/retry.py): MatrixUnreachable / MatrixRateLimited are
+retried with backoff, never sooner than a rate limit's ``retry_after`` (our own
+loop, not nio's sync_forever); another MatrixError fails the event (it is
+marked done); MatrixAuthError from /sync propagates (fatal).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 
 import anyio
 import anyio.abc
@@ -36,6 +40,7 @@ from contracts.metrics import Metrics, NullMetrics
 from contracts.state import RoomType
 from contracts.store import LedgerEntry, Store
 from tasks.catchup import find_unanswered, is_user_message
+from tasks.retry import Backoff, retry
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +49,10 @@ Handler = Callable[[LedgerEntry], Awaitable[None]]
 SYNC_TIMEOUT_MS = 30_000
 TIMELINE_LIMIT = 50
 MAX_BACKFILL_PAGES = 20
+# This module owns the homeserver's retries for /sync and for handling an event
+# (tasks/retry.py): unbounded, the bot has nothing better to do than wait.
+SYNC_BACKOFF = Backoff(initial=0.5, factor=2.0, max=30.0, jitter=0.1)
+EVENT_BACKOFF = Backoff(initial=0.5, factor=2.0, max=30.0, jitter=0.1)
 
 
 def invite_entries(batch: SyncBatch) -> list[LedgerEntry]:
@@ -122,34 +131,25 @@ class RoomDispatcher:
 
     async def _handle_with_retry(self, entry: LedgerEntry) -> None:
         started = anyio.current_time()
-        delay = 0.5
-        while True:
-            try:
-                await self._handler(entry)
-            except (MatrixUnreachable, MatrixRateLimited) as exc:
-                wait = exc.retry_after if isinstance(exc, MatrixRateLimited) else delay
-                log.warning(
-                    "event.retry",
-                    event_id=entry.event_id,
-                    room_id=entry.room_id,
-                    error=str(exc),
-                    retry_in=round(wait, 2),
-                )
-                await anyio.sleep(wait)
-                delay = min(delay * 2, 30.0)
-                continue
-            except MatrixError as exc:
-                # The homeserver refused (forbidden, not found): retrying cannot help.
-                log.error("event.failed", event_id=entry.event_id, error=str(exc))
-                self._metrics.event_handled(entry.type, "failed")
-            except Exception:
-                log.exception("event.crashed", event_id=entry.event_id, room_id=entry.room_id)
-                self._metrics.event_handled(entry.type, "crashed")
-            else:
-                self._metrics.event_handled(entry.type, "ok")
-                self._metrics.reply_latency(anyio.current_time() - started)
-            self._store.mark_done(entry.event_id)
-            return
+        try:
+            await retry(
+                partial(self._handler, entry),
+                EVENT_BACKOFF,
+                retry_on=(MatrixUnreachable, MatrixRateLimited),
+                operation="event",
+                log_fields={"event_id": entry.event_id, "room_id": entry.room_id},
+            )
+        except MatrixError as exc:
+            # The homeserver refused (forbidden, not found): retrying cannot help.
+            log.error("event.failed", event_id=entry.event_id, error=str(exc))
+            self._metrics.event_handled(entry.type, "failed")
+        except Exception:
+            log.exception("event.crashed", event_id=entry.event_id, room_id=entry.room_id)
+            self._metrics.event_handled(entry.type, "crashed")
+        else:
+            self._metrics.event_handled(entry.type, "ok")
+            self._metrics.reply_latency(anyio.current_time() - started)
+        self._store.mark_done(entry.event_id)
 
 
 class SyncTask:
@@ -201,30 +201,31 @@ class SyncTask:
         self, dispatcher: RoomDispatcher, task_status: anyio.abc.TaskStatus[None]
     ) -> None:
         caught_up = False
-        delay = 0.5
         while True:
-            since = self._store.checkpoint()
-            started = anyio.current_time()
-            try:
-                batch = await self._matrix.sync(
-                    since,
-                    timeout_ms=0 if not caught_up else SYNC_TIMEOUT_MS,
-                    timeline_limit=TIMELINE_LIMIT,
-                )
-                await self.ingest(batch, dispatcher, initial=since is None)
-            except (MatrixUnreachable, MatrixRateLimited) as exc:
-                wait = exc.retry_after if isinstance(exc, MatrixRateLimited) else delay
-                wait *= 1 + self._rng.uniform(0, 0.2)
-                log.warning("sync.retry", error=str(exc), retry_in=round(wait, 2))
-                await anyio.sleep(wait)
-                delay = min(delay * 2, 30.0)
-                continue
-            delay = 0.5
-            self._metrics.sync_completed(anyio.current_time() - started)
+            took = await retry(
+                partial(self._sync_once, dispatcher, long_poll=caught_up),
+                SYNC_BACKOFF,
+                retry_on=(MatrixUnreachable, MatrixRateLimited),
+                operation="sync",
+                rng=self._rng,
+            )
+            self._metrics.sync_completed(took)
             if not caught_up:
                 caught_up = True
                 log.info("sync.caught_up", checkpoint_set=True)
                 task_status.started()
+
+    async def _sync_once(self, dispatcher: RoomDispatcher, *, long_poll: bool) -> float:
+        """One /sync from the checkpoint, recorded and dispatched; returns the seconds it took."""
+        since = self._store.checkpoint()
+        started = anyio.current_time()
+        batch = await self._matrix.sync(
+            since,
+            timeout_ms=SYNC_TIMEOUT_MS if long_poll else 0,
+            timeline_limit=TIMELINE_LIMIT,
+        )
+        await self.ingest(batch, dispatcher, initial=since is None)
+        return anyio.current_time() - started
 
     async def ingest(self, batch: SyncBatch, dispatcher: RoomDispatcher, *, initial: bool) -> None:
         """Record the batch's events with its checkpoint (one transaction), then dispatch."""

@@ -7,7 +7,9 @@ Errors are mapped onto the contracts.platform tree:
     any other 4xx                              -> PlatformRejected (with the server's reason)
     a line of the stream that is not an event  -> PlatformUnavailable (the platform is broken)
 
-What is retried, with exponential backoff and jitter (RetryPolicy):
+This adapter is the one layer that retries platform calls (tasks/retry.py;
+the connection pool above it does not), so a dead agent gets at most
+`RetryPolicy.attempts` requests per call, on one schedule. What is retried:
 - a turn, only while no event has arrived yet: the idempotency key makes the
   platform answer a resend with the recorded reply, never twice; once an
   event was yielded a resend could duplicate output, so the error propagates;
@@ -23,9 +25,9 @@ The read timeout applies between bytes, so a platform that keeps streaming
 from __future__ import annotations
 
 import os
-import random
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Final, TypeVar
 
 import anyio
@@ -63,10 +65,12 @@ from contracts.wire import (
     TurnRequest,
     decode_event,
 )
+from tasks.retry import Backoff, retry
 
 log = structlog.get_logger(__name__)
 
 R = TypeVar("R", bound=BaseModel)
+T = TypeVar("T")
 
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
 DRAIN_TIMEOUT: Final = 5.0  # reading what follows a terminal or broken line, at most
@@ -74,16 +78,25 @@ DRAIN_TIMEOUT: Final = 5.0  # reading what follows a terminal or broken line, at
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """`attempts` tries in all; waits base_delay * 2**n (capped), times 0.5..1 with jitter."""
+    """`attempts` requests per call in all, `backoff` between them."""
 
     attempts: int = 3
-    base_delay: float = 0.25
-    max_delay: float = 4.0
-    jitter: bool = True
+    backoff: Backoff = field(
+        default_factory=lambda: Backoff(initial=0.25, factor=2.0, max=4.0, jitter=0.25)
+    )
 
-    def delay(self, retry: int) -> float:
-        delay = min(self.max_delay, self.base_delay * 2.0**retry)
-        return delay * random.uniform(0.5, 1.0) if self.jitter else delay
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"RetryPolicy.attempts must be at least 1, got {self.attempts}")
+
+
+@dataclass(frozen=True)
+class _OpenTurn:
+    """A turn's response, open, with its first event already read."""
+
+    response: httpx.Response
+    lines: AsyncIterator[str]
+    first: PlatformEvent
 
 
 class _Retryable(Exception):
@@ -187,18 +200,19 @@ class HttpPlatform:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    async def _backoff(self, path: str, retry: int, error: PlatformError) -> None:
-        delay = self.retry.delay(retry)
-        log.info(
-            "platform.http.retry",
-            agent_id=self.agent.id,
-            path=path,
-            attempt=retry + 2,
-            of=self.retry.attempts,
-            delay=round(delay, 3),
-            error=type(error).__name__,
-        )
-        await anyio.sleep(delay)
+    async def _retrying(self, call: Callable[[], Awaitable[T]], path: str, *, attempts: int) -> T:
+        """`call()` with this adapter's retries; a `_Retryable` comes out as its error."""
+        try:
+            return await retry(
+                call,
+                self.retry.backoff,
+                retry_on=_Retryable,
+                attempts=attempts,
+                operation="platform.http",
+                log_fields={"agent_id": self.agent.id, "path": path},
+            )
+        except _Retryable as exc:
+            raise exc.error from exc.__cause__
 
     @staticmethod
     def _retryable(error: PlatformError) -> PlatformError | _Retryable:
@@ -207,14 +221,9 @@ class HttpPlatform:
 
     async def _call(self, path: str, body: BaseModel | None, answer: type[R], *, retry: bool) -> R:
         attempts = self.retry.attempts if retry else 1
-        for attempt in range(attempts):
-            try:
-                return await self._call_once(path, body, answer)
-            except _Retryable as exc:
-                if attempt + 1 >= attempts:
-                    raise exc.error from exc.__cause__
-                await self._backoff(path, attempt, exc.error)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self._retrying(
+            partial(self._call_once, path, body, answer), path, attempts=attempts
+        )
 
     async def _call_once(self, path: str, body: BaseModel | None, answer: type[R]) -> R:
         try:
@@ -244,42 +253,70 @@ class HttpPlatform:
         """Stream one turn; see the module docstring for what is retried."""
         path = "v1/turns"
         body = TurnRequest.from_turn(turn).model_dump_json()
+        # Only the part before the first event is retried: after it, a resend
+        # could show the user output twice.
+        opened = await self._retrying(
+            partial(self._open_turn, path, body), path, attempts=self.retry.attempts
+        )
+        lines = opened.lines
+        try:
+            event: PlatformEvent | None = opened.first
+            while event is not None:
+                if isinstance(event, TurnDone | TurnFailed):
+                    # Read to the end first: the platform closes right after the
+                    # terminal line, and a half-read httpx stream is never cleaned up.
+                    await _drain(lines)
+                    yield event
+                    return
+                yield event
+                event = await self._next_event(lines)
+            raise PlatformUnavailable(
+                f"{self._where()} ended the turn stream without a done or error line"
+            )
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, path) from exc
+        finally:
+            with anyio.move_on_after(DRAIN_TIMEOUT, shield=True):
+                await opened.response.aclose()
+
+    async def _open_turn(self, path: str, body: str) -> _OpenTurn:
+        """POST the turn and read up to its first event.
+
+        Raises `_Retryable` when a resend may help; closes the response on any error.
+        """
         headers = {"Content-Type": "application/json", "Accept": NDJSON_MEDIA_TYPE}
-        for attempt in range(self.retry.attempts):
-            received = False
-            failure: PlatformError | _Retryable
-            try:
-                async with self._client.stream("POST", path, content=body, headers=headers) as resp:
-                    if resp.status_code >= 400:
-                        raise self._retryable(self._status_error(resp, await resp.aread()))
-                    lines = resp.aiter_lines()
-                    async for line in lines:
-                        if not line.strip():
-                            continue
-                        event = await self._decode(line, lines)
-                        if isinstance(event, TurnDone | TurnFailed):
-                            # Read to the end first: the platform closes right after the
-                            # terminal line, and a half-read httpx stream is never cleaned up.
-                            await _drain(lines)
-                            yield event
-                            return
-                        received = True
-                        yield event
+        request = self._client.build_request("POST", path, content=body, headers=headers)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._retryable(self._transport_error(exc, path)) from exc
+        try:
+            if response.status_code >= 400:
+                raise self._retryable(self._status_error(response, await response.aread()))
+            lines = response.aiter_lines()
+            first = await self._next_event(lines)
+            if first is None:
                 raise _Retryable(
                     PlatformUnavailable(
                         f"{self._where()} ended the turn stream without a done or error line"
                     )
                 )
-            except httpx.HTTPError as exc:
-                failure = self._retryable(self._transport_error(exc, path))
-                cause: BaseException | None = exc
-            except _Retryable as exc:
-                failure, cause = exc, exc.__cause__
-            if not isinstance(failure, _Retryable):
-                raise failure from cause
-            if received or attempt + 1 >= self.retry.attempts:
-                raise failure.error from cause
-            await self._backoff(path, attempt, failure.error)
+        except httpx.HTTPError as exc:
+            with anyio.move_on_after(DRAIN_TIMEOUT, shield=True):
+                await response.aclose()
+            raise self._retryable(self._transport_error(exc, path)) from exc
+        except BaseException:
+            with anyio.move_on_after(DRAIN_TIMEOUT, shield=True):
+                await response.aclose()
+            raise
+        return _OpenTurn(response, lines, first)
+
+    async def _next_event(self, lines: AsyncIterator[str]) -> PlatformEvent | None:
+        """The stream's next event, skipping blank lines; None at its end."""
+        async for line in lines:
+            if line.strip():
+                return await self._decode(line, lines)
+        return None
 
     async def _decode(self, line: str, rest: AsyncIterator[str]) -> PlatformEvent:
         try:

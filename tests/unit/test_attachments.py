@@ -82,6 +82,21 @@ def test_expired_rooms_are_swept(staging: AttachmentStaging, clock: FakeClock) -
     assert staging.statistics().rooms == 1
 
 
+def test_expire_drops_expired_paths_in_every_room_and_counts_them(
+    staging: AttachmentStaging, clock: FakeClock
+) -> None:
+    staging.stage("!a", "inbox/old.png")
+    staging.stage("!b", "inbox/old.txt")
+    clock.now += 40
+    staging.stage("!b", "inbox/new.txt")
+    clock.now += 21
+
+    assert staging.expire() == 2
+    assert staging.expire() == 0
+    assert staging.peek("!b") == ("inbox/new.txt",)
+    assert staging.statistics().rooms == 1
+
+
 def test_at_most_max_per_room_are_kept(clock: FakeClock) -> None:
     staging = AttachmentStaging(ttl=60.0, max_per_room=2, clock=clock)
     for name in ("1", "2", "3"):

@@ -3,6 +3,7 @@ against the service as a real process over real HTTP."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -34,8 +36,10 @@ from contracts.registry import AgentBackend, AgentEntry
 from contracts.wire import WIRE_VERSION_HEADER, TurnRequest
 from platform_agent import AgentServiceConfig, create_app
 from runtime.platforms.http import HttpPlatform, RetryPolicy
+from tasks.platform_pool import PlatformPool
+from tasks.retry import Backoff
 
-FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002, jitter=False)
+FAST = RetryPolicy(attempts=3, backoff=Backoff(initial=0.001, max=0.002, jitter=0.0))
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -174,15 +178,17 @@ class Script:
 
     def __post_init__(self) -> None:
         self.requests: list[httpx.Request] = []
+        self.times: list[float] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
+        self.times.append(anyio.current_time())
         reply = self.replies[min(len(self.requests), len(self.replies)) - 1]
         return reply(request)
 
-    def platform(self, **fields: Any) -> HttpPlatform:
+    def platform(self, retry: RetryPolicy = FAST, **fields: Any) -> HttpPlatform:
         return HttpPlatform(
-            _agent(**fields), env={}, transport=httpx.MockTransport(self), retry=FAST
+            _agent(**fields), env={}, transport=httpx.MockTransport(self), retry=retry
         )
 
 
@@ -254,6 +260,29 @@ async def test_a_turn_is_retried_after_a_connect_error_then_gives_up_clearly() -
 
     assert len(script.requests) == FAST.attempts
     assert "helper" in str(caught.value)
+
+
+@pytest.mark.trio_only
+@pytest.mark.virtual_time
+async def test_a_dead_agent_gets_a_bounded_number_of_posts_on_one_schedule() -> None:
+    """Through the pool, as the bot runs it: the adapter's attempts, its backoff, nothing more."""
+    policy = RetryPolicy()  # the production default
+    script = Script([raises(httpx.ConnectError)])
+    async with script.platform(retry=policy) as platform:
+        pool = PlatformPool(platform)
+        with pytest.raises(PlatformUnavailable, match="unreachable"):
+            await _collect(pool, _turn(key="$dead"))
+
+    assert len(script.requests) == policy.attempts
+    assert {
+        TurnRequest.model_validate_json(r.content).idempotency_key for r in script.requests
+    } == {"$dead"}
+    waits = [later - earlier for earlier, later in itertools.pairwise(script.times)]
+    backoff = policy.backoff
+    for retry_number, waited in enumerate(waits, start=1):
+        nominal = min(backoff.initial * backoff.factor ** (retry_number - 1), backoff.max)
+        assert nominal * (1 - backoff.jitter) <= waited <= nominal * (1 + backoff.jitter)
+    assert pool.statistics().errors == 1
 
 
 async def test_a_turn_is_not_retried_once_an_event_arrived() -> None:

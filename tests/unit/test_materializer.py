@@ -2,12 +2,10 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 import anyio
+import anyio.lowlevel
 import pytest
 from fakes import FakeMatrix
 from structlog.testing import capture_logs
@@ -16,6 +14,7 @@ from contracts.matrix import MatrixEvent, MatrixRequestError, MatrixUnreachable
 from contracts.platform import EmittedFile
 from runtime.store import SqliteStore
 from runtime.workspace import FsWorkspace
+from tasks.attachments import AttachmentStaging
 from tasks.files.paths import room_directory
 from tasks.materializer import (
     REPLY_TO_KEY,
@@ -25,8 +24,6 @@ from tasks.materializer import (
     JobFailed,
     JobResult,
     Materializer,
-    ResultBox,
-    ResultHandler,
     Uploaded,
     UploadJob,
     UploadMemo,
@@ -35,12 +32,14 @@ from tasks.materializer import (
     upload_job_for,
     upload_txn_id,
 )
+from tasks.retry import Backoff
 
 DEADLINE = 10.0
 LIMIT = 1024
 USER = "@alice:example.org"
 ROOM = "!room:example.org"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
+NO_WAIT = Backoff(initial=0.0, max=0.0, jitter=0.0)
 
 
 @pytest.fixture
@@ -53,41 +52,34 @@ def workspace(tmp_path: Path) -> FsWorkspace:
     return FsWorkspace(tmp_path / "ws")
 
 
-@asynccontextmanager
-async def running_materializer(
-    matrix: FakeMatrix, workspace: FsWorkspace, *, uploads: UploadMemo | None = None
-) -> AsyncIterator[Materializer]:
-    """A running materializer; closed (and its task ended) on exit."""
-    with Materializer(
+def make_materializer(
+    matrix: FakeMatrix,
+    workspace: FsWorkspace,
+    *,
+    uploads: UploadMemo | None = None,
+    staging: AttachmentStaging | None = None,
+    max_transfers: int = 4,
+) -> Materializer:
+    return Materializer(
         matrix,  # type: ignore[arg-type]  # the fake implements the media part of MatrixPort
         workspace,
         max_upload_bytes=LIMIT,
         uploads=uploads,
-        retry_delays=(0.0, 0.0),
-    ) as running:
-        async with anyio.create_task_group() as tg:
-            await tg.start(running.run)
-            yield running
-            running.close()
+        staging=staging,
+        max_transfers=max_transfers,
+        backoff=NO_WAIT,
+    )
 
 
 @pytest.fixture
-async def materializer(matrix: FakeMatrix, workspace: FsWorkspace) -> AsyncIterator[Materializer]:
-    async with running_materializer(matrix, workspace) as running:
-        yield running
+def materializer(matrix: FakeMatrix, workspace: FsWorkspace) -> Materializer:
+    return make_materializer(matrix, workspace)
 
 
 async def submit(materializer: Materializer, job: Job) -> JobResult:
-    """Send a job through the stream and wait for its result."""
-    box = ResultBox()
-    job = _with_handler(job, box)
+    """Run a job as a room's task does: a direct call."""
     with anyio.fail_after(DEADLINE):
-        await materializer.send_job(job)
-        return await box.wait()
-
-
-def _with_handler(job: Job, handler: ResultHandler) -> Job:
-    return replace(job, on_result=handler)
+        return await materializer.process(job)
 
 
 def download(
@@ -269,10 +261,11 @@ async def test_a_turn_replayed_after_a_crash_reuses_its_upload(
 ) -> None:
     workspace.write_atomic("out/chart.png", PNG)
     with SqliteStore(tmp_path / "state.db") as store:
-        async with running_materializer(matrix, workspace, uploads=store) as first_run:
-            first = await submit(first_run, upload("out/chart.png"))
-        async with running_materializer(matrix, workspace, uploads=store) as after_restart:
-            again = await submit(after_restart, upload("out/chart.png"))
+        first = await submit(
+            make_materializer(matrix, workspace, uploads=store), upload("out/chart.png")
+        )
+        after_restart = make_materializer(matrix, workspace, uploads=store)
+        again = await submit(after_restart, upload("out/chart.png"))
 
         assert isinstance(first, Uploaded)
         assert isinstance(again, Uploaded)
@@ -290,9 +283,9 @@ async def test_an_upload_whose_message_failed_is_sent_on_the_retry_without_uploa
     workspace.write_atomic("report.pdf", b"%PDF-1.7")
     matrix.fail["send_message"] = [MatrixRequestError("no", errcode="M_FORBIDDEN", status=403)]
     with SqliteStore(tmp_path / "state.db") as store:
-        async with running_materializer(matrix, workspace, uploads=store) as running:
-            failed = await submit(running, upload("report.pdf"))
-            retried = await submit(running, upload("report.pdf"))
+        running = make_materializer(matrix, workspace, uploads=store)
+        failed = await submit(running, upload("report.pdf"))
+        retried = await submit(running, upload("report.pdf"))
 
     assert isinstance(failed, JobFailed)
     assert isinstance(retried, Uploaded)
@@ -396,10 +389,81 @@ async def test_missing_emitted_file_is_reported(
     assert result.code == "file_not_found"
 
 
-# -- the task ---------------------------------------------------------------------------
+# -- concurrency: direct calls, bounded ----------------------------------------------------
 
 
-async def test_a_bad_job_does_not_stop_the_task(
+class GatedMatrix(FakeMatrix):
+    """Downloads of `slow_mxc` wait for `gate`: a big file still coming in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+        self.slow_mxc: str | None = None
+        self.slow_started = anyio.Event()
+
+    async def download(self, mxc_uri: str, *, max_bytes: int) -> bytes:
+        if mxc_uri == self.slow_mxc:
+            self.slow_started.set()
+            await self.gate.wait()
+        return await super().download(mxc_uri, max_bytes=max_bytes)
+
+
+async def test_a_big_download_in_one_room_does_not_delay_an_upload_in_another(
+    workspace: FsWorkspace,
+) -> None:
+    matrix = GatedMatrix()
+    materializer = make_materializer(matrix, workspace)
+    big = download(matrix, room_id="!a:example.org")
+    matrix.slow_mxc = big.mxc
+    workspace.write_atomic("out/chart.png", PNG)
+    results: list[JobResult] = []
+
+    async def room_a() -> None:
+        results.append(await materializer.process(big))
+
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(room_a)
+            await matrix.slow_started.wait()
+
+            uploaded = await materializer.process(upload("out/chart.png", room_id=ROOM))
+
+            assert isinstance(uploaded, Uploaded)
+            assert results == [], "the upload finished while the download was still running"
+            matrix.gate.set()
+
+    [downloaded] = results
+    assert isinstance(downloaded, Downloaded)
+
+
+async def test_transfers_beyond_the_limit_wait_for_a_slot(workspace: FsWorkspace) -> None:
+    matrix = GatedMatrix()
+    materializer = make_materializer(matrix, workspace, max_transfers=1)
+    big = download(matrix, room_id="!a:example.org")
+    matrix.slow_mxc = big.mxc
+    workspace.write_atomic("out/chart.png", PNG)
+    done: list[str] = []
+
+    async def run(name: str, job: Job) -> None:
+        await materializer.process(job)
+        done.append(name)
+
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "download", big)
+            await matrix.slow_started.wait()
+            tg.start_soon(run, "upload", upload("out/chart.png"))
+            while materializer.statistics().waiting == 0:
+                await anyio.lowlevel.checkpoint()
+
+            assert (materializer.statistics().active, done) == (1, [])
+            matrix.gate.set()
+
+    assert done == ["download", "upload"]
+    assert matrix.sent, "the upload ran once the slot was free"
+
+
+async def test_a_bad_job_is_a_result_and_the_next_one_runs(
     materializer: Materializer, matrix: FakeMatrix
 ) -> None:
     bad = await submit(materializer, upload("../x"))
@@ -408,32 +472,52 @@ async def test_a_bad_job_does_not_stop_the_task(
     assert isinstance(bad, JobFailed)
     assert isinstance(good, Downloaded)
     stats = materializer.statistics()
-    assert (stats.downloaded, stats.failed) == (1, 1)
+    assert (stats.downloaded, stats.failed, stats.active) == (1, 1, 0)
 
 
-async def test_a_failing_result_handler_does_not_stop_the_task(
-    materializer: Materializer, matrix: FakeMatrix
+async def test_download_and_upload_are_typed_shortcuts_of_process(
+    materializer: Materializer, matrix: FakeMatrix, workspace: FsWorkspace
 ) -> None:
-    async def explode(result: JobResult) -> None:
-        raise RuntimeError("handler bug")
+    workspace.write_atomic("out/chart.png", PNG)
+
+    with anyio.fail_after(DEADLINE):
+        downloaded = await materializer.download(download(matrix))
+        uploaded = await materializer.upload(upload("out/chart.png"))
+
+    assert isinstance(downloaded, Downloaded)
+    assert isinstance(uploaded, Uploaded)
+
+
+# -- the supervised task: work nobody awaits -----------------------------------------------
+
+
+@pytest.mark.trio_only
+@pytest.mark.virtual_time
+async def test_run_expires_staged_attachments_nobody_takes(
+    matrix: FakeMatrix, workspace: FsWorkspace
+) -> None:
+    staging = AttachmentStaging(ttl=30.0)
+    materializer = Materializer(
+        matrix,  # type: ignore[arg-type]
+        workspace,
+        max_upload_bytes=LIMIT,
+        staging=staging,
+        expiry_interval=60.0,
+    )
+    staging.stage(ROOM, "inbox/a.png")
 
     with capture_logs() as logs:
-        await materializer.send_job(_with_handler(download(matrix, event_id="$x"), explode))
-        result = await submit(materializer, download(matrix, event_id="$y"))
-
-    assert isinstance(result, Downloaded)
-    assert any(e["event"] == "materializer.result_handler_failed" for e in logs)
-
-
-async def test_close_ends_run(matrix: FakeMatrix, workspace: FsWorkspace) -> None:
-    materializer = Materializer(matrix, workspace, max_upload_bytes=LIMIT)  # type: ignore[arg-type]
-    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tg:
             await tg.start(materializer.run)
-            materializer.close()
+            await anyio.sleep(59.0)  # virtual: expired at 30 s, but not swept yet
+            before_sweep = [e for e in logs if e["event"] == "materializer.staged_expired"]
+            await anyio.sleep(2.0)
+            tg.cancel_scope.cancel()
 
-    with pytest.raises(anyio.ClosedResourceError):
-        materializer.send_job_nowait(download(matrix))
+    assert before_sweep == []
+    [expired] = [e for e in logs if e["event"] == "materializer.staged_expired"]
+    assert expired["paths"] == 1
+    assert staging.statistics().paths == 0
 
 
 # -- helpers for the caller ----------------------------------------------------------

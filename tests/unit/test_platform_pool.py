@@ -1,4 +1,4 @@
-"""PlatformPool: sessions, LRU and idle eviction, reconnects, explicit disconnect."""
+"""PlatformPool: sessions, LRU and idle eviction, no retries of its own, explicit disconnect."""
 
 from __future__ import annotations
 
@@ -116,9 +116,7 @@ async def test_turns_pass_through_and_count_hits_and_misses(inner: FakePlatform)
     await run_turn(pool, "2", "c")
 
     assert first == [TextDelta(text="echo: a"), TurnDone(text="echo: a")]
-    assert pool.statistics() == PoolStatistics(
-        size=2, hits=1, misses=2, evictions=0, reconnects=0, errors=0
-    )
+    assert pool.statistics() == PoolStatistics(size=2, hits=1, misses=2, evictions=0, errors=0)
 
 
 def test_statistics_are_a_frozen_snapshot(inner: FakePlatform) -> None:
@@ -275,62 +273,46 @@ async def test_run_disconnects_every_session_when_cancelled(inner: FakePlatform)
     assert pool.statistics().size == 0
 
 
-# -- reconnects ----------------------------------------------------------------------------------
+# -- errors: the pool does not retry (the platform adapter owns retries) ------------------------
 
 
-@pytest.mark.virtual_time
-async def test_unavailable_before_the_first_event_reconnects_with_backoff(
-    inner: FakePlatform, time_is_virtual: bool
-) -> None:
-    base = 1.0 if time_is_virtual else 0.01
-    pool = PlatformPool(inner, max_reconnects=3, reconnect_base_delay=base)
-    inner.failures = [PlatformUnavailable("down"), PlatformUnavailable("still down")]
-
-    started = anyio.current_time()
-    events = await run_turn(pool, "A")
-    waited = anyio.current_time() - started
-
-    assert events[-1] == TurnDone(text="echo: hi")
-    assert len(inner.turns) == 3
-    assert waited >= base * (1 + 2)
-    if time_is_virtual:
-        assert waited == pytest.approx(3.0)
-    assert pool.statistics().reconnects == 2
-
-
-async def test_reconnects_are_bounded(inner: FakePlatform) -> None:
-    pool = PlatformPool(inner, max_reconnects=2, reconnect_base_delay=0.001)
-    inner.failures = [PlatformUnavailable(f"down {n}") for n in range(5)]
-
-    with pytest.raises(PlatformUnavailable, match="down 2"):
-        await run_turn(pool, "A")
-
-    assert len(inner.turns) == 3
-    assert pool.statistics().errors == 1
-
-
-async def test_no_reconnect_once_an_event_was_delivered(inner: FakePlatform) -> None:
-    pool = PlatformPool(inner, reconnect_base_delay=0.001)
-    inner.fail_after_first = PlatformUnavailable("dropped mid-answer")
-
-    with pytest.raises(PlatformUnavailable, match="dropped mid-answer"):
-        await run_turn(pool, "A")
-
-    assert len(inner.turns) == 1
-
-
-@pytest.mark.parametrize("error", [PlatformTimeout("slow"), PlatformRejected("no")])
-async def test_timeouts_and_rejections_are_not_retried(
+@pytest.mark.parametrize(
+    "error", [PlatformUnavailable("down"), PlatformTimeout("slow"), PlatformRejected("no")]
+)
+async def test_a_failing_turn_is_asked_once_and_raised(
     inner: FakePlatform, error: PlatformError
 ) -> None:
-    pool = PlatformPool(inner, reconnect_base_delay=0.001)
-    inner.failures = [error]
+    pool = PlatformPool(inner)
+    inner.failures = [error, error]
 
     with pytest.raises(type(error)):
         await run_turn(pool, "A")
 
     assert len(inner.turns) == 1
     assert pool.statistics().errors == 1
+
+
+async def test_an_error_after_the_first_event_reaches_the_caller(inner: FakePlatform) -> None:
+    pool = PlatformPool(inner)
+    inner.fail_after_first = PlatformUnavailable("dropped mid-answer")
+
+    with pytest.raises(PlatformUnavailable, match="dropped mid-answer"):
+        await run_turn(pool, "A")
+
+    assert len(inner.turns) == 1
+    assert pool.statistics().errors == 1
+
+
+async def test_a_failed_turn_leaves_the_session_idle(inner: FakePlatform) -> None:
+    clock = ManualClock()
+    pool = PlatformPool(inner, idle_timeout=1, clock=clock)
+    inner.failures = [PlatformUnavailable("down")]
+
+    with pytest.raises(PlatformUnavailable):
+        await run_turn(pool, "A")
+    clock.now = 2
+
+    assert await pool.evict_idle() == 1
 
 
 async def test_a_consumer_that_stops_early_closes_the_inner_stream(inner: FakePlatform) -> None:

@@ -25,7 +25,6 @@ from runtime.supervisor import (
     Supervisor,
     SupervisorConfig,
     TaskSpec,
-    backoff_delay,
     cleanup_scope,
 )
 
@@ -592,12 +591,12 @@ async def test_backoff_resets_after_healthy_period() -> None:
     jitter=st.floats(min_value=0.0, max_value=1.0),
     seed=st.integers(),
 )
-def test_backoff_delay_stays_within_jitter_and_cap(
+def test_restart_backoff_stays_within_jitter_and_cap(
     consecutive: int, initial: float, ceiling: float, jitter: float, seed: int
 ) -> None:
     config = SupervisorConfig(backoff_initial=initial, backoff_max=ceiling, backoff_jitter=jitter)
 
-    delay = backoff_delay(consecutive, config, random.Random(seed))
+    delay = config.backoff.delay(consecutive, random.Random(seed))
 
     unjittered = min(initial * 2.0 ** min(consecutive - 1, 64), ceiling)
     assert unjittered * (1 - jitter) - 1e-9 <= delay <= min(unjittered * (1 + jitter), ceiling)
@@ -955,6 +954,5 @@ def test_public_api() -> None:
         "TaskSpec",
         "TaskState",
         "TaskStatistics",
-        "backoff_delay",
         "cleanup_scope",
     }

@@ -62,7 +62,7 @@ class Recorder:
 
 class NoJitter(random.Random):
     def uniform(self, a: float, b: float) -> float:
-        return a
+        return (a + b) / 2  # the middle of a jitter range is no jitter
 
 
 @pytest.fixture
