@@ -1,5 +1,19 @@
 """One agent turn shown in Matrix: typing, then one message edited at a bounded rate.
 
+An answer too large for one event continues in further messages (each part's
+event sized in bytes, see tasks/answer_parts.py): a part shown by editing moves
+on to a new message before an edit would outgrow the limit. Every part has its
+own transaction ids, derived from the trigger and the part's number, so a
+replayed turn sends nothing twice.
+
+Homeserver trouble never loses the answer: a part's first message and its final
+text are sent until they go through (after a 429 the `retry_after` the server
+names, after a network error or 5xx a backoff); a progress edit that fails is
+skipped (a 429 also delays the next one). An event refused as too large is cut
+smaller; refused at every size, the room is told how much was not shown.
+Refusals that retrying cannot help (M_FORBIDDEN, ...) reach the caller as
+themselves, never wrapped in an ExceptionGroup.
+
 Typing is shown only when the agent has not answered within `typing_delay`: a
 quick answer needs no "is typing", and each typing change is a request plus a
 wake-up of every client syncing the room (the bot's own sync too), on the path
