@@ -77,6 +77,9 @@ EN: dict[str, str] = {
     ),
     "platform_error": "⚠️ The agent could not answer: {reason}. Please try again in a moment.",
     "platform_failed": "⚠️ The agent reported an error ({code}): {message}",
+    "answer_too_large": (
+        "⚠️ The homeserver refused {chars} characters of this answer as too large to show."
+    ),
     "unmanaged_room": (
         "This room is not one of your Lambda chats. Your chats are in your Space "
         "**{space}**; type `!new` there to start another."
@@ -153,6 +156,9 @@ RU: dict[str, str] = {
     ),
     "platform_error": "⚠️ Агент не смог ответить: {reason}. Попробуйте ещё раз чуть позже.",
     "platform_failed": "⚠️ Агент сообщил об ошибке ({code}): {message}",
+    "answer_too_large": (
+        "⚠️ Сервер отказался показать {chars} символов этого ответа: слишком большое сообщение."
+    ),
     "unmanaged_room": (
         "Эта комната не из ваших чатов Lambda. Ваши чаты в пространстве **{space}**; "
         "наберите там `!new`."

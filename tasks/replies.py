@@ -9,6 +9,7 @@ state the bot can still tell what it already answered.
 from __future__ import annotations
 
 import hashlib
+import json
 
 import markdown as md
 
@@ -47,6 +48,20 @@ def txn_id_for(event_id: str, purpose: str) -> str:
     # surrogatepass: JSON may carry a lone surrogate ("\ud800") into an id; any str hashes.
     key = f"{purpose}\x00{event_id}".encode("utf-8", "surrogatepass")
     return hashlib.sha256(key).hexdigest()[:32]
+
+
+# The homeserver refuses an event whose JSON (the content and the envelope: ids, hashes,
+# signatures, prev and auth events) is over this many bytes (M_TOO_LARGE).
+MAX_EVENT_BYTES = 65_536
+# What the envelope takes, with room to spare (Synapse's is under 1,500 bytes with ten prev
+# events); the content of a message or an edit may use the rest.
+EVENT_ENVELOPE_BYTES = 4_096
+
+
+def content_bytes(content: JsonDict) -> int:
+    """Bytes of `content` in the event JSON (canonical JSON: UTF-8, no spaces, no \\u escapes)."""
+    encoded = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    return len(encoded.encode("utf-8", "surrogatepass"))
 
 
 def message_content(text: str, *, reply_to: str | None, notice: bool = False) -> JsonDict:

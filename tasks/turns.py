@@ -1,5 +1,19 @@
 """One agent turn shown in Matrix: typing, then one message edited at a bounded rate.
 
+An answer too large for one event continues in further messages (each part's
+event sized in bytes, see tasks/answer_parts.py): a part shown by editing moves
+on to a new message before an edit would outgrow the limit. Every part has its
+own transaction ids, derived from the trigger and the part's number, so a
+replayed turn sends nothing twice.
+
+Homeserver trouble never loses the answer: a part's first message and its final
+text are sent until they go through (after a 429 the `retry_after` the server
+names, after a network error or 5xx a backoff); a progress edit that fails is
+skipped (a 429 also delays the next one). An event refused as too large is cut
+smaller; refused at every size, the room is told how much was not shown.
+Refusals that retrying cannot help (M_FORBIDDEN, ...) reach the caller as
+themselves, never wrapped in an ExceptionGroup.
+
 Typing is shown only when the agent has not answered within `typing_delay`: a
 quick answer needs no "is typing", and each typing change is a request plus a
 wake-up of every client syncing the room (the bot's own sync too), on the path
@@ -18,6 +32,7 @@ metrics, labelled with its code.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from dataclasses import dataclass, field
@@ -25,7 +40,13 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from contracts.matrix import MatrixPort
+from contracts.matrix import (
+    MatrixError,
+    MatrixPort,
+    MatrixRateLimited,
+    MatrixRequestError,
+    MatrixUnreachable,
+)
 from contracts.metrics import Metrics, NullMetrics
 from contracts.platform import (
     EmittedFile,
@@ -38,22 +59,78 @@ from contracts.platform import (
     TurnFailed,
     UserTurn,
 )
+from tasks.answer_parts import Part, first_part
 from tasks.catalogue import Catalogue
-from tasks.replies import Replier
+from tasks.replies import (
+    EVENT_ENVELOPE_BYTES,
+    MAX_EVENT_BYTES,
+    Replier,
+    content_bytes,
+    edit_content,
+    message_content,
+)
 
 log = structlog.get_logger(__name__)
 
 # (room_id, triggering event id, the file, its 1-based index in the turn)
 FileHandler = Callable[[str, str, EmittedFile, int], Awaitable[None]]
 
+# Below this many bytes of content per event, a refused send is not tried smaller again.
+MIN_EVENT_BUDGET = 4_096
+# Sizing an edit needs the id of the message it replaces; real ones are 44 characters.
+_SOME_EVENT_ID = "$" + "x" * 63
+
 
 @dataclass
 class TurnOutcome:
     text: str = ""
-    message_event_id: str | None = None
+    message_event_id: str | None = None  # the answer's first message
+    message_event_ids: list[str] = field(default_factory=list)  # every part's message
     files: list[str] = field(default_factory=list)
     error: str | None = None
     edits: int = 0
+
+
+@dataclass
+class _Answer:
+    """Where the answer stands in the room: the part being shown, and how big one may be."""
+
+    trigger: str
+    budget: int  # bytes of content an event may have
+    start: int = 0  # where the current part begins in the answer's text
+    reopen: str = ""  # the fence line the current part reopens
+    part: int = 0  # the current part's number (its transaction ids derive from it)
+    event_id: str | None = None  # the current part's message, once sent
+    shown: str = ""  # what the current part shows now
+    edits: int = 0  # edits of the current part so far
+
+    def next_part(self, finished: Part) -> None:
+        self.start += len(finished.source)
+        self.reopen = finished.reopen
+        self.part += 1
+        self.event_id = None
+        self.shown = ""
+        self.edits = 0
+
+    def shrink(self) -> bool:
+        """The homeserver refused an event as too large: halve the budget if it may."""
+        if self.budget // 2 < MIN_EVENT_BUDGET:
+            return False
+        self.budget //= 2
+        return True
+
+
+class _TooLarge(Exception):
+    """The homeserver refused an event as too large (M_TOO_LARGE)."""
+
+
+async def _refusal_as_too_large(send: Callable[[], Awaitable[str]]) -> str:
+    try:
+        return await send()
+    except MatrixRequestError as exc:
+        if exc.errcode == "M_TOO_LARGE" or exc.status == 413:
+            raise _TooLarge(str(exc)) from exc
+        raise
 
 
 @dataclass
@@ -72,6 +149,7 @@ class TurnStreamer:
         *,
         edit_interval: float = 1.0,
         typing_delay: float = 0.3,
+        max_event_bytes: int = MAX_EVENT_BYTES,
         on_file: FileHandler | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -81,75 +159,89 @@ class TurnStreamer:
         self._t = catalogue
         self._edit_interval = edit_interval
         self._typing_delay = typing_delay
+        self._max_event_bytes = max_event_bytes
         self._on_file = on_file
         self._metrics = metrics or NullMetrics()
 
     async def run(self, room_id: str, turn: UserTurn) -> TurnOutcome:
-        """Stream one turn; platform failures become a clear message in the room."""
-        trigger = turn.idempotency_key
+        """Stream one turn; platform failures become a clear message in the room.
+
+        Returns once the whole answer is in the room. Raises MatrixError (unwrapped,
+        never an ExceptionGroup) when the homeserver refuses for good (M_FORBIDDEN, ...).
+        """
         outcome = TurnOutcome()
-        sent_text = ""
+        answer = _Answer(turn.idempotency_key, budget=self._max_event_bytes - EVENT_ENVELOPE_BYTES)
         typing = _TypingState()
         send, receive = anyio.create_memory_object_stream[PlatformEvent | PlatformError](16)
         try:
+            failure: Exception | None = None
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._produce, turn, send)
                 tg.start_soon(self._type_after_delay, room_id, typing)
-                next_flush = anyio.current_time() + self._edit_interval
-                async with receive:
-                    while True:
-                        item: PlatformEvent | PlatformError | None = None
-                        with anyio.move_on_after(max(0.0, next_flush - anyio.current_time())):
-                            try:
-                                item = await receive.receive()
-                            except anyio.EndOfStream:
-                                break
-                        if item is None:  # flush time: show progress
-                            if outcome.text and outcome.text != sent_text:
-                                sent_text = await self._show(room_id, trigger, outcome, final=False)
-                            next_flush = anyio.current_time() + self._edit_interval
-                            continue
-                        if isinstance(item, PlatformError):
-                            outcome.error = str(item) or item.code
-                            self._metrics.platform_error(item.code)
-                            await self._replier.say(
-                                room_id,
-                                self._t("platform_error", reason=_reason(item)),
-                                reply_to=trigger,
-                                purpose="error",
-                            )
-                            break
-                        if isinstance(item, TextDelta):
-                            outcome.text += item.text
-                        elif isinstance(item, TurnDone):
-                            if item.text is not None and not outcome.text:
-                                outcome.text = item.text
-                            break
-                        elif isinstance(item, TurnFailed):
-                            outcome.error = item.code
-                            self._metrics.platform_error(item.code)
-                            await self._replier.say(
-                                room_id,
-                                self._t("platform_failed", code=item.code, message=item.message),
-                                reply_to=trigger,
-                                purpose="error",
-                            )
-                            break
-                        elif isinstance(item, EmittedFile):
-                            outcome.files.append(item.path)
-                            if self._on_file is not None:
-                                await self._on_file(room_id, trigger, item, len(outcome.files))
-                        elif isinstance(item, StatusUpdate):
-                            typing.on = True
-                            await self._typing(room_id, True)
+                try:
+                    notice = await self._consume(room_id, receive, outcome, answer, typing)
+                except Exception as exc:  # raised below as it is, not inside an ExceptionGroup
+                    failure = exc
                 tg.cancel_scope.cancel()
-            if outcome.text and outcome.text != sent_text:
-                await self._show(room_id, trigger, outcome, final=True)
+            if failure is not None:
+                raise failure
+            await self._flush(room_id, answer, outcome, final=True)
+            if notice is not None:
+                await self._patiently(
+                    lambda: self._replier.say(
+                        room_id, notice, reply_to=answer.trigger, purpose="error"
+                    ),
+                    what="error",
+                )
         finally:
             if typing.on:
                 with anyio.move_on_after(2, shield=True):
                     await self._typing(room_id, False)
         return outcome
+
+    async def _consume(
+        self,
+        room_id: str,
+        receive: anyio.abc.ObjectReceiveStream[PlatformEvent | PlatformError],
+        outcome: TurnOutcome,
+        answer: _Answer,
+        typing: _TypingState,
+    ) -> str | None:
+        """Read the platform's events, showing progress; returns the error notice to say."""
+        next_flush = anyio.current_time() + self._edit_interval
+        async with receive:
+            while True:
+                item: PlatformEvent | PlatformError | None = None
+                with anyio.move_on_after(max(0.0, next_flush - anyio.current_time())):
+                    try:
+                        item = await receive.receive()
+                    except anyio.EndOfStream:
+                        return None
+                if item is None:  # flush time: show progress
+                    wait = await self._flush(room_id, answer, outcome, final=False)
+                    next_flush = anyio.current_time() + max(self._edit_interval, wait)
+                    continue
+                if isinstance(item, PlatformError):
+                    outcome.error = str(item) or item.code
+                    self._metrics.platform_error(item.code)
+                    return self._t("platform_error", reason=_reason(item))
+                if isinstance(item, TextDelta):
+                    outcome.text += item.text
+                elif isinstance(item, TurnDone):
+                    if item.text is not None and not outcome.text:
+                        outcome.text = item.text
+                    return None
+                elif isinstance(item, TurnFailed):
+                    outcome.error = item.code
+                    self._metrics.platform_error(item.code)
+                    return self._t("platform_failed", code=item.code, message=item.message)
+                elif isinstance(item, EmittedFile):
+                    outcome.files.append(item.path)
+                    if self._on_file is not None:
+                        await self._on_file(room_id, answer.trigger, item, len(outcome.files))
+                elif isinstance(item, StatusUpdate):
+                    typing.on = True
+                    await self._typing(room_id, True)
 
     async def _type_after_delay(self, room_id: str, typing: _TypingState) -> None:
         await anyio.sleep(self._typing_delay)
@@ -169,18 +261,132 @@ class TurnStreamer:
             except PlatformError as exc:
                 await send.send(exc)
 
-    async def _show(self, room_id: str, trigger: str, outcome: TurnOutcome, *, final: bool) -> str:
-        if outcome.message_event_id is None:
-            outcome.message_event_id = await self._replier.say(
-                room_id, outcome.text, reply_to=trigger, purpose="answer", notice=False
+    # -- showing the answer ---------------------------------------------------------------
+
+    async def _flush(
+        self, room_id: str, answer: _Answer, outcome: TurnOutcome, *, final: bool
+    ) -> float:
+        """Show the text so far: finish the parts it outgrew, then update the current one.
+
+        Progress (`final=False`) is best effort: a refused or failed edit is skipped
+        (the next flush or the final one shows the text); returns how long the
+        homeserver asked us to wait (0.0 if it did not). The final flush retries until
+        every part is in the room.
+        """
+        text = outcome.text
+        while rest := text[answer.start :]:
+            if not final and self._fits_edit(answer, answer.reopen + rest):
+                shown = answer.reopen + rest
+                if shown == answer.shown:
+                    return 0.0
+                try:
+                    await self._show(room_id, answer, outcome, shown, last=False)
+                except _TooLarge:
+                    if not answer.shrink():
+                        return 0.0  # the final flush says so
+                    continue
+                except MatrixRateLimited as exc:
+                    log.info("answer.edit_skipped", room_id=room_id, retry_in=exc.retry_after)
+                    return exc.retry_after
+                except MatrixError as exc:
+                    log.info("answer.edit_skipped", room_id=room_id, error=str(exc))
+                return 0.0
+            # The rest outgrew the current part (or this is the end): finish the part.
+            fits = self._fits_edit if answer.event_id is not None else self._fits_message
+            part = first_part(rest, functools.partial(fits, answer), reopen=answer.reopen)
+            try:
+                await self._show(room_id, answer, outcome, part.shown, last=True)
+            except _TooLarge:
+                if answer.shrink():
+                    continue
+                await self._say_too_large(room_id, answer, len(part.source))
+            except MatrixError:
+                if final:
+                    raise
+                return 0.0  # the final flush tries again, and raises if it must
+            answer.next_part(part)
+        return 0.0
+
+    async def _show(
+        self, room_id: str, answer: _Answer, outcome: TurnOutcome, shown: str, *, last: bool
+    ) -> None:
+        """Send the current part's message, or edit it; `last`: its final text.
+
+        A part's first message is sent patiently in every case: once it may have
+        reached the homeserver, the same transaction id must be sent again until
+        we know its event id. Progress edits are tried once; final edits patiently.
+        """
+        if answer.event_id is not None and shown == answer.shown:
+            return  # already shown (by the last progress edit)
+        trigger = answer.trigger
+        prefix = "answer" if answer.part == 0 else f"answer-part{answer.part}"
+        if answer.event_id is None:
+            event_id = await self._patiently(
+                lambda: self._replier.say(
+                    room_id, shown, reply_to=trigger, purpose=prefix, notice=False
+                ),
+                what=prefix,
             )
+            answer.event_id = event_id
+            outcome.message_event_ids.append(event_id)
+            if outcome.message_event_id is None:
+                outcome.message_event_id = event_id
         else:
+            original = answer.event_id
+            answer.edits += 1
+            purpose = f"{prefix}-final" if last else f"{prefix}-edit-{answer.edits}"
+
+            async def edit() -> str:
+                return await self._replier.edit(
+                    room_id, original, shown, reply_to=trigger, purpose=purpose
+                )
+
+            if last:
+                await self._patiently(edit, what=purpose)
+            else:
+                await _refusal_as_too_large(edit)
             outcome.edits += 1
-            purpose = "answer-final" if final else f"answer-edit-{outcome.edits}"
-            await self._replier.edit(
-                room_id, outcome.message_event_id, outcome.text, reply_to=trigger, purpose=purpose
-            )
-        return outcome.text
+        answer.shown = shown
+
+    async def _patiently(self, send: Callable[[], Awaitable[str]], *, what: str) -> str:
+        """`send()` until it goes through: after a 429 its `retry_after`, after a network
+        error or 5xx a backoff (0.5 s doubling to 30 s). Raises _TooLarge for
+        M_TOO_LARGE and any other MatrixError as it is (retrying cannot help).
+        """
+        delay = 0.5
+        while True:
+            try:
+                return await _refusal_as_too_large(send)
+            except MatrixRateLimited as exc:
+                wait = exc.retry_after
+            except MatrixUnreachable:
+                wait, delay = delay, min(delay * 2, 30.0)
+            log.warning("answer.send_retry", what=what, retry_in=round(wait, 2))
+            await anyio.sleep(wait)
+
+    async def _say_too_large(self, room_id: str, answer: _Answer, chars: int) -> None:
+        log.error("answer.too_large", part=answer.part, chars=chars, budget=answer.budget)
+        await self._patiently(
+            lambda: self._replier.say(
+                room_id,
+                self._t("answer_too_large", chars=chars),
+                reply_to=answer.trigger,
+                purpose=f"answer-part{answer.part}-too-large",
+            ),
+            what="too-large",
+        )
+
+    def _fits_message(self, answer: _Answer, shown: str) -> bool:
+        if len(shown) > answer.budget:  # every character is at least one byte of `body`
+            return False
+        content = message_content(shown, reply_to=answer.trigger)
+        return content_bytes(content) <= answer.budget
+
+    def _fits_edit(self, answer: _Answer, shown: str) -> bool:
+        if 2 * len(shown) > answer.budget:  # `body` twice, with the new content's
+            return False
+        content = edit_content(_SOME_EVENT_ID, shown, reply_to=answer.trigger)
+        return content_bytes(content) <= answer.budget
 
     async def _typing(self, room_id: str, on: bool) -> None:
         try:

@@ -6,6 +6,7 @@ Shared by the unit tests; extend the classes here rather than writing mocks.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -109,7 +110,9 @@ class FakeMatrix:
       event per `txn_id` (a resend returns the first event id); messages into a
       known room also land in its timeline;
     - account data, display names, typing, invites, join/leave/forget;
-    - `fail` queues errors: the next call of the named method raises the first one.
+    - `fail` queues errors: the next call of the named method raises the first one;
+    - `max_event_bytes`: like Synapse, a message whose event JSON (content plus an
+      envelope of `envelope_bytes`) is larger is refused with M_TOO_LARGE.
     """
 
     user_id: str = "@bot:example.org"
@@ -131,6 +134,8 @@ class FakeMatrix:
     left: list[tuple[str, str | None]] = field(default_factory=list)  # (room id, reason)
     forgotten: list[str] = field(default_factory=list)
     sync_calls: list[SyncCall] = field(default_factory=list)
+    max_event_bytes: int = 65_536
+    envelope_bytes: int = 1_200
     _by_txn: dict[str, str] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count())
     _position: int = 0
@@ -383,6 +388,9 @@ class FakeMatrix:
         await self._call("send_message")
         if txn_id in self._by_txn:
             return self._by_txn[txn_id]
+        size = len(json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode())
+        if size + self.envelope_bytes > self.max_event_bytes:
+            raise MatrixRequestError("event too large", errcode="M_TOO_LARGE", status=413)
         if room_id in self.rooms:
             event_id = self.add_event(room_id, self.user_id, event_type, content).event_id
         else:  # a room this fake was not told about (the materializer tests): still recorded

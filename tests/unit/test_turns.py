@@ -6,10 +6,18 @@ from collections.abc import AsyncIterator, Sequence
 from itertools import pairwise
 
 import anyio
+import anyio.lowlevel
 import pytest
 from fakes import FakeMatrix, SentMessage
 
 from contracts.markers import REPLY_TO_FIELD
+from contracts.matrix import (
+    JsonDict,
+    MatrixError,
+    MatrixRateLimited,
+    MatrixRequestError,
+    MatrixUnreachable,
+)
 from contracts.metrics import NullMetrics
 from contracts.platform import (
     ContextInfo,
@@ -25,6 +33,7 @@ from contracts.platform import (
     UserTurn,
 )
 from tasks.catalogue import Catalogue
+from tasks.replies import txn_id_for
 from tasks.turns import TurnStreamer
 
 ROOM = "!chat:example.org"
@@ -248,8 +257,6 @@ async def test_a_status_update_shows_typing_at_once() -> None:
 
 
 async def test_typing_failures_do_not_fail_the_turn() -> None:
-    from contracts.matrix import MatrixUnreachable
-
     matrix = FakeMatrix()
     matrix.fail["set_typing"] = [MatrixUnreachable("502"), MatrixUnreachable("502")]
     script: list[PlatformEvent | float | Exception] = [
@@ -293,3 +300,198 @@ async def test_running_the_same_turn_again_sends_nothing_new() -> None:
     await streamer(matrix, ScriptedPlatform(script)).run(ROOM, turn())
 
     assert len(matrix.sent) == 1
+
+
+# -- homeserver trouble and the event size limit ----------------------------------------------
+
+
+class FlakyMatrix(FakeMatrix):
+    """Fails chosen `send_message` calls (1-based call numbers), whatever they carry."""
+
+    def __init__(self, failures: dict[int, MatrixError], **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.failures = failures
+        self.calls = 0
+
+    async def send_message(
+        self, room_id: str, content: JsonDict, *, txn_id: str, event_type: str = "m.room.message"
+    ) -> str:
+        self.calls += 1
+        failure = self.failures.pop(self.calls, None)
+        if failure is not None:
+            await anyio.lowlevel.checkpoint()
+            raise failure
+        return await super().send_message(room_id, content, txn_id=txn_id, event_type=event_type)
+
+
+def answers(matrix: FakeMatrix) -> list[str]:
+    """The answer's messages as they read now (after their latest edit), in order."""
+    texts: dict[str, str] = {}
+    for message in matrix.sent:
+        relates = message.content.get("m.relates_to", {})
+        if relates.get("rel_type") == "m.replace":
+            texts[relates["event_id"]] = message.content["m.new_content"]["body"]
+        elif message.content.get("msgtype") == "m.text":
+            texts[message.event_id] = message.content["body"]
+    return list(texts.values())
+
+
+def slow_script(text: str, *, pieces: int, pause: float) -> list[PlatformEvent | float | Exception]:
+    step = -(-len(text) // pieces)
+    script: list[PlatformEvent | float | Exception] = []
+    for start in range(0, len(text), step):
+        script += [TextDelta(text=text[start : start + step]), pause]
+    return [*script, TurnDone()]
+
+
+@pytest.mark.virtual_time
+async def test_a_rate_limited_answer_is_sent_after_retry_after(time_is_virtual: bool) -> None:
+    scale = 1.0 if time_is_virtual else 0.01
+    matrix = FakeMatrix()
+    matrix.fail["send_message"] = [MatrixRateLimited("429", retry_after=5.0 * scale)]
+    started = anyio.current_time()
+
+    outcome = await streamer(matrix, ScriptedPlatform([TurnDone(text="hi")])).run(ROOM, turn())
+
+    assert answers(matrix) == ["hi"]
+    assert outcome.message_event_id == matrix.sent[0].event_id
+    assert anyio.current_time() - started >= 5.0 * scale
+
+
+@pytest.mark.virtual_time
+async def test_a_5xx_on_the_first_send_is_retried_not_lost() -> None:
+    matrix = FakeMatrix()
+    matrix.fail["send_message"] = [MatrixUnreachable("502"), MatrixUnreachable("503")]
+
+    await streamer(matrix, ScriptedPlatform([TurnDone(text="hi")])).run(ROOM, turn())
+
+    assert answers(matrix) == ["hi"]
+    assert matrix.fail["send_message"] == []
+
+
+@pytest.mark.virtual_time
+async def test_a_failed_progress_edit_is_skipped_and_the_final_text_arrives(
+    time_is_virtual: bool,
+) -> None:
+    scale = 1.0 if time_is_virtual else 0.01
+    text = "".join(f"w{n} " for n in range(12))
+    matrix = FlakyMatrix({2: MatrixUnreachable("502"), 3: MatrixRateLimited("429", retry_after=0)})
+
+    outcome = await streamer(
+        matrix,
+        ScriptedPlatform(slow_script(text, pieces=6, pause=1.5 * scale)),
+        edit_interval=scale,
+    ).run(ROOM, turn())
+
+    assert answers(matrix) == [text] == [outcome.text]
+    assert matrix.failures == {}, "both failures happened, on progress edits"
+
+
+@pytest.mark.virtual_time
+async def test_a_rate_limited_final_edit_is_retried(time_is_virtual: bool) -> None:
+    scale = 1.0 if time_is_virtual else 0.01
+    script: list[PlatformEvent | float | Exception] = [
+        TextDelta(text="first "),
+        1.5 * scale,
+        TextDelta(text="second"),
+        TurnDone(),
+    ]
+    matrix = FlakyMatrix({2: MatrixRateLimited("429", retry_after=3.0 * scale)})
+
+    await streamer(matrix, ScriptedPlatform(script), edit_interval=scale).run(ROOM, turn())
+
+    assert answers(matrix) == ["first second"]
+    [_, final] = matrix.sent
+    assert final.txn_id == txn_id_for(TRIGGER, "answer-final")
+
+
+async def test_a_refusal_reaches_the_caller_as_itself_not_in_a_group() -> None:
+    matrix = FakeMatrix()
+    matrix.fail["send_message"] = [MatrixRequestError("no", errcode="M_FORBIDDEN", status=403)]
+
+    with pytest.raises(MatrixRequestError):
+        await streamer(matrix, ScriptedPlatform([TurnDone(text="hi")])).run(ROOM, turn())
+
+
+async def test_an_error_notice_survives_a_rate_limit() -> None:
+    matrix = FakeMatrix()
+    matrix.fail["send_message"] = [MatrixRateLimited("429", retry_after=0.0)]
+
+    await streamer(matrix, ScriptedPlatform([TurnFailed(code="x", message="y")])).run(ROOM, turn())
+
+    assert [m.content["body"] for m in matrix.sent] == ["⚠️ The agent reported an error (x): y"]
+
+
+LONG = "".join(
+    f"Paragraph {n}: " + "lorem ipsum dolor sit amet, " * 12 + "\n\n" for n in range(120)
+)
+
+
+async def test_a_long_answer_arrives_whole_in_several_messages() -> None:
+    assert len(LONG) > 40_000
+    matrix = FakeMatrix()
+
+    outcome = await streamer(matrix, ScriptedPlatform([TurnDone(text=LONG)])).run(ROOM, turn())
+
+    parts = answers(matrix)
+    assert "".join(parts) == LONG
+    assert len(parts) == len(outcome.message_event_ids) == 2
+    assert all(m.content[REPLY_TO_FIELD] == TRIGGER for m in matrix.sent)
+    assert all(p.endswith("\n\n") for p in parts[:-1]), "cut at a paragraph break"
+
+
+@pytest.mark.virtual_time
+async def test_a_streamed_answer_moves_on_before_an_edit_outgrows_the_limit(
+    time_is_virtual: bool,
+) -> None:
+    scale = 1.0 if time_is_virtual else 0.01
+    matrix = FakeMatrix()
+    script = slow_script(LONG, pieces=10, pause=1.5 * scale)
+
+    outcome = await streamer(matrix, ScriptedPlatform(script), edit_interval=scale).run(
+        ROOM, turn()
+    )
+
+    parts = answers(matrix)
+    assert "".join(parts) == LONG == outcome.text
+    assert len(parts) >= 3, "an edit holds about half of what a message holds"
+    assert outcome.edits >= 2
+    originals = set(outcome.message_event_ids)
+    assert all(
+        m.content["m.relates_to"]["event_id"] in originals
+        for m in matrix.sent
+        if "m.relates_to" in m.content
+    )
+
+
+async def test_a_homeserver_with_a_lower_limit_still_gets_everything() -> None:
+    matrix = FakeMatrix(max_event_bytes=20_000)
+
+    await streamer(matrix, ScriptedPlatform([TurnDone(text=LONG)])).run(ROOM, turn())
+
+    assert "".join(answers(matrix)) == LONG
+
+
+async def test_an_answer_refused_at_every_size_is_said_in_the_room() -> None:
+    matrix = FakeMatrix(max_event_bytes=2_000)  # a notice fits, no part of the answer does
+    text = "word " * 4_000
+
+    await streamer(matrix, ScriptedPlatform([TurnDone(text=text)])).run(ROOM, turn())
+
+    notices = [m.content["body"] for m in matrix.sent]
+    assert answers(matrix) == []
+    assert all("refused" in n for n in notices)
+    refused = sum(int(n.split("refused ")[1].split(" ")[0]) for n in notices)
+    assert refused == len(text), "every character is accounted for"
+
+
+async def test_running_a_long_turn_again_sends_nothing_new() -> None:
+    matrix = FakeMatrix()
+    script: list[PlatformEvent | float | Exception] = [TurnDone(text=LONG)]
+
+    await streamer(matrix, ScriptedPlatform(script)).run(ROOM, turn())
+    first = len(matrix.sent)
+    await streamer(matrix, ScriptedPlatform(script)).run(ROOM, turn())
+
+    assert len(matrix.sent) == first == 2
+    assert len({m.txn_id for m in matrix.sent}) == 2
