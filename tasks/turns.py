@@ -69,6 +69,7 @@ from tasks.replies import (
     edit_content,
     message_content,
 )
+from tasks.retry import Backoff, retry
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +78,9 @@ FileHandler = Callable[[str, str, EmittedFile, int], Awaitable[None]]
 
 # Below this many bytes of content per event, a refused send is not tried smaller again.
 MIN_EVENT_BUDGET = 4_096
+# A part's first message and final text are retried here, within the turn, so a
+# homeserver hiccup never re-runs the agent (tasks/retry.py names the owners).
+SEND_BACKOFF = Backoff(initial=0.5, factor=2.0, max=30.0, jitter=0.1)
 # Sizing an edit needs the id of the message it replaces; real ones are 44 characters.
 _SOME_EVENT_ID = "$" + "x" * 63
 
@@ -349,20 +353,17 @@ class TurnStreamer:
         answer.shown = shown
 
     async def _patiently(self, send: Callable[[], Awaitable[str]], *, what: str) -> str:
-        """`send()` until it goes through: after a 429 its `retry_after`, after a network
-        error or 5xx a backoff (0.5 s doubling to 30 s). Raises _TooLarge for
-        M_TOO_LARGE and any other MatrixError as it is (retrying cannot help).
+        """`send()` until it goes through (tasks/retry.py: a 429 waits its `retry_after`,
+        a network error or 5xx backs off). Raises _TooLarge for M_TOO_LARGE and any
+        other MatrixError as it is (retrying cannot help).
         """
-        delay = 0.5
-        while True:
-            try:
-                return await _refusal_as_too_large(send)
-            except MatrixRateLimited as exc:
-                wait = exc.retry_after
-            except MatrixUnreachable:
-                wait, delay = delay, min(delay * 2, 30.0)
-            log.warning("answer.send_retry", what=what, retry_in=round(wait, 2))
-            await anyio.sleep(wait)
+        return await retry(
+            lambda: _refusal_as_too_large(send),
+            SEND_BACKOFF,
+            retry_on=(MatrixRateLimited, MatrixUnreachable),
+            operation="answer.send",
+            log_fields={"what": what},
+        )
 
     async def _say_too_large(self, room_id: str, answer: _Answer, chars: int) -> None:
         log.error("answer.too_large", part=answer.part, chars=chars, budget=answer.budget)
