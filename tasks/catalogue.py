@@ -32,8 +32,13 @@ EN: dict[str, str] = {
     "usage": "Usage: `{usage}`",
     "new_created": "Created **{name}** ({chat_id}) with **{agent}**. I invited you to it.",
     "chats_header": "**Your chats**",
-    "chats_line": "- {chat_id} — {name}{archived}{here}",
+    "chats_line": "- {chat_id} — {name}{archived}{left}{here}",
     "chats_archived": " (archived)",
+    "chats_left": " (you left)",
+    "chats_reinvited": (
+        "I invited you back to {count} room(s) you had left; accept the invite to return, "
+        "or decline it to stay out."
+    ),
     "chats_here": " ← this room",
     "chats_empty": "You have no chats yet. Type `!new` to start one.",
     "renamed": "Renamed this chat to **{name}**.",
@@ -85,6 +90,23 @@ EN: dict[str, str] = {
         "**{space}**; type `!new` there to start another."
     ),
     "unmanaged_room_no_space": "This room is not one of your Lambda chats.",
+    "foreign_room": (
+        "This room is not one of your Lambda chats, so I will stay quiet here. Your chats are "
+        "in your Space **{space}**."
+    ),
+    "foreign_room_no_space": (
+        "This room is not one of your Lambda chats, so I will stay quiet here. Invite me to a "
+        "direct chat to get started."
+    ),
+    "help_direct": (
+        "Here, in our direct chat, `!help` and `!chats` work; everything else happens in your "
+        "chat rooms in **{space}**."
+    ),
+    "rejoin_invited": "I invited you back to: {rooms}.",
+    "not_allowed": (
+        "You are no longer on this bot's allow list, so I will not answer here. Your rooms "
+        "and chats are kept; ask the operator to let you back in."
+    ),
     "archived_room": "This chat is archived. Type `!new` to start a fresh one.",
     "file_received": "📎 Got **{name}**. It goes to the agent with your next message.",
     "file_error": "⚠️ I could not take that file: {reason}",
@@ -114,8 +136,13 @@ RU: dict[str, str] = {
     "usage": "Использование: `{usage}`",
     "new_created": "Создан чат **{name}** ({chat_id}) с **{agent}**. Я пригласил вас в него.",
     "chats_header": "**Ваши чаты**",
-    "chats_line": "- {chat_id} — {name}{archived}{here}",
+    "chats_line": "- {chat_id} — {name}{archived}{left}{here}",
     "chats_archived": " (в архиве)",
+    "chats_left": " (вы вышли)",
+    "chats_reinvited": (
+        "Я снова пригласил вас в комнаты, из которых вы вышли ({count}): примите приглашение, "
+        "чтобы вернуться, или отклоните его."
+    ),
     "chats_here": " ← этот чат",
     "chats_empty": "У вас пока нет чатов. Наберите `!new`.",
     "renamed": "Чат переименован в **{name}**.",
@@ -164,6 +191,23 @@ RU: dict[str, str] = {
         "наберите там `!new`."
     ),
     "unmanaged_room_no_space": "Эта комната не из ваших чатов Lambda.",
+    "foreign_room": (
+        "Эта комната не из ваших чатов Lambda, поэтому здесь я буду молчать. Ваши чаты в "
+        "пространстве **{space}**."
+    ),
+    "foreign_room_no_space": (
+        "Эта комната не из ваших чатов Lambda, поэтому здесь я буду молчать. Пригласите меня "
+        "в личный чат, чтобы начать."
+    ),
+    "help_direct": (
+        "Здесь, в нашем личном чате, работают `!help` и `!chats`; всё остальное — в ваших "
+        "чатах в **{space}**."
+    ),
+    "rejoin_invited": "Я снова пригласил вас в: {rooms}.",
+    "not_allowed": (
+        "Вас больше нет в списке допущенных к этому боту, поэтому здесь я не отвечаю. Ваши "
+        "комнаты и чаты сохранены; попросите оператора вернуть вам доступ."
+    ),
     "archived_room": "Этот чат в архиве. Наберите `!new`, чтобы начать новый.",
     "file_received": "📎 Получен файл **{name}**. Он уйдёт агенту с вашим следующим сообщением.",
     "file_error": "⚠️ Не удалось принять файл: {reason}",

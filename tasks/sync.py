@@ -5,6 +5,10 @@ in one transaction (ledger); an event is marked done after it was handled; on
 start, pending entries from before a crash are handled first. One room's
 events run in order; different rooms run concurrently, bounded.
 
+Gaps: a limited timeline is filled by paging back (at most MAX_BACKFILL_PAGES,
+a truncation is logged with counts) until an event already recorded or the bot's
+own join; messages from before the bot joined a room are never handled.
+
 Readiness: ``run`` reports started once caught up: pending entries resubmitted,
 the initial batch (reconciliation's snapshot, handed on by the supervisor after a
 fresh start) recorded, and one zero-timeout sync recorded; then it long-polls.
@@ -63,18 +67,32 @@ def invite_entries(batch: SyncBatch) -> list[LedgerEntry]:
     ]
 
 
+def is_own_join(event: MatrixEvent, bot_user_id: str) -> bool:
+    """The bot's own membership turning into `join` (not a profile change while joined)."""
+    if not (
+        event.type == "m.room.member"
+        and event.state_key == bot_user_id
+        and event.content.get("membership") == "join"
+    ):
+        return False
+    prev = event.unsigned.get("prev_content")
+    return not (isinstance(prev, dict) and prev.get("membership") == "join")
+
+
+def own_join_index(events: Sequence[MatrixEvent], bot_user_id: str) -> int | None:
+    """Where in `events` the bot last joined the room, or None when it is not there."""
+    for index in range(len(events) - 1, -1, -1):
+        if is_own_join(events[index], bot_user_id):
+            return index
+    return None
+
+
 def live_messages(room: JoinedRoom, bot_user_id: str) -> list[MatrixEvent]:
     """User messages of an incremental sync, skipping those before the bot's own join."""
     events = list(room.timeline)
-    for index in range(len(events) - 1, -1, -1):
-        event = events[index]
-        if (
-            event.type == "m.room.member"
-            and event.state_key == bot_user_id
-            and event.content.get("membership") == "join"
-        ):
-            events = events[index + 1 :]
-            break
+    joined_at = own_join_index(events, bot_user_id)
+    if joined_at is not None:
+        events = events[joined_at + 1 :]
     return [e for e in events if is_user_message(e, bot_user_id)]
 
 
@@ -235,7 +253,9 @@ class SyncTask:
                 entries.extend(LedgerEntry.of_event(e) for e in await self._catch_up(room_id, room))
             else:
                 messages = live_messages(room, self._matrix.user_id)
-                if room.limited:
+                # The bot's join in this window: nothing before it is for the bot.
+                joined_here = own_join_index(room.timeline, self._matrix.user_id) is not None
+                if room.limited and not joined_here:
                     messages = await self._fill_gap(room, messages)
                 entries.extend(LedgerEntry.of_event(e) for e in messages)
         new = self._store.record_batch(entries, batch.next_batch)
@@ -265,29 +285,53 @@ class SyncTask:
             token = page.end
             pages += 1
             result = find_unanswered(events, self._matrix.user_id)
+        if not result.anchored and token and pages >= MAX_BACKFILL_PAGES:
+            log.warning(
+                "sync.backfill_truncated",
+                room_id=room_id,
+                purpose="catch-up",
+                pages=pages,
+                events=len(events),
+                unanswered=len(result.unanswered),
+            )
         if result.unanswered:
             log.info("catchup.unanswered", room_id=room_id, count=len(result.unanswered))
         return result.unanswered
 
     async def _fill_gap(self, room: JoinedRoom, messages: list[MatrixEvent]) -> list[MatrixEvent]:
-        """A limited timeline skipped events: page back until an event we already know."""
+        """A limited timeline skipped events: page back until an event we already know.
+
+        Never past the bot's own join: what was said before it is not for the bot.
+        """
+        bot = self._matrix.user_id
         older: list[MatrixEvent] = []
         token = room.prev_batch
         pages = 0
         while token and pages < MAX_BACKFILL_PAGES:
             page = await self._matrix.room_messages(room.room_id, token, backwards=True, limit=100)
-            fresh = list(_until_known(page.events, self._store))
+            fresh = list(_until_known_or_joined(page.events, self._store, bot))
             older = [*reversed(fresh), *older]
+            pages += 1
             if len(fresh) < len(page.events) or page.end is None:
+                token = None
                 break
             token = page.end
-            pages += 1
-        bot = self._matrix.user_id
+        if token:
+            log.warning(
+                "sync.backfill_truncated",
+                room_id=room.room_id,
+                purpose="gap",
+                pages=pages,
+                events=len(older),
+            )
         return [*(e for e in older if is_user_message(e, bot)), *messages]
 
 
-def _until_known(events: Sequence[MatrixEvent], store: Store) -> Iterable[MatrixEvent]:
+def _until_known_or_joined(
+    events: Sequence[MatrixEvent], store: Store, bot_user_id: str
+) -> Iterable[MatrixEvent]:
+    """Newest first: the events up to one already recorded or the bot's own join."""
     for event in events:
-        if store.is_known(event.event_id):
+        if store.is_known(event.event_id) or is_own_join(event, bot_user_id):
             return
         yield event

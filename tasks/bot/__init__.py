@@ -7,7 +7,10 @@ context.py     CommandContext, the bot's collaborators, the "agent bound?" guard
 pending.py     a room's pending `!yes`/`!no` question or `!load` list
 onboarding.py  invite -> the user's Space and first chat
 chats.py       creating a chat room once per trigger; re-binding a room
-repair.py      rebuilding a forgotten managed room; answering unmanaged rooms
+repair.py      rebuilding a forgotten managed room; direct chat or foreign room (kept verdict)
+direct.py      the user's direct chat with the bot: `!help`, `!chats`, pointer to the Space
+rejoin.py      inviting a user back to the rooms they left; the `!chats` overview
+notices.py     notices said once per room, durably
 routing.py     a message -> one streamed turn of the room's agent
 """
 

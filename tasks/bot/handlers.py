@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from contracts.platform import PlatformError
 from tasks.bot.context import CommandContext, explain_unbound
 from tasks.bot.pending import Pending
+from tasks.bot.rejoin import chats_overview
 from tasks.rooms import write_room_marker, write_space_marker
 
 
@@ -30,23 +31,8 @@ async def new_chat(ctx: CommandContext) -> None:
 
 
 async def list_chats(ctx: CommandContext) -> None:
-    t = ctx.bot.t
-    chats = ctx.bot.store.list_chats(ctx.room.matrix_user_id)
-    if not chats:
-        await ctx.say(t("chats_empty"))
-        return
-    lines = [t("chats_header"), ""]
-    for chat in chats:
-        lines.append(
-            t(
-                "chats_line",
-                chat_id=chat.chat_id,
-                name=chat.display_name,
-                archived=t("chats_archived") if chat.archived else "",
-                here=t("chats_here") if chat.room_id == ctx.room.room_id else "",
-            )
-        )
-    await ctx.say("\n".join(lines))
+    """List the user's chats; invite them back to the ones they left (tasks/bot/rejoin.py)."""
+    await ctx.say(await chats_overview(ctx.bot, ctx.room.matrix_user_id, here=ctx.room.room_id))
 
 
 async def rename(ctx: CommandContext) -> None:

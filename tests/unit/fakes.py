@@ -217,6 +217,11 @@ class FakeMatrix:
             room_id, user_id, "m.room.member", {"membership": "join"}, state_key=user_id
         )
 
+    def user_leaves(self, room_id: str, user_id: str) -> MatrixEvent:
+        return self.add_event(
+            room_id, user_id, "m.room.member", {"membership": "leave"}, state_key=user_id
+        )
+
     def messages_in(self, room_id: str) -> list[JsonDict]:
         return [m.content for m in self.sent if m.room_id == room_id]
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import anyio
 import pytest
 from fakes import FakeMatrix
+from structlog.testing import capture_logs
 
 from contracts.markers import REPLY_TO_FIELD
-from contracts.matrix import MatrixAuthError, MatrixRateLimited, MatrixUnreachable
+from contracts.matrix import MatrixAuthError, MatrixEvent, MatrixRateLimited, MatrixUnreachable
 from contracts.platform import PlatformEvent, UserTurn
 from contracts.registry import AgentEntry, AgentRegistry
 from contracts.state import RoomRecord, RoomType
@@ -22,7 +23,7 @@ from runtime.store import SqliteStore
 from tasks.bot import BotConfig, SurfaceBot
 from tasks.catalogue import Catalogue
 from tasks.sequence import PlatformChatSequence
-from tasks.sync import SyncTask
+from tasks.sync import SyncTask, is_own_join
 from tasks.turns import TurnStreamer
 
 ALICE = "@alice:example.org"
@@ -242,6 +243,100 @@ async def test_a_limited_timeline_is_filled_back_to_the_last_known_event(
     assert recorder.bodies == [f"m{n}" for n in range(70)]
 
 
+async def test_gap_filling_stops_at_the_bots_own_join(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = matrix.add_invite(ALICE, is_direct=False)
+    for n in range(30):  # the group's history from before the bot came
+        matrix.add_message(room_id, BOB, f"old{n}")
+    store.record_batch([], matrix.sync_token())
+    await matrix.join(room_id)
+    for n in range(70):  # more than one sync's timeline window: the join is not in it
+        matrix.add_message(room_id, ALICE, f"m{n}")
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+
+    async with running(task):
+        await recorder.wait_for(70)
+        await wait_idle(task)
+
+    assert recorder.bodies == [f"m{n}" for n in range(70)]
+
+
+async def test_a_limited_timeline_holding_the_bots_join_is_not_filled(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    store.record_batch([], matrix.sync_token())
+    room_id = matrix.add_invite(ALICE, is_direct=False)
+    for n in range(60):  # before the join, and more than the window holds
+        matrix.add_message(room_id, BOB, f"old{n}")
+    await matrix.join(room_id)
+    for n in range(3):
+        matrix.add_message(room_id, ALICE, f"new{n}")
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+
+    async with running(task):
+        await recorder.wait_for(3)
+        await wait_idle(task)
+
+    assert recorder.bodies == ["new0", "new1", "new2"]
+
+
+async def test_a_gap_cut_at_the_page_limit_is_logged_with_counts(
+    store: SqliteStore, matrix: FakeMatrix, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tasks.sync.MAX_BACKFILL_PAGES", 2)
+    room_id = await matrix.create_room(name="chat")
+    store.record_batch([], matrix.sync_token())
+    for n in range(300):  # 50 in the window, 200 in two pages, 50 never reached
+        matrix.add_message(room_id, ALICE, f"m{n}")
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+
+    with capture_logs() as logs:
+        async with running(task):
+            await recorder.wait_for(250)
+            await wait_idle(task)
+
+    assert recorder.bodies == [f"m{n}" for n in range(50, 300)]
+    [cut] = [log for log in logs if log["event"] == "sync.backfill_truncated"]
+    assert (cut["room_id"], cut["purpose"], cut["pages"], cut["events"]) == (
+        room_id,
+        "gap",
+        2,
+        200,
+    )
+    assert cut["log_level"] == "warning"
+
+
+async def test_a_catch_up_cut_at_the_page_limit_is_logged_with_counts(
+    store: SqliteStore, matrix: FakeMatrix, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tasks.sync.MAX_BACKFILL_PAGES", 1)
+    room_id = await matrix.create_room(name="chat", invite=[ALICE])
+    store.put_room(
+        RoomRecord(room_id=room_id, room_type=RoomType.CHAT, matrix_user_id=ALICE, chat_id="C1")
+    )
+    for n in range(200):  # no answer and no join in reach: the catch-up cannot anchor
+        matrix.add_message(room_id, ALICE, f"u{n}")
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+
+    with capture_logs() as logs:
+        async with running(task):
+            await recorder.wait_for(150)
+            await wait_idle(task)
+
+    [cut] = [log for log in logs if log["event"] == "sync.backfill_truncated"]
+    assert (cut["room_id"], cut["purpose"], cut["pages"], cut["events"]) == (
+        room_id,
+        "catch-up",
+        1,
+        150,
+    )
+
+
 async def test_a_fresh_database_answers_only_what_is_unanswered(
     store: SqliteStore, matrix: FakeMatrix
 ) -> None:
@@ -444,3 +539,22 @@ async def test_an_auth_error_from_sync_is_fatal(store: SqliteStore, matrix: Fake
             await tg.start(task.run)
 
     assert raised.value.subgroup(MatrixAuthError) is not None
+
+
+def test_only_a_membership_change_counts_as_the_bots_join() -> None:
+    def member(prev: object) -> MatrixEvent:
+        unsigned = {"prev_content": prev} if prev is not None else {}
+        return MatrixEvent(
+            event_id="$j",
+            room_id="!r:x",
+            sender="@bot:x",
+            type="m.room.member",
+            content={"membership": "join", "displayname": "Bot"},
+            state_key="@bot:x",
+            unsigned=unsigned,
+        )
+
+    assert is_own_join(member(None), "@bot:x")
+    assert is_own_join(member({"membership": "invite"}), "@bot:x")
+    assert not is_own_join(member({"membership": "join"}), "@bot:x")  # a profile change
+    assert not is_own_join(member(None), "@other:x")
