@@ -28,7 +28,7 @@ from contracts.matrix import MatrixAuthError
 from contracts.registry import RegistryError
 from contracts.store import StoreError
 from runtime.logging import configure_logging
-from runtime.settings import Settings, SettingsError, load_settings
+from runtime.settings import Settings, SettingsError, load_settings, read_legacy_settings
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.surface_log_format, settings.surface_log_level)
+    if args.command != "check-config":  # check-config lists them in its own answer
+        for warning in read_legacy_settings().warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     try:
         result: int = args.func(settings, args)
         return result
@@ -337,6 +340,11 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    warnings = read_legacy_settings().warnings
+    if warnings:
+        print("configuration warnings:")
+        for warning in warnings:
+            print(f"  - {warning}")
     where = settings.matrix_homeserver or "embedded local Synapse (MATRIX_HOMESERVER unset)"
     print(
         f"configuration ok: homeserver {where}; registry {registry.source} with "

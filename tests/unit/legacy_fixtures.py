@@ -42,7 +42,7 @@ def room_value(
 
 
 def chat_value(*, owner: str, chat_id: str, room_id: str, name: str) -> dict[str, object]:
-    """The old ChatManager's entry (`get_or_create(user_id, chat_id, platform, surface_ref, name)`)."""
+    """The old ChatManager entry: `get_or_create(user_id, chat_id, platform, surface_ref, name)`."""
     return {
         "user_id": owner,
         "chat_id": chat_id,

@@ -161,7 +161,7 @@ async def test_a_space_with_more_than_one_possible_owner_is_not_adopted(
 
 async def test_unnumbered_rooms_take_free_chat_ids_in_creation_order(store: SqliteStore) -> None:
     matrix = FakeMatrix(user_id=BOT)
-    space, (plans, research, ninth) = await old_bot_space(
+    _space, (plans, research, ninth) = await old_bot_space(
         matrix, ALICE, ["Plans", "Research", "Чат 1"]
     )
 

@@ -93,7 +93,7 @@ def test_what_cannot_be_mapped_is_named() -> None:
     data: dict[str, object] = {
         **rows(),
         "auth_state:@bob:example.org": {"step": 2},
-        f"matrix_room:!dm:example.org": {"room_type": "dm", "matrix_user_id": ALICE},
+        "matrix_room:!dm:example.org": {"room_type": "dm", "matrix_user_id": ALICE},
         "matrix_user:@carol:example.org": "{not json",
         SEQUENCE_KEY: '"many"',
     }
