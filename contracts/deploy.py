@@ -83,6 +83,10 @@ class DeployContract(BaseModel):
     )
     workspace_setting: str = "SURFACE_WORKSPACE_DIR"
     platform_workspace_setting: str = "PLATFORM_AGENT_WORKSPACE"
+    # prod: the operator names the workspace volume (shared with their agent platform)
+    # and says whether it already exists; both in .env.
+    workspace_volume_variable: str = "SURFACE_WORKSPACE_VOLUME"
+    workspace_external_variable: str = "SURFACE_WORKSPACE_EXTERNAL"
     secret_settings: frozenset[str] = frozenset({"MATRIX_PASSWORD", "MATRIX_ACCESS_TOKEN"})
     readiness_path: str = "/ready"
     prod_env_file: str = ".env"
@@ -415,6 +419,7 @@ def check_prod(
         problems.append(f"prod: service '{bot_name}' needs a restart policy (unless-stopped)")
     problems += _check_readiness(bot, contract, "prod")
     problems += _check_durable_paths(bot, compose, contract, "prod")
+    problems += _check_workspace_choice(bot, compose, contract)
     for service_name, raw in services.items():
         service = parse_service(service_name, raw)
         problems += _check_secrets(service, contract, "prod")
@@ -577,6 +582,31 @@ def _check_shared_workspace(bot: Service, platform: Service, contract: DeployCon
             f"fullstack: {contract.platform_workspace_setting}={platform_path} of "
             f"'{platform.name}' differs from the bot's {contract.workspace_setting}={value}"
         )
+    return problems
+
+
+def _check_workspace_choice(
+    bot: Service, compose: Mapping[str, Any], contract: DeployContract
+) -> list[str]:
+    """prod: the workspace volume's name and `external` come from .env (the operator's
+    platform mounts the same volume); a project-private volume would hide the files."""
+    value = bot.environment.get(contract.workspace_setting)
+    mount = _mount_holding(bot.volumes, PurePosixPath(value)) if value else None
+    if mount is None or not mount.source:
+        return []  # reported by the durable-path check
+    declared = (compose.get("volumes") or {}).get(mount.source)
+    declared = declared if isinstance(declared, Mapping) else {}
+    problems = []
+    for key, variable in (
+        ("name", contract.workspace_volume_variable),
+        ("external", contract.workspace_external_variable),
+    ):
+        if variable not in interpolated_variables(declared.get(key)):
+            problems.append(
+                f"prod: volume '{mount.source}' ({contract.workspace_setting}) must take its "
+                f"`{key}` from ${{{variable}}} so the operator can share it with the agent "
+                "platform"
+            )
     return problems
 
 

@@ -33,6 +33,7 @@ import structlog
 from contracts.matrix import MatrixAuthError, MatrixPort, MatrixUnreachable
 from contracts.registry import AgentRegistry, builtin_registry, load_registry
 from runtime.http import HealthServer
+from runtime.legacy_db import MigrationResult, migrate_legacy_database
 from runtime.matrix.snapshot import SnapshotPrefetch
 from runtime.metrics import PrometheusMetrics
 from runtime.platforms.echo import EchoPlatform
@@ -136,6 +137,7 @@ class Runtime:
     metrics: PrometheusMetrics
     prefetch: SnapshotPrefetch | None = None
     install_signal_handlers: bool = False
+    migration: MigrationResult | None = None
     http: HealthServer = field(init=False)
     sync: SyncTask = field(init=False)
     supervisor: Supervisor = field(init=False)
@@ -150,7 +152,13 @@ class Runtime:
             concurrency=self.settings.surface_room_concurrency,
             metrics=self.metrics,
         )
-        reconciliation = Reconciliation(self.store, self.matrix, self.prefetch)
+        reconciliation = Reconciliation(
+            self.store,
+            self.matrix,
+            self.prefetch,
+            default_agent_id=self.registry.default.id,
+            migration=self.migration,
+        )
         self.supervisor = Supervisor(
             [
                 TaskSpec("http", self.http.run, RestartPolicy.PERMANENT),
@@ -201,6 +209,8 @@ async def build_runtime(
     """Open the store, log in, and wire the tasks. Closes what it opened on exit."""
     registry = registry or load_agents(settings)
     async with AsyncExitStack() as opened:
+        # The old surface's key-value layout, if that is what the file holds (upgrade path).
+        migration = migrate_legacy_database(settings.matrix_db_path)
         store = opened.enter_context(SqliteStore(settings.matrix_db_path))
         matrix = await connect_matrix(settings, backend)
         opened.push_async_callback(close_matrix, matrix)
@@ -256,6 +266,7 @@ async def build_runtime(
             metrics=metrics,
             prefetch=prefetch,
             install_signal_handlers=install_signal_handlers,
+            migration=migration,
         )
 
 

@@ -17,6 +17,8 @@ import json
 import os
 import secrets
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import anyio
@@ -26,13 +28,14 @@ from contracts.matrix import MatrixAuthError
 from contracts.registry import RegistryError
 from contracts.store import StoreError
 from runtime.logging import configure_logging
-from runtime.settings import Settings, SettingsError, load_settings
+from runtime.settings import Settings, SettingsError, load_settings, read_legacy_settings
 
 log = structlog.get_logger(__name__)
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 DEMO_USER = "demo"
 BOT_USER = "lambda-bot"
+EMBEDDED_CREDENTIALS = "embedded-credentials.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.surface_log_format, settings.surface_log_level)
+    if args.command != "check-config":  # check-config lists them in its own answer
+        for warning in read_legacy_settings().warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     try:
         result: int = args.func(settings, args)
         return result
@@ -127,37 +133,14 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def _run_embedded(settings: Settings, backend: str) -> int:
     """No homeserver configured: start a local Synapse, register the bot and a demo user."""
     from runtime.app import run
-    from runtime.dev.homeserver import HomeserverConfig, LocalHomeserver
     from runtime.supervisor import SupervisorError
 
-    data_dir = settings.surface_dev_data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secrets_file = data_dir / "embedded-credentials.json"
-    creds = _embedded_credentials(secrets_file)
-    homeserver = LocalHomeserver(
-        HomeserverConfig(data_dir=data_dir / "synapse", port=settings.surface_dev_port)
-    )
-    print("Starting a local Synapse (embedded default; set MATRIX_HOMESERVER to use yours)...")
-    homeserver.start()
-    try:
-        bot = homeserver.register_user(BOT_USER, creds["bot"])
-        demo = homeserver.register_user(DEMO_USER, creds["demo"])
-        local = settings.model_copy(
-            update={
-                "matrix_homeserver": homeserver.base_url,
-                "matrix_user_id": bot.user_id,
-                "matrix_password": _secret(creds["bot"]),
-                "matrix_db_path": _under(data_dir, settings.matrix_db_path),
-                "matrix_store_path": _under(data_dir, settings.matrix_store_path),
-                "surface_allowed_users": settings.surface_allowed_users
-                or (f"@*:{homeserver.server_name}",),
-            }
-        )
+    with _embedded(settings, create=True) as (local, demo):
         print(
             "\nlambda-surface is running with the in-process echo agent.\n"
-            f"  homeserver:  {homeserver.base_url}\n"
-            f"  demo user:   {demo.user_id}   password: {creds['demo']}\n"
-            f"  bot:         {bot.user_id}\n"
+            f"  homeserver:  {local.matrix_homeserver}\n"
+            f"  demo user:   {demo[0]}   password: {demo[1]}\n"
+            f"  bot:         {local.matrix_user_id}\n"
             "Log in with any Matrix client (e.g. Element: 'Edit' the homeserver to the URL "
             "above), start a direct chat with the bot, and it creates your Space.\n"
             f"Health: http://{settings.surface_http_addr}/ready   Stop: Ctrl-C\n",
@@ -169,6 +152,67 @@ def _run_embedded(settings: Settings, backend: str) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILURE
         return EXIT_OK
+
+
+def embedded_settings(settings: Settings, *, base_url: str, bot_user_id: str) -> Settings:
+    """The settings `surface run` uses against the embedded Synapse (state beside it)."""
+    data_dir = settings.surface_dev_data_dir
+    creds = _embedded_credentials(data_dir / EMBEDDED_CREDENTIALS)
+    server_name = bot_user_id.split(":", 1)[1]
+    return settings.model_copy(
+        update={
+            "matrix_homeserver": base_url,
+            "matrix_user_id": bot_user_id,
+            "matrix_password": _secret(creds["bot"]),
+            "matrix_db_path": _under(data_dir, settings.matrix_db_path),
+            "matrix_store_path": _under(data_dir, settings.matrix_store_path),
+            "surface_allowed_users": settings.surface_allowed_users or (f"@*:{server_name}",),
+        }
+    )
+
+
+def embedded_state_paths(settings: Settings) -> Settings:
+    """The quick-start (`just run`) state: database and store under the dev data dir."""
+    data_dir = settings.surface_dev_data_dir
+    return settings.model_copy(
+        update={
+            "matrix_db_path": _under(data_dir, settings.matrix_db_path),
+            "matrix_store_path": _under(data_dir, settings.matrix_store_path),
+        }
+    )
+
+
+@contextmanager
+def _embedded(settings: Settings, *, create: bool) -> Iterator[tuple[Settings, tuple[str, str]]]:
+    """The embedded local Synapse, started (and stopped on exit), with the bot logged in.
+
+    `create=False` (reconcile, reset): only where `just run` has left its state.
+    """
+    from runtime.dev.homeserver import HomeserverConfig, LocalHomeserver
+
+    data_dir = settings.surface_dev_data_dir
+    secrets_file = data_dir / EMBEDDED_CREDENTIALS
+    if not create and not secrets_file.exists():
+        raise SettingsError(
+            f"MATRIX_HOMESERVER is not set and there is no quick-start state in {data_dir} "
+            "(`just run` keeps it there). Set MATRIX_HOMESERVER, MATRIX_USER_ID and "
+            "MATRIX_PASSWORD for your homeserver, or SURFACE_DEV_DATA_DIR for another dev dir."
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    creds = _embedded_credentials(secrets_file)
+    homeserver = LocalHomeserver(
+        HomeserverConfig(data_dir=data_dir / "synapse", port=settings.surface_dev_port)
+    )
+    print(
+        "Starting the local Synapse (embedded default; set MATRIX_HOMESERVER to use yours)...",
+        file=sys.stderr if not create else sys.stdout,
+    )
+    homeserver.start()
+    try:
+        bot = homeserver.register_user(BOT_USER, creds["bot"])
+        demo = homeserver.register_user(DEMO_USER, creds["demo"])
+        local = embedded_settings(settings, base_url=homeserver.base_url, bot_user_id=bot.user_id)
+        yield local, (demo.user_id, creds["demo"])
     finally:
         homeserver.stop()
 
@@ -199,19 +243,45 @@ def _under(data_dir: Path, path: Path) -> Path:
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
-    _require_homeserver(settings)
+    """Reconcile once and print the report; with --dry-run nothing is written or sent.
 
+    A legacy key-value database is migrated first (see runtime/legacy_db.py); a dry run
+    migrates a temporary copy instead, so its report shows what the real run would do.
+    """
+    with ExitStack() as stack:
+        if settings.embedded:
+            settings, _demo = stack.enter_context(_embedded(settings, create=False))
+        return _reconcile(settings, args)
+
+
+def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     async def go() -> dict[str, object]:
-        from runtime.app import close_matrix, connect_matrix
+        import tempfile
+
+        from runtime.app import close_matrix, connect_matrix, load_agents
+        from runtime.legacy_db import copy_database, detect_legacy, migrate_legacy_database
         from runtime.store import SqliteStore
         from tasks.reconcile import reconcile
 
-        with SqliteStore(settings.matrix_db_path) as store:
-            matrix = await connect_matrix(settings, "asyncio")
-            try:
-                report, _ = await reconcile(store, matrix, dry_run=args.dry_run)
-            finally:
-                await close_matrix(matrix)
+        default_agent = load_agents(settings).default.id
+        with tempfile.TemporaryDirectory() as tmp:
+            db_path = settings.matrix_db_path
+            if args.dry_run and detect_legacy(db_path) is not None:
+                db_path = copy_database(db_path, Path(tmp) / db_path.name)
+            migration = migrate_legacy_database(db_path)
+            with SqliteStore(db_path) as store:
+                matrix = await connect_matrix(settings, "asyncio")
+                try:
+                    report, _ = await reconcile(
+                        store,
+                        matrix,
+                        dry_run=args.dry_run,
+                        default_agent_id=default_agent,
+                        migrated=migration.migrated if migration else 0,
+                        unmapped=migration.imported.unmapped if migration else (),
+                    )
+                finally:
+                    await close_matrix(matrix)
         return {"dry_run": args.dry_run, **report.as_dict()}
 
     print(json.dumps(anyio.run(go), indent=2))
@@ -222,8 +292,11 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_reset(settings: Settings, args: argparse.Namespace) -> int:
+    """Without MATRIX_HOMESERVER this resets the quick-start state that `just run` keeps."""
     from runtime.reset import plan_reset, run_reset
 
+    if settings.embedded:
+        settings = embedded_state_paths(settings)
     plan = plan_reset(settings, args.mode)
     print(plan.describe(dry_run=args.dry_run))
     if args.dry_run:
@@ -236,9 +309,12 @@ def cmd_reset(settings: Settings, args: argparse.Namespace) -> int:
         if answer != "reset":
             print("nothing changed")
             return EXIT_OK
-    if args.mode == "server-leave-forget":
-        _require_homeserver(settings)
-    anyio.run(run_reset, settings, plan)
+    with ExitStack() as stack:
+        if args.mode == "server-leave-forget" and settings.embedded:
+            settings, _demo = stack.enter_context(_embedded(settings, create=False))
+        elif args.mode == "server-leave-forget":
+            _require_homeserver(settings)
+        anyio.run(run_reset, settings, plan)
     print(plan.manual_steps())
     return EXIT_OK
 
@@ -264,6 +340,11 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    warnings = read_legacy_settings().warnings
+    if warnings:
+        print("configuration warnings:")
+        for warning in warnings:
+            print(f"  - {warning}")
     where = settings.matrix_homeserver or "embedded local Synapse (MATRIX_HOMESERVER unset)"
     print(
         f"configuration ok: homeserver {where}; registry {registry.source} with "

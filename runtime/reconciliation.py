@@ -19,6 +19,7 @@ from anyio.abc import TaskStatus
 
 from contracts.matrix import MatrixPort, SyncBatch
 from contracts.store import Store
+from runtime.legacy_db import MigrationResult
 from runtime.matrix.parse import sync_batch_from_json
 from runtime.matrix.snapshot import SnapshotPrefetch
 from tasks.reconcile import reconcile, snapshot_window
@@ -31,12 +32,22 @@ class Reconciliation:
     store: Store
     matrix: MatrixPort
     prefetch: SnapshotPrefetch | None = None
+    default_agent_id: str | None = None
+    migration: MigrationResult | None = None
 
     async def run(
         self, *, task_status: TaskStatus[SyncBatch | None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         snapshot = await self._prefetched_snapshot()
-        _report, batch = await reconcile(self.store, self.matrix, snapshot=snapshot)
+        migration = self.migration
+        _report, batch = await reconcile(
+            self.store,
+            self.matrix,
+            snapshot=snapshot,
+            default_agent_id=self.default_agent_id,
+            migrated=migration.migrated if migration else 0,
+            unmapped=migration.imported.unmapped if migration else (),
+        )
         task_status.started(batch if self.store.checkpoint() is None else None)
 
     async def _prefetched_snapshot(self) -> SyncBatch | None:

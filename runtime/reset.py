@@ -47,10 +47,15 @@ class ResetPlan:
     def manual_steps(self) -> str:
         steps = ["What people must still do in their Matrix clients:"]
         if self.mode == "local-only":
-            steps.append(
+            steps += [
                 "  - nothing: Spaces and chat rooms stay; on its next start the bot rebuilds "
-                "its state from them (reconciliation)."
-            )
+                "its state from them (reconciliation), so this is not a clean slate.",
+                "For a truly clean slate: `surface reset --mode server-leave-forget` (the bot "
+                "leaves every room; people then leave theirs, see that mode's steps), or, with "
+                "the quick-start homeserver of `just run` (MATRIX_HOMESERVER unset), stop the "
+                "bot and delete its whole data directory (SURFACE_DEV_DATA_DIR, default "
+                ".local/dev-homeserver): that Synapse holds every account, Space and room.",
+            ]
         else:
             steps += [
                 "  - each user: leave the 'Lambda — …' Space and its chat rooms (in Element: "

@@ -3,15 +3,27 @@
 Every setting is named as its environment variable. A bad value fails fast
 with a message that names the setting and the fix. Secrets are SecretStr: they
 print as '**********' in repr, logs and errors.
+
+The old surface's setting names still work, with a one-line deprecation warning
+each (`legacy_settings`): SURFACES_WORKSPACE_DIR, MATRIX_AGENT_REGISTRY_PATH and
+its default registry file config/matrix-agents.yaml (when it exists);
+MATRIX_PLATFORM_BACKEND gets a warning naming what replaced it. Any other
+MATRIX_* / SURFACE_* variable in the environment or `.env` that no setting
+reads gets a warning naming the closest known one (a typo is never silent).
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -124,10 +136,107 @@ class Settings(BaseSettings):
         return any(fnmatch.fnmatchcase(user_id, p) for p in patterns)
 
 
+# Old name -> the setting that replaced it (same meaning, value taken over).
+LEGACY_ALIASES: dict[str, str] = {
+    "SURFACES_WORKSPACE_DIR": "SURFACE_WORKSPACE_DIR",
+    "MATRIX_AGENT_REGISTRY_PATH": "SURFACE_AGENT_REGISTRY",
+}
+# Old names whose meaning moved elsewhere: ignored, with a warning saying where.
+LEGACY_REPLACED: dict[str, str] = {
+    "MATRIX_PLATFORM_BACKEND": (
+        "each agent's `backend` in the agent registry (SURFACE_AGENT_REGISTRY); without a "
+        "registry the built-in echo agent is used"
+    ),
+}
+LEGACY_REGISTRY_FILE = Path("config/matrix-agents.yaml")
+# MATRIX_* / SURFACE_* variables that are not bot settings but are known: read by the
+# compose files, the e2e tests, the benchmarks and the deploy scripts.
+OTHER_VARIABLES = frozenset(
+    {
+        "SURFACE_IMAGE",
+        "SURFACE_IMAGE_TAG",
+        "SURFACE_HTTP_PORT",
+        "SURFACE_WORKSPACE_VOLUME",
+        "SURFACE_WORKSPACE_EXTERNAL",
+        "SURFACE_REQUIRE_E2E",
+        "SURFACE_CHAOS_KILLS",
+        "SURFACE_CHAOS_SEED",
+        "SURFACE_DOCKER_DIR",
+        "SURFACE_DOCKER_START_TIMEOUT",
+        "SURFACE_PULL_TIMEOUT",
+    }
+)
+
+
+@dataclass(frozen=True)
+class LegacySettings:
+    """What the old names and unknown variables mean: values to use, lines to warn."""
+
+    overrides: dict[str, object] = field(default_factory=dict)  # field name -> value
+    warnings: list[str] = field(default_factory=list)
+
+
+def known_variables() -> set[str]:
+    return {name.upper() for name in Settings.model_fields}
+
+
+def legacy_settings(
+    environ: Mapping[str, str], dotenv: Mapping[str, str | None], *, cwd: Path
+) -> LegacySettings:
+    """Map the old setting names onto the current ones and name unknown variables. Pure.
+
+    `environ` wins over `dotenv`, as for the settings themselves. A current name that is
+    set wins over its old alias (the alias is then named as ignored).
+    """
+    merged = {k.upper(): v for k, v in dotenv.items() if v is not None}
+    merged.update({k.upper(): v for k, v in environ.items()})
+    known = known_variables()
+    result = LegacySettings()
+    for old, new in LEGACY_ALIASES.items():
+        if old not in merged:
+            continue
+        if new in merged:
+            result.warnings.append(f"{old} is deprecated and ignored: {new} is set")
+        else:
+            result.overrides[new.lower()] = merged[old]
+            result.warnings.append(f"{old} is deprecated: use {new} (value taken over)")
+    for old, replacement in LEGACY_REPLACED.items():
+        if old in merged:
+            result.warnings.append(f"{old} is no longer read: replaced by {replacement}")
+    registry_set = "SURFACE_AGENT_REGISTRY" in merged or "surface_agent_registry" in (
+        result.overrides
+    )
+    if not registry_set and (cwd / LEGACY_REGISTRY_FILE).is_file():
+        result.overrides["surface_agent_registry"] = cwd / LEGACY_REGISTRY_FILE
+        result.warnings.append(
+            f"using the old default registry {LEGACY_REGISTRY_FILE} (deprecated): set "
+            f"SURFACE_AGENT_REGISTRY={LEGACY_REGISTRY_FILE} or move it"
+        )
+    legacy = set(LEGACY_ALIASES) | set(LEGACY_REPLACED) | OTHER_VARIABLES
+    for name in sorted(merged):
+        if not name.startswith(("MATRIX_", "SURFACE_")) or name in known | legacy:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "`surface check-config` lists them"
+        result.warnings.append(f"{name} is not a setting of this bot; {hint}")
+    return result
+
+
+def read_legacy_settings(env_file: Path = Path(".env")) -> LegacySettings:
+    """`legacy_settings` of this process's environment and `.env`."""
+    dotenv = dotenv_values(env_file) if env_file.is_file() else {}
+    return legacy_settings(os.environ, dotenv, cwd=Path.cwd())
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment and `.env`; raises SettingsError naming each setting."""
+    """Read settings from the environment and `.env`; raises SettingsError naming each setting.
+
+    Old setting names are taken over (see `legacy_settings`; `read_legacy_settings`
+    gives the warnings to show).
+    """
+    legacy = read_legacy_settings()
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**{**legacy.overrides, **overrides})  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = ["invalid configuration:"]
         for err in exc.errors():

@@ -66,6 +66,14 @@ EN: dict[str, str] = {
         "`!agents`, then `!agent <id>`."
     ),
     "agent_none": "This chat has no agent yet. Type `!agents`, then `!agent <id>`.",
+    "selected_missing_new": (
+        "Your selected agent (`{id}`) is no longer available, so no chat was created. Choose "
+        "one: type `!agents`, then `!agent <id>`, then `!new` again."
+    ),
+    "selected_missing_default": (
+        "Your selected agent (`{id}`) is no longer available, so this chat uses the default, "
+        "**{name}**. To choose another: type `!agents`, then `!agent <id>`."
+    ),
     "saved": "Saved snapshot **{name}** ({turns} turns).",
     "snapshots_header": "**Snapshots** — answer with a number to load one:",
     "snapshots_line": "{n}. {name} ({created_at}, {turns} turns)",
@@ -167,6 +175,14 @@ RU: dict[str, str] = {
         "затем `!agent <id>`."
     ),
     "agent_none": "У этого чата нет агента. Наберите `!agents`, затем `!agent <id>`.",
+    "selected_missing_new": (
+        "Выбранный вами агент (`{id}`) больше недоступен, поэтому чат не создан. Выберите "
+        "агента: `!agents`, затем `!agent <id>`, и снова `!new`."
+    ),
+    "selected_missing_default": (
+        "Выбранный вами агент (`{id}`) больше недоступен, поэтому этот чат говорит с агентом "
+        "по умолчанию, **{name}**. Чтобы выбрать другого: `!agents`, затем `!agent <id>`."
+    ),
     "saved": "Снимок **{name}** сохранён ({turns} ходов).",
     "snapshots_header": "**Снимки** — ответьте номером, чтобы загрузить:",
     "snapshots_line": "{n}. {name} ({created_at}, {turns} ходов)",

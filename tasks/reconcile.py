@@ -1,8 +1,11 @@
 """Startup reconciliation: rebuild the local routing cache from Matrix.
 
 One full-state sync (a short timeline window, see below), then the pure
-rebuild decision (tasks/rebuild.py), then one write per record.
-Creates no room and makes no per-room request: everything comes from that one
+rebuild decision (tasks/rebuild.py), then the records written in one transaction,
+then the Matrix side of the plan: platform_chat_ids filled from the sequence,
+markers written into adopted (marker-less, bot-created) Spaces and rooms and into
+rooms whose id was filled, and missing or `via`-less Space links rewritten.
+Creates no room and reads no per-room state: everything comes from that one
 sync response. Idempotent: a second run reports no changes.
 
 Why not timeline limit 0: Synapse (1.163) computes a full sync's `state` as
@@ -22,12 +25,16 @@ without another full sync.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Sequence
+
 import structlog
 
-from contracts.markers import SEQUENCE_ACCOUNT_DATA_TYPE, SequenceHighWater
-from contracts.matrix import MatrixPort, SyncBatch
+from contracts.markers import SEQUENCE_ACCOUNT_DATA_TYPE, SPACE_MARKER_TYPE, SequenceHighWater
+from contracts.matrix import MatrixPort, MatrixRequestError, SyncBatch
 from contracts.store import Store
-from tasks.rebuild import LocalState, RebuildPlan, ReconcileReport, plan_rebuild
+from tasks.rebuild import Conflict, LocalState, RebuildPlan, ReconcileReport, plan_rebuild
+from tasks.rooms import write_room_marker
+from tasks.sequence import PlatformChatSequence
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +67,7 @@ def high_water_of(batch: SyncBatch) -> int:
 
 
 def apply_plan(store: Store, plan: RebuildPlan) -> None:
-    """Write a rebuild plan in one transaction: a crash leaves all of it or none."""
+    """Write a rebuild plan's records in one transaction, then drop the rooms the bot left."""
     store.apply_rebuild(
         users=plan.users,
         rooms=plan.rooms,
@@ -68,6 +75,52 @@ def apply_plan(store: Store, plan: RebuildPlan) -> None:
         origins=plan.origins,
         sequence_floor=plan.sequence_floor,
     )
+    for room_id in plan.drop:
+        store.delete_room(room_id)
+
+
+async def apply_matrix_side(
+    store: Store, matrix: MatrixPort, plan: RebuildPlan, sequence: PlatformChatSequence
+) -> None:
+    """Fill ids, write markers of adopted/filled rooms, repair links (after `apply_plan`).
+
+    Ids first, so each marker carries its id; a stop half-way is finished by the next
+    run (the filled id is kept locally and reused, see `plan_rebuild`). A room that
+    refuses a write (M_FORBIDDEN: the bot lost its power there) is named as a conflict.
+    """
+    report = plan.report
+    for room_id in plan.fill_ids:
+        room = store.get_room(room_id)
+        if room is None or room.platform_chat_id is not None:
+            continue
+        store.put_room(room.model_copy(update={"platform_chat_id": await sequence.allocate()}))
+    for write in plan.space_markers:
+        await _guarded(
+            report,
+            write.space_id,
+            matrix.send_state(
+                write.space_id, SPACE_MARKER_TYPE, write.marker.model_dump(mode="json")
+            ),
+        )
+    for room_id in dict.fromkeys([*plan.room_markers, *plan.fill_ids]):
+        room = store.get_room(room_id)
+        if room is not None:
+            await _guarded(report, room_id, write_room_marker(matrix, room))
+    for link in plan.links:
+        content = {**link.content, "via": [matrix.server_name]}
+        await _guarded(
+            report,
+            link.room_id,
+            matrix.send_state(link.room_id, link.event_type, content, state_key=link.state_key),
+        )
+
+
+async def _guarded(report: ReconcileReport, room_id: str, write: Awaitable[object]) -> None:
+    try:
+        await write
+    except MatrixRequestError as exc:
+        log.warning("reconcile.write_refused", room_id=room_id, error=str(exc))
+        report.conflicts.append(Conflict(room_id, f"could not write state: {exc}"))
 
 
 async def reconcile(
@@ -76,12 +129,19 @@ async def reconcile(
     *,
     dry_run: bool = False,
     snapshot: SyncBatch | None = None,
+    default_agent_id: str | None = None,
+    sequence: PlatformChatSequence | None = None,
+    migrated: int = 0,
+    unmapped: Sequence[str] = (),
 ) -> tuple[ReconcileReport, SyncBatch]:
     """Rebuild missing or disagreeing records from the bot's markers; returns report and batch.
 
     `snapshot`, when given, must be the answer to the very sync this would ask (full
     state, `snapshot_window` for this store, taken just now); it is used instead.
-    With dry_run nothing is written. Raises MatrixError when the sync fails.
+    `default_agent_id` binds adopted rooms without a legacy record; `sequence` fills
+    missing platform_chat_ids (one is made on the store when not given). `migrated` and
+    `unmapped` (a legacy database migrated at this start) only go into the report.
+    With dry_run nothing is written or sent. Raises MatrixError when the sync fails.
     """
     batch = snapshot or await matrix.sync(
         None,
@@ -91,10 +151,18 @@ async def reconcile(
     )
     rooms = {room_id: room.state for room_id, room in batch.joined.items()}
     plan = plan_rebuild(
-        rooms, local_state(store), bot_user_id=matrix.user_id, high_water=high_water_of(batch)
+        rooms,
+        local_state(store),
+        bot_user_id=matrix.user_id,
+        high_water=high_water_of(batch),
+        default_agent_id=default_agent_id,
     )
     if not dry_run:
         apply_plan(store, plan)
+        await apply_matrix_side(
+            store, matrix, plan, sequence or PlatformChatSequence(store, matrix)
+        )
     report = plan.report
+    report.migrated, report.unmapped = migrated, list(unmapped)
     log.info("reconcile.done", dry_run=dry_run, **report.as_dict())
     return report, batch

@@ -110,7 +110,14 @@ class ChatRooms:
         return rotated
 
     def selected_agent(self, user: UserRecord) -> AgentEntry | None:
+        """The user's agent; the default when none is selected or the selection is gone
+        (callers tell the user about the latter: see `missing_selection`)."""
         return self.registry.get(user.selected_agent_id) or self.registry.default
+
+    def missing_selection(self, user: UserRecord) -> str | None:
+        """The user's selected agent id when it is no longer in the registry, else None."""
+        selected = user.selected_agent_id
+        return selected if selected is not None and selected not in self.registry else None
 
     def user_of(self, room: RoomRecord) -> UserRecord:
         """The room owner's record (made up from the room when the store has none)."""

@@ -18,6 +18,10 @@ from tasks.rooms import write_room_marker, write_space_marker
 async def new_chat(ctx: CommandContext) -> None:
     bot = ctx.bot
     user = bot.chats.user_of(ctx.room)
+    gone = bot.chats.missing_selection(user)
+    if gone is not None:  # never fall back silently: the user picks (seed 000)
+        await ctx.say(bot.t("selected_missing_new", id=gone))
+        return
     new_room = await bot.chats.create(user, name=ctx.argument or None, trigger=ctx.trigger)
     agent = bot.registry.get(new_room.agent_id)
     await ctx.say(

@@ -111,6 +111,14 @@ class Onboarding:
             reply_to=trigger,
             purpose="welcome",
         )
+        gone = self.chats.missing_selection(user)
+        if gone is not None:  # the chat got the default: say so, and how to choose
+            await self.replier.say(
+                room.room_id,
+                self.t("selected_missing_default", id=gone, name=agent.name),
+                reply_to=trigger,
+                purpose="selected-missing",
+            )
         if dm_room_id is not None:
             await self.replier.say(
                 dm_room_id, self.t("unmanaged_room", space=space_name), reply_to=trigger

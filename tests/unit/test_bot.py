@@ -12,7 +12,7 @@ from fakes import FakeMatrix
 from contracts.markers import REPLY_TO_FIELD, ROOM_MARKER_TYPE, SPACE_MARKER_TYPE
 from contracts.matrix import JsonDict, MatrixUnreachable
 from contracts.registry import AgentEntry, AgentRegistry
-from contracts.state import RoomRecord
+from contracts.state import RoomRecord, UserRecord
 from contracts.store import INVITE_ENTRY_TYPE, LedgerEntry
 from runtime.platforms.echo import EchoPlatform
 from runtime.store import SqliteStore
@@ -670,3 +670,34 @@ async def test_an_unmanaged_room_ignores_users_not_allowed(surface: Surface) -> 
     said = await surface.send(stray, "hello?", sender=EVE)
 
     assert surface.answers(stray, said) == []
+
+
+async def test_new_with_a_removed_selected_agent_asks_to_pick_one(
+    surface: Surface, store: SqliteStore
+) -> None:
+    room = await surface.onboard()
+    await surface.send(room.room_id, "!agent helper")
+    surface.bot = make_bot(store, surface.matrix, surface.platform, AgentRegistry([ECHO]))
+    created = len(surface.matrix.created)
+
+    said = await surface.send(room.room_id, "!new")
+
+    assert surface.answer(room.room_id, said) == t("selected_missing_new", id="helper")
+    assert len(surface.matrix.created) == created  # no silent fallback to the default
+
+    await surface.send(room.room_id, "!agent echo")
+    again = await surface.send(room.room_id, "!new")
+    assert "C2" in surface.answer(room.room_id, again)
+
+
+async def test_onboarding_with_a_removed_selected_agent_says_the_default_is_used(
+    surface: Surface, store: SqliteStore
+) -> None:
+    store.put_user(UserRecord(matrix_user_id=ALICE, selected_agent_id="gone"))
+
+    entry = await surface.invite()
+
+    room = surface.chat(ALICE, "C1")
+    assert room.agent_id == "echo"
+    notes = [c["body"] for c in surface.answers(room.room_id, entry.event_id)]
+    assert t("selected_missing_default", id="gone", name="Echo") in notes

@@ -146,3 +146,42 @@ def test_bad_settings_exit_2_and_name_the_variable(
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == EXIT_CONFIG
     assert "check-config" in capsys.readouterr().out
+
+
+# -- the quick-start state (`just run`, MATRIX_HOMESERVER unset) --------------------------------
+
+
+def test_reset_without_a_homeserver_finds_the_quick_start_state(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = tmp_path / ".local" / "dev-homeserver"
+    (data / "matrix_store").mkdir(parents=True)
+    (data / "lambda_matrix.db").write_bytes(b"")
+
+    assert main(["reset", "--mode", "local-only", "--dry-run"]) == EXIT_OK
+
+    out = capsys.readouterr().out
+    assert "no local state found" not in out
+    assert str(Path(".local/dev-homeserver/lambda_matrix.db")) in out
+    assert "truly clean slate" in out and ".local/dev-homeserver" in out
+
+
+def test_reconcile_without_a_homeserver_or_quick_start_state_says_what_to_set(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["reconcile", "--dry-run"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "MATRIX_HOMESERVER" in err and "just run" in err
+
+
+def test_check_config_lists_the_setting_warnings(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MATRIX_PLATFORM_BACKEND", "mock")
+    monkeypatch.setenv("SURFACE_LOCAL", "ru")
+
+    assert main(["check-config"]) == EXIT_OK
+
+    out = capsys.readouterr().out
+    assert "MATRIX_PLATFORM_BACKEND is no longer read" in out
+    assert "SURFACE_LOCAL is not a setting of this bot; did you mean SURFACE_LOCALE?" in out

@@ -210,6 +210,16 @@ PROD_VIOLATIONS: list[Any] = [
     pytest.param(_drop_volume("/data/store"), "MATRIX_STORE_PATH", id="store-not-on-volume"),
     pytest.param(_drop_volume("/workspace"), "SURFACE_WORKSPACE_DIR", id="workspace-not-on-volume"),
     pytest.param(
+        _set(("volumes", "workspace"), None),
+        "${SURFACE_WORKSPACE_VOLUME}",
+        id="workspace-private-to-the-project",
+    ),
+    pytest.param(
+        _delete(("volumes", "workspace", "external")),
+        "${SURFACE_WORKSPACE_EXTERNAL}",
+        id="workspace-external-not-a-choice",
+    ),
+    pytest.param(
         _set(("services", "bot", "volumes", 0), {"type": "volume", "target": "/data/db"}),
         "anonymous volume",
         id="database-on-anonymous-volume",

@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from runtime.logging import configure_logging
-from runtime.settings import SettingsError, load_settings
+from runtime.settings import SettingsError, load_settings, read_legacy_settings
 
 PASSWORD = "pw-7f3a9c-do-not-print"
 TOKEN = "syt_tok-51be02-do-not-print"
@@ -239,3 +239,71 @@ def test_secrets_stay_out_of_structured_logs(
     assert "@bot:example.org" in output
     assert PASSWORD not in output
     assert TOKEN not in output
+
+
+# -- the old surface's names -------------------------------------------------------------------
+
+
+def test_old_workspace_and_registry_names_are_taken_over_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SURFACES_WORKSPACE_DIR", "/srv/ws")
+    monkeypatch.setenv("MATRIX_AGENT_REGISTRY_PATH", "agents.yaml")
+
+    settings = load_settings()
+    warnings = read_legacy_settings().warnings
+
+    assert settings.surface_workspace_dir == Path("/srv/ws")
+    assert settings.surface_agent_registry == Path("agents.yaml")
+    assert "SURFACES_WORKSPACE_DIR is deprecated: use SURFACE_WORKSPACE_DIR" in warnings[0]
+    assert any(w.startswith("MATRIX_AGENT_REGISTRY_PATH is deprecated") for w in warnings)
+
+
+def test_the_current_name_wins_over_the_old_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SURFACES_WORKSPACE_DIR", "/old")
+    monkeypatch.setenv("SURFACE_WORKSPACE_DIR", "/new")
+
+    assert load_settings().surface_workspace_dir == Path("/new")
+    assert "ignored" in read_legacy_settings().warnings[0]
+
+
+def test_the_old_default_registry_file_is_used_when_it_exists(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "matrix-agents.yaml").write_text("agents: []\n")
+
+    assert load_settings().surface_agent_registry == tmp_path / "config" / "matrix-agents.yaml"
+    assert "config/matrix-agents.yaml" in read_legacy_settings().warnings[0]
+
+
+def test_without_the_old_registry_file_nothing_is_assumed() -> None:
+    assert load_settings().surface_agent_registry is None
+    assert read_legacy_settings().warnings == []
+
+
+def test_platform_backend_warns_what_replaced_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MATRIX_PLATFORM_BACKEND", "http")
+
+    [warning] = read_legacy_settings().warnings
+
+    assert warning.startswith("MATRIX_PLATFORM_BACKEND is no longer read")
+    assert "agent registry" in warning
+
+
+def test_an_unknown_variable_names_the_closest_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SURFACE_LOG_LEVLE", "debug")
+    (tmp_path / ".env").write_text("MATRIX_HOMESERVR=https://x.example\n")
+
+    warnings = read_legacy_settings().warnings
+
+    assert "MATRIX_HOMESERVR is not a setting of this bot; did you mean MATRIX_HOMESERVER?" in (
+        warnings
+    )
+    assert any("SURFACE_LOG_LEVLE" in w and "SURFACE_LOG_LEVEL" in w for w in warnings)
+
+
+def test_known_tooling_variables_are_not_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SURFACE_IMAGE", "x")
+    monkeypatch.setenv("SURFACE_WORKSPACE_VOLUME", "shared")
+    assert read_legacy_settings().warnings == []
