@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -180,7 +181,7 @@ class FakeMatrix:
         return event
 
     def add_message(
-        self, room_id: str, sender: str, body: str, *, msgtype: str = "m.text", **extra: object
+        self, room_id: str, sender: str, body: str, *, msgtype: str = "m.text", **extra: Any
     ) -> MatrixEvent:
         return self.add_event(
             room_id, sender, "m.room.message", {"msgtype": msgtype, "body": body, **extra}
