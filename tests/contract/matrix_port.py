@@ -387,6 +387,22 @@ class MatrixPortContract:
         older = await port.room_messages(room_id, room.prev_batch, backwards=True, limit=3)
         assert bodies(older.events) == ["m2", "m1", "m0"]
 
+    async def test_an_initial_sync_window_is_limited_and_pages_back(self, world: World) -> None:
+        port = world.port
+        room_id = await port.create_room(name="window")
+        for n in range(4):
+            await port.send_message(room_id, text(f"w{n}"), txn_id=f"w{n}")
+
+        batch = await port.sync(None, timeout_ms=0, full_state=True, timeline_limit=2)
+
+        room = batch.joined[room_id]
+        assert room.limited is True
+        assert bodies(room.timeline) == ["w2", "w3"]
+        assert state_of(room.state, "m.room.name").content == {"name": "window"}
+        assert room.prev_batch is not None
+        older = await port.room_messages(room_id, room.prev_batch, backwards=True, limit=2)
+        assert bodies(older.events) == ["w1", "w0"]
+
     async def test_a_timeline_within_the_limit_is_not_limited(self, world: World) -> None:
         port = world.port
         room_id = await port.create_room(name="no gap")
@@ -512,6 +528,20 @@ class MatrixPortContract:
         with pytest.raises(MatrixRequestError):
             await port.send_message(room_id, text("still here?"), txn_id="after-leave")
 
+    async def test_a_rejected_invite_shows_as_left(self, world: World) -> None:
+        port, peer = world.port, world.peer
+        room_id = await peer.create_room(invite=[port.user_id])
+        _, since = await sync_until(port, None, lambda batch: batch.invited.get(room_id))
+
+        await port.leave(room_id, reason="not for me")
+
+        await sync_until(port, since, lambda batch: True if room_id in batch.left else None)
+        snapshot = await port.sync(None, timeout_ms=0, timeline_limit=0)
+        assert room_id not in snapshot.invited
+        assert room_id not in snapshot.joined
+        member = await peer.member_content(room_id, port.user_id)
+        assert member == {"membership": "leave", "reason": "not for me"}
+
     async def test_a_left_room_is_not_in_a_snapshot(self, world: World) -> None:
         port = world.port
         room_id = await port.create_room(name="going")
@@ -621,6 +651,12 @@ class MatrixPortContract:
 
         assert await port.display_name(peer.user_id) == "Peer P."
         assert await port.display_name(f"@nobody-here:{port.server_name}") is None
+
+    async def test_a_user_who_set_no_display_name_is_shown_by_localpart(self, world: World) -> None:
+        port, peer = world.port, world.peer
+        await peer.create_room()  # a user the fake knows of (Synapse knows every account)
+
+        assert await port.display_name(peer.user_id) == peer.user_id[1:].split(":", 1)[0]
 
     # -- media ------------------------------------------------------------------------------
 

@@ -4,8 +4,7 @@ Shared by the unit tests; extend the classes here rather than writing mocks.
 `FakeMatrix` passes the MatrixPort contract suite (tests/contract/matrix_port.py) that
 the nio adapter passes on Synapse: when they disagree, Synapse is right and the fake
 is fixed. Known differences the suite leaves out: room ids keep a server name (room
-version 12 ids have none), member events carry no displayname, a user without a
-display name has none (Synapse answers the localpart), invites carry the whole room
+version 12 ids have none), member events carry no displayname, invites carry the whole room
 state instead of the stripped subset, and a limited sync returns the full state.
 """
 
@@ -514,7 +513,13 @@ class FakeMatrix:
 
     async def display_name(self, user_id: str) -> str | None:
         await self._call("display_name")
-        return self.display_names.get(user_id)
+        if user_id in self.display_names:
+            return self.display_names[user_id]
+        # Synapse gives every account its localpart as display name when it registers;
+        # here a user exists once it is a member of some room.
+        if any(("m.room.member", user_id) in room.state for room in self.rooms.values()):
+            return user_id.split(":", 1)[0].lstrip("@")
+        return None
 
     # -- MatrixPort: media ----------------------------------------------------------------
 
