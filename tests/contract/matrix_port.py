@@ -5,14 +5,15 @@ name and provides a ``world`` fixture (a `World`): the port under test, logged i
 the bot, and a `Peer`, another user on the same homeserver who creates rooms,
 invites, joins and talks as any Matrix client would. Two modules do so:
 
-- ``tests/unit/test_matrix_port_contract.py``: the fake homeserver of
+- ``tests/unit/test_fake_matrix_contract.py``: the fake homeserver of
   ``tests/unit/fakes.py`` (fast, on asyncio and trio);
-- ``tests/e2e/test_matrix_port_contract.py``: the nio adapter
+- ``tests/e2e/test_nio_matrix_contract.py``: the nio adapter
   (``runtime.matrix.nio_adapter.NioMatrix``) on the real Synapse of the e2e fixtures.
 
 Synapse is the reference: where the fake answers differently, the fake is wrong. The
 tests cover what the bot relies on and nothing an implementation may choose freely
 (event ids, token formats, the default state Synapse adds to a new room).
+(Test file basenames must be unique across tests/: pytest imports them top-level.)
 """
 
 from __future__ import annotations
