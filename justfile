@@ -44,7 +44,7 @@ engine-start:
 engine-stop:
     deploy/docker-engine.sh stop
 
-# Lint, format check and type check.
+# Lint, format check and type check (mypy --strict over source, benchmarks and tests).
 lint:
     uv run ruff check .
     uv run ruff format --check .

@@ -1,7 +1,9 @@
 """Matrix as the tasks see it: a small port plus plain event records.
 
 The real implementation (runtime/matrix/nio_adapter.py) is the only module that
-imports matrix-nio; tests pass a fake homeserver that records what was sent.
+imports matrix-nio; tests pass a fake homeserver that records what was sent. Both
+pass one behaviour suite, tests/contract/matrix_port.py (the fake in tests/unit, the
+adapter on Synapse in tests/e2e); Synapse is the reference.
 
 Errors, as a tree (nio *returns* errors; the adapter raises these):
 

@@ -59,7 +59,7 @@ async def test_second_invite_creates_no_second_space(bot: BotProcess, alice: Use
 
 async def _chat_of(user: UserClient, space_id: str) -> str:
     rooms = await user.hierarchy(space_id)
-    return next(r["room_id"] for r in rooms if r["room_id"] != space_id)
+    return next(str(r["room_id"]) for r in rooms if r["room_id"] != space_id)
 
 
 async def test_every_command_answers(bot: BotProcess, alice: UserClient) -> None:

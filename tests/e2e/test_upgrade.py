@@ -22,7 +22,7 @@ from runtime.dev.homeserver import LocalHomeserver
 from runtime.dev.user import UserClient, onboard
 from runtime.legacy_db import backup_path
 from tests.e2e.harness import binding, joined_rooms, room_state_as, surface_cli, upload_file
-from tests.unit.legacy_fixtures import alice_rows, write_legacy_db
+from tests.legacy_fixtures import alice_rows, write_legacy_db
 
 MakeBot = Callable[..., BotProcess]
 TWO_AGENTS = (

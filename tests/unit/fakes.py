@@ -1,6 +1,11 @@
 """Fakes at the boundaries: a homeserver that records what the bot sent.
 
 Shared by the unit tests; extend the classes here rather than writing mocks.
+`FakeMatrix` passes the MatrixPort contract suite (tests/contract/matrix_port.py) that
+the nio adapter passes on Synapse: when they disagree, Synapse is right and the fake
+is fixed. Known differences the suite leaves out: room ids keep a server name (room
+version 12 ids have none), member events carry no displayname, invites carry the whole room
+state instead of the stripped subset, and a limited sync returns the full state.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -106,10 +112,14 @@ class FakeMatrix:
       its full state; an incremental sync with nothing new waits (up to
       `timeout_ms`) until something is pushed, like a long poll;
     - `media` maps mxc URIs to bytes; `download` serves them, `upload` adds to it;
-    - `send_message` records into `sent` and, like a homeserver, sends one
-      event per `txn_id` (a resend returns the first event id); messages into a
-      known room also land in its timeline;
-    - account data, display names, typing, invites, join/leave/forget;
+    - `send_message` records into `sent` and, like Synapse, sends one event per
+      (room, event type, `txn_id`) (a resend returns the first event id); messages
+      into a known room land in its timeline (403 if the bot is not in it); a room
+      the fake was not told about accepts messages and typing (materializer tests);
+    - account data, display names, typing, invites, join/leave/forget, with
+      Synapse's refusals (join uninvited 403, join unknown 404, invite a member 403,
+      forget a joined room 400); an initial sync lists no left rooms, and a
+      forgotten room never shows again;
     - `fail` queues errors: the next call of the named method raises the first one;
     - `max_event_bytes`: like Synapse, a message whose event JSON (content plus an
       envelope of `envelope_bytes`) is larger is refused with M_TOO_LARGE.
@@ -136,7 +146,7 @@ class FakeMatrix:
     sync_calls: list[SyncCall] = field(default_factory=list)
     max_event_bytes: int = 65_536
     envelope_bytes: int = 1_200
-    _by_txn: dict[str, str] = field(default_factory=dict)
+    _by_txn: dict[tuple[str, str, str], str] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count())
     _position: int = 0
     _account_data_at: dict[str, int] = field(default_factory=dict)
@@ -185,7 +195,7 @@ class FakeMatrix:
         return event
 
     def add_message(
-        self, room_id: str, sender: str, body: str, *, msgtype: str = "m.text", **extra: object
+        self, room_id: str, sender: str, body: str, *, msgtype: str = "m.text", **extra: Any
     ) -> MatrixEvent:
         return self.add_event(
             room_id, sender, "m.room.message", {"msgtype": msgtype, "body": body, **extra}
@@ -316,7 +326,12 @@ class FakeMatrix:
                     is_direct=own.content.get("is_direct") is True,
                     state=list(room.state.values()),
                 )
-            elif membership == "leave" and own_position > after:
+            elif (
+                membership == "leave"
+                and after >= 0  # an initial sync leaves out rooms the bot left
+                and own_position > after
+                and room_id not in self.forgotten
+            ):
                 left.append(room_id)
         account_data = {
             kind: content
@@ -356,15 +371,23 @@ class FakeMatrix:
             power_level_overrides=power_level_overrides,
             topic=topic,
         )
-        create: JsonDict = {"creator": bot, "room_version": "10"}
+        # As Synapse creates it with the private_chat preset, in room version 12: the
+        # creator is the create event's sender, with unlimited power, and is not listed
+        # in the power levels' "users" (v12 refuses it there).
+        create: JsonDict = {"room_version": "12"}
         if is_space:
             create["type"] = "m.space"
         self.add_event(room_id, bot, "m.room.create", create, state_key="")
         self.add_event(room_id, bot, "m.room.member", {"membership": "join"}, state_key=bot)
-        levels: JsonDict = {"users": {bot: 100}, "users_default": 0, "state_default": 50}
+        levels: JsonDict = {"users": {}, "users_default": 0, "state_default": 50, "invite": 0}
         levels.update(power_level_overrides or {})
         self.add_event(room_id, bot, "m.room.power_levels", levels, state_key="")
         self.add_event(room_id, bot, "m.room.join_rules", {"join_rule": "invite"}, state_key="")
+        visibility = {"history_visibility": "shared"}
+        self.add_event(room_id, bot, "m.room.history_visibility", visibility, state_key="")
+        self.add_event(
+            room_id, bot, "m.room.guest_access", {"guest_access": "can_join"}, state_key=""
+        )
         for spec in initial_state:
             self.add_event(room_id, bot, spec.type, spec.content, state_key=spec.state_key)
         self.add_event(room_id, bot, "m.room.name", {"name": name}, state_key="")
@@ -391,16 +414,19 @@ class FakeMatrix:
         self, room_id: str, content: JsonDict, *, txn_id: str, event_type: str = "m.room.message"
     ) -> str:
         await self._call("send_message")
-        if txn_id in self._by_txn:
-            return self._by_txn[txn_id]
+        # Synapse keys a transaction on the request path (room, event type, txn id).
+        key = (room_id, event_type, txn_id)
+        if key in self._by_txn:
+            return self._by_txn[key]
         size = len(json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode())
         if size + self.envelope_bytes > self.max_event_bytes:
             raise MatrixRequestError("event too large", errcode="M_TOO_LARGE", status=413)
         if room_id in self.rooms:
+            self._joined_room(room_id)
             event_id = self.add_event(room_id, self.user_id, event_type, content).event_id
         else:  # a room this fake was not told about (the materializer tests): still recorded
             event_id = f"$e{next(self._ids)}"
-        self._by_txn[txn_id] = event_id
+        self._by_txn[key] = event_id
         self.sent.append(
             SentMessage(room_id, content, txn_id, event_type, event_id, anyio.current_time())
         )
@@ -408,12 +434,16 @@ class FakeMatrix:
 
     async def set_typing(self, room_id: str, typing: bool, *, timeout_ms: int = 30000) -> None:
         await self._call("set_typing")
+        if room_id in self.rooms:  # rooms the fake was not told about: still recorded
+            self._joined_room(room_id)
         self.typing.append((room_id, typing))
 
     async def join(self, room_id: str) -> None:
         await self._call("join")
         room = self.rooms.get(room_id)
-        if room is None or room.membership(self.user_id) not in ("invite", "join"):
+        if room is None:  # Synapse: no server to join it over
+            raise MatrixRequestError(f"unknown room {room_id}", errcode="M_UNKNOWN", status=404)
+        if room.membership(self.user_id) not in ("invite", "join"):
             raise MatrixRequestError(f"not invited to {room_id}", errcode="M_FORBIDDEN", status=403)
         self.joined.append(room_id)
         if room.membership(self.user_id) != "join":
@@ -437,12 +467,17 @@ class FakeMatrix:
 
     async def forget(self, room_id: str) -> None:
         await self._call("forget")
+        room = self.rooms.get(room_id)
+        if room is not None and room.membership(self.user_id) == "join":
+            raise MatrixRequestError(
+                f"{self.user_id} is in room {room_id}", errcode="M_UNKNOWN", status=400
+            )
         self.forgotten.append(room_id)
 
     async def invite(self, room_id: str, user_id: str) -> None:
         await self._call("invite")
         room = self._joined_room(room_id)
-        if room.membership(user_id) in ("invite", "join"):
+        if room.membership(user_id) == "join":  # inviting again is fine
             raise MatrixRequestError(
                 f"{user_id} is already in the room", errcode="M_FORBIDDEN", status=403
             )
@@ -458,19 +493,21 @@ class FakeMatrix:
     async def room_messages(
         self, room_id: str, start: str | None, *, backwards: bool = True, limit: int = 100
     ) -> MessagesPage:
-        """Tokens are `t<index>` into the room's timeline (as `prev_batch` hands out)."""
+        """Tokens are `t<index>` into the room's timeline (as `prev_batch` hands out).
+
+        Like Synapse, a page with events always has an `end` token, even the one that
+        reaches the edge of the room; only the (empty) page after it has none.
+        """
         await self._call("room_messages")
         events = [e for _, e in self._joined_room(room_id).timeline]
         if backwards:
             index = len(events) if start is None else int(start[1:])
             low = max(0, index - limit)
             page = list(reversed(events[low:index]))
-            return MessagesPage(events=page, end=f"t{low}" if low > 0 else None)
+            return MessagesPage(events=page, end=f"t{low}" if page else None)
         index = 0 if start is None else int(start[1:])
-        high = index + limit
-        return MessagesPage(
-            events=events[index:high], end=f"t{high}" if high < len(events) else None
-        )
+        page = events[index : index + limit]
+        return MessagesPage(events=page, end=f"t{index + len(page)}" if page else None)
 
     # -- MatrixPort: account data and profile ---------------------------------------------
 
@@ -489,18 +526,26 @@ class FakeMatrix:
 
     async def display_name(self, user_id: str) -> str | None:
         await self._call("display_name")
-        return self.display_names.get(user_id)
+        if user_id in self.display_names:
+            return self.display_names[user_id]
+        # Synapse gives every account its localpart as display name when it registers;
+        # here a user exists once it is a member of some room.
+        if any(("m.room.member", user_id) in room.state for room in self.rooms.values()):
+            return user_id.split(":", 1)[0].lstrip("@")
+        return None
 
     # -- MatrixPort: media ----------------------------------------------------------------
 
     async def download(self, mxc_uri: str, *, max_bytes: int) -> bytes:
         self._maybe_fail("download")
         self.downloads.append(mxc_uri)
+        if not mxc_uri.startswith("mxc://"):
+            raise MatrixRequestError(f"not an mxc:// URI: {mxc_uri!r}", errcode="M_INVALID_PARAM")
         if mxc_uri not in self.media:
-            raise MatrixError("not found", errcode="M_NOT_FOUND", status=404)
+            raise MatrixRequestError("not found", errcode="M_NOT_FOUND", status=404)
         data = self.media[mxc_uri]
         if len(data) > max_bytes:
-            raise MatrixError("too large", errcode="M_TOO_LARGE", status=413)
+            raise MatrixRequestError("too large", errcode="M_TOO_LARGE")
         return data
 
     async def upload(self, data: bytes, *, content_type: str, filename: str) -> str:

@@ -19,7 +19,7 @@ from runtime.legacy_db import migrate_legacy_database
 from runtime.store import SqliteStore
 from tasks.reconcile import reconcile
 from tasks.rooms import create_chat_room
-from tests.unit.legacy_fixtures import alice_rows, write_legacy_db
+from tests.legacy_fixtures import alice_rows, write_legacy_db
 
 BOT = "@bot:example.org"
 ALICE = "@alice:example.org"

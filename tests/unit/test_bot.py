@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from fakes import FakeMatrix
@@ -44,14 +45,14 @@ def make_bot(
 ) -> SurfaceBot:
     return SurfaceBot(
         store=store,
-        matrix=matrix,  # type: ignore[arg-type]
+        matrix=matrix,
         platform=platform,
         registry=registry,
-        sequence=PlatformChatSequence(store, matrix),  # type: ignore[arg-type]
+        sequence=PlatformChatSequence(store, matrix),
         catalogue=t,
         config=BotConfig(is_allowed=allowed),
         # Long enough that a turn is one message: streaming has its own tests.
-        streamer=TurnStreamer(matrix, platform, t, edit_interval=60.0),  # type: ignore[arg-type]
+        streamer=TurnStreamer(matrix, platform, t, edit_interval=60.0),
     )
 
 
@@ -76,7 +77,7 @@ class Surface:
         self.matrix.user_joins(room.room_id, user_id)
         return room
 
-    async def send(self, room_id: str, text: str, *, sender: str = ALICE, **extra: object) -> str:
+    async def send(self, room_id: str, text: str, *, sender: str = ALICE, **extra: Any) -> str:
         """A user message arrives and is handled; returns its event id."""
         event = self.matrix.add_message(room_id, sender, text, **extra)
         await self.bot.handle(LedgerEntry.of_event(event))
@@ -577,7 +578,9 @@ async def test_an_edit_is_not_a_new_turn(surface: Surface) -> None:
     room = await surface.onboard()
 
     said = await surface.send(
-        room.room_id, "* fixed typo", **{"m.new_content": {"msgtype": "m.text", "body": "x"}}
+        room.room_id,
+        "* fixed typo",
+        **cast(JsonDict, {"m.new_content": {"msgtype": "m.text", "body": "x"}}),
     )
 
     assert surface.answers(room.room_id, said) == []

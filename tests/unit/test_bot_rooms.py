@@ -35,13 +35,13 @@ def build(
 ) -> SurfaceBot:
     return SurfaceBot(
         store=store,
-        matrix=matrix,  # type: ignore[arg-type]
+        matrix=matrix,
         platform=platform,
         registry=REGISTRY,
-        sequence=PlatformChatSequence(store, matrix),  # type: ignore[arg-type]
+        sequence=PlatformChatSequence(store, matrix),
         catalogue=t,
         config=BotConfig(is_allowed=is_allowed),
-        streamer=TurnStreamer(matrix, platform, t, edit_interval=60.0),  # type: ignore[arg-type]
+        streamer=TurnStreamer(matrix, platform, t, edit_interval=60.0),
     )
 
 

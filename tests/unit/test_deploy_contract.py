@@ -185,9 +185,9 @@ def _drop_volume(target: str) -> Mutation:
     return mutate
 
 
-def _set(path: tuple[str, ...], value: Any) -> Mutation:
+def _set(path: tuple[str | int, ...], value: Any) -> Mutation:
     def mutate(doc: dict[str, Any]) -> None:
-        node = doc
+        node: Any = doc
         for key in path[:-1]:
             node = node[key]
         node[path[-1]] = value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from runtime.legacy_db import (
     plan_migration,
 )
 from runtime.store import SqliteStore
-from tests.unit.legacy_fixtures import (
+from tests.legacy_fixtures import (
     SEQUENCE_KEY,
     alice_rows,
     chat_value,
@@ -40,7 +41,7 @@ def rows() -> dict[str, object]:
     )
 
 
-def as_rows(data: dict[str, object]) -> list[tuple[str, str]]:
+def as_rows(data: Mapping[str, object]) -> list[tuple[str, str]]:
     return [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in data.items()]
 
 

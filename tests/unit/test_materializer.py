@@ -61,7 +61,7 @@ def make_materializer(
     max_transfers: int = 4,
 ) -> Materializer:
     return Materializer(
-        matrix,  # type: ignore[arg-type]  # the fake implements the media part of MatrixPort
+        matrix,  # the fake implements the media part of MatrixPort
         workspace,
         max_upload_bytes=LIMIT,
         uploads=uploads,
@@ -498,7 +498,7 @@ async def test_run_expires_staged_attachments_nobody_takes(
 ) -> None:
     staging = AttachmentStaging(ttl=30.0)
     materializer = Materializer(
-        matrix,  # type: ignore[arg-type]
+        matrix,
         workspace,
         max_upload_bytes=LIMIT,
         staging=staging,

@@ -116,7 +116,7 @@ def test_edit_content_replaces_the_original() -> None:
 
 async def test_replier_sends_once_per_trigger_and_purpose() -> None:
     matrix = FakeMatrix()
-    replier = Replier(matrix)  # type: ignore[arg-type]
+    replier = Replier(matrix)
 
     first = await replier.say("!room", "hello", reply_to="$trigger")
     again = await replier.say("!room", "hello", reply_to="$trigger")

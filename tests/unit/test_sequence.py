@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -20,9 +21,9 @@ def matrix() -> FakeMatrix:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
     with SqliteStore(tmp_path / "bot.db") as opened:
-        yield opened  # type: ignore[misc]
+        yield opened
 
 
 def high_water(matrix: FakeMatrix) -> int:
@@ -32,7 +33,7 @@ def high_water(matrix: FakeMatrix) -> int:
 async def test_first_allocation_reserves_a_block_in_account_data(
     store: SqliteStore, matrix: FakeMatrix
 ) -> None:
-    sequence = PlatformChatSequence(store, matrix, block=8)  # type: ignore[arg-type]
+    sequence = PlatformChatSequence(store, matrix, block=8)
 
     first = await sequence.allocate()
 
@@ -44,7 +45,7 @@ async def test_first_allocation_reserves_a_block_in_account_data(
 async def test_no_id_is_handed_out_when_the_reservation_fails(
     store: SqliteStore, matrix: FakeMatrix
 ) -> None:
-    sequence = PlatformChatSequence(store, matrix)  # type: ignore[arg-type]
+    sequence = PlatformChatSequence(store, matrix)
     matrix.fail["set_account_data"] = [MatrixUnreachable("502")]
 
     with pytest.raises(MatrixUnreachable):
@@ -58,7 +59,7 @@ async def test_no_id_is_handed_out_when_the_reservation_fails(
 async def test_every_id_handed_out_is_covered_by_the_high_water_mark(
     store: SqliteStore, matrix: FakeMatrix
 ) -> None:
-    sequence = PlatformChatSequence(store, matrix, block=3)  # type: ignore[arg-type]
+    sequence = PlatformChatSequence(store, matrix, block=3)
 
     for _ in range(10):
         value = int(await sequence.allocate())
@@ -69,11 +70,11 @@ async def test_every_id_handed_out_is_covered_by_the_high_water_mark(
 
 async def test_a_wiped_store_never_reissues_an_id(tmp_path: Path, matrix: FakeMatrix) -> None:
     with SqliteStore(tmp_path / "first.db") as first:
-        before = PlatformChatSequence(first, matrix, block=5)  # type: ignore[arg-type]
+        before = PlatformChatSequence(first, matrix, block=5)
         issued = {await before.allocate() for _ in range(7)}
 
     with SqliteStore(tmp_path / "after-loss.db") as wiped:
-        after = PlatformChatSequence(wiped, matrix, block=5)  # type: ignore[arg-type]
+        after = PlatformChatSequence(wiped, matrix, block=5)
         fresh = [await after.allocate() for _ in range(7)]
 
     assert not issued & set(fresh)
@@ -84,7 +85,7 @@ async def test_a_high_water_mark_above_the_store_raises_the_floor(
     store: SqliteStore, matrix: FakeMatrix
 ) -> None:
     matrix.account_data[SEQUENCE_ACCOUNT_DATA_TYPE] = {"reserved_through": 100}
-    sequence = PlatformChatSequence(store, matrix, block=4)  # type: ignore[arg-type]
+    sequence = PlatformChatSequence(store, matrix, block=4)
 
     assert await sequence.allocate() == "101"
     assert high_water(matrix) == 104
@@ -94,14 +95,14 @@ async def test_a_garbled_high_water_mark_counts_as_none(
     store: SqliteStore, matrix: FakeMatrix
 ) -> None:
     matrix.account_data[SEQUENCE_ACCOUNT_DATA_TYPE] = {"reserved_through": "lots"}
-    sequence = PlatformChatSequence(store, matrix)  # type: ignore[arg-type]
+    sequence = PlatformChatSequence(store, matrix)
 
     assert await sequence.remote_high_water() == 0
     assert await sequence.allocate() == "1"
 
 
 async def test_concurrent_allocations_are_unique(store: SqliteStore, matrix: FakeMatrix) -> None:
-    sequence = PlatformChatSequence(store, matrix, block=4)  # type: ignore[arg-type]
+    sequence = PlatformChatSequence(store, matrix, block=4)
     issued: list[str] = []
 
     async def take() -> None:

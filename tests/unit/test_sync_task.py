@@ -80,7 +80,7 @@ def matrix() -> FakeMatrix:
 def sync_task(store: SqliteStore, matrix: FakeMatrix, handler: object) -> SyncTask:
     return SyncTask(
         store=store,
-        matrix=matrix,  # type: ignore[arg-type]
+        matrix=matrix,
         handler=handler,  # type: ignore[arg-type]
         rng=NoJitter(),
     )
@@ -401,13 +401,13 @@ async def test_one_rooms_events_run_in_order_while_rooms_run_concurrently(
     platform = GatedPlatform()
     bot = SurfaceBot(
         store=store,
-        matrix=matrix,  # type: ignore[arg-type]
+        matrix=matrix,
         platform=platform,
         registry=AgentRegistry([AgentEntry(id="echo", name="Echo")]),
-        sequence=PlatformChatSequence(store, matrix),  # type: ignore[arg-type]
+        sequence=PlatformChatSequence(store, matrix),
         catalogue=Catalogue(),
         config=BotConfig(),
-        streamer=TurnStreamer(matrix, platform, Catalogue(), edit_interval=60.0),  # type: ignore[arg-type]
+        streamer=TurnStreamer(matrix, platform, Catalogue(), edit_interval=60.0),
     )
     for user in (ALICE, BOB):
         await bot.onboard(user, trigger=f"$onboard-{user}", dm_room_id=None)
@@ -421,7 +421,7 @@ async def test_one_rooms_events_run_in_order_while_rooms_run_concurrently(
     a1 = matrix.add_message(room_a.room_id, ALICE, "a1")
     a2 = matrix.add_message(room_a.room_id, ALICE, "a2")
     matrix.add_message(room_b.room_id, BOB, "b1")
-    task = SyncTask(store=store, matrix=matrix, handler=bot.handle)  # type: ignore[arg-type]
+    task = SyncTask(store=store, matrix=matrix, handler=bot.handle)
 
     async with running(task):
         with anyio.fail_after(DEADLINE):

@@ -94,7 +94,7 @@ def streamer(
     matrix: FakeMatrix, platform: ScriptedPlatform, *, edit_interval: float = 60.0, **kw: object
 ) -> TurnStreamer:
     return TurnStreamer(
-        matrix,  # type: ignore[arg-type]
+        matrix,
         platform,
         Catalogue("en"),
         edit_interval=edit_interval,
