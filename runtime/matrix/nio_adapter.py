@@ -326,8 +326,8 @@ class NioMatrix:
     ) -> str:
         """Create a private room (or Space); returns the room id.
 
-        Not idempotent: after MatrixUnreachable the room may exist; reconcile before
-        creating again.
+        Not idempotent: after MatrixUnreachable the room may exist; look for it before
+        creating again (tasks/rooms.py, ``find_created_room``).
         """
         response = await self._call(
             self._client.room_create(
