@@ -129,6 +129,15 @@ class Store(Protocol):
         """
         ...
 
+    def reserve_chat_index(self, user: UserRecord) -> None:
+        """Raise the stored next_chat_index to `user.next_chat_index` (never lower it).
+
+        Taken before a room is created with the index below it, so a creation whose
+        answer was lost cannot leave that index to the next `!new`. `user` is
+        inserted whole when the store has no record of it.
+        """
+        ...
+
     def set_selected_agent(self, user: UserRecord) -> None:
         """Store `user.selected_agent_id` and nothing else of an existing record.
 

@@ -274,13 +274,12 @@ class SqliteStore:
 
     def add_new_chat_room(self, user: UserRecord, room: RoomRecord) -> None:
         with self._write() as db:
-            _insert_user_if_missing(db, user)
-            db.execute(
-                "UPDATE users SET next_chat_index = MAX(next_chat_index, ?) "
-                "WHERE matrix_user_id = ?",
-                (user.next_chat_index, user.matrix_user_id),
-            )
+            _raise_next_chat_index(db, user)
             _put_room(db, room)
+
+    def reserve_chat_index(self, user: UserRecord) -> None:
+        with self._write() as db:
+            _raise_next_chat_index(db, user)
 
     def set_selected_agent(self, user: UserRecord) -> None:
         with self._write() as db:
@@ -496,6 +495,14 @@ def _insert_user_if_missing(db: sqlite3.Connection, user: UserRecord) -> None:
         "INSERT OR IGNORE INTO users (matrix_user_id, space_id, next_chat_index, "
         "selected_agent_id) VALUES (?, ?, ?, ?)",
         (user.matrix_user_id, user.space_id, user.next_chat_index, user.selected_agent_id),
+    )
+
+
+def _raise_next_chat_index(db: sqlite3.Connection, user: UserRecord) -> None:
+    _insert_user_if_missing(db, user)
+    db.execute(
+        "UPDATE users SET next_chat_index = MAX(next_chat_index, ?) WHERE matrix_user_id = ?",
+        (user.next_chat_index, user.matrix_user_id),
     )
 
 

@@ -12,6 +12,8 @@ that are not archived per user.
 
 from __future__ import annotations
 
+import json
+
 import anyio
 import structlog
 
@@ -35,9 +37,33 @@ from tasks.sequence import PlatformChatSequence
 
 log = structlog.get_logger(__name__)
 
-# Meta key (+ user id): the trigger of the user's latest chat creation. A retry of
-# that same trigger first looks for the room the lost answer would have named.
+# Meta key (+ user id): the user's latest room creations (a JSON object, trigger ->
+# the chat index it took, 0 for a Space; at most ATTEMPTS_KEPT, oldest dropped). A
+# retry of one of them first looks for the room a lost answer would have named, and
+# when there is none creates it with the index it took before.
 CREATING_CHAT_KEY = "creating:chat:"
+ATTEMPTS_KEPT = 32
+
+
+def attempted(store: Store, key: str, trigger: str) -> int | None:
+    """The index noted for a creation tried for `trigger` under `key`; None if none was."""
+    return _attempts(store, key).get(trigger)
+
+
+def note_attempt(store: Store, key: str, trigger: str, index: int = 0) -> None:
+    """Remember, before creating, that a room is being created for `trigger`."""
+    kept = [(t, i) for t, i in _attempts(store, key).items() if t != trigger]
+    store.set_meta(key, json.dumps(dict([*kept[-(ATTEMPTS_KEPT - 1) :], (trigger, index)])))
+
+
+def _attempts(store: Store, key: str) -> dict[str, int]:
+    try:
+        value = json.loads(store.get_meta(key) or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {t: i for t, i in value.items() if isinstance(t, str) and isinstance(i, int)}
 
 
 class ChatLimitReached(Exception):
@@ -95,13 +121,20 @@ class ChatRooms:
         user = self.store.get_user(user.matrix_user_id) or user
         attempt_key = CREATING_CHAT_KEY + user.matrix_user_id
         room = None
-        if self.store.get_meta(attempt_key) == trigger:
+        index = attempted(self.store, attempt_key, trigger)
+        if index is not None:
             # Tried before for this trigger and its answer was lost: the room may exist.
             room = await self._find_created(trigger)
         if room is None:
             self._check_limit(user)
-            self.store.set_meta(attempt_key, trigger)
-            room = await self._create_new(user, name=name, trigger=trigger)
+            if index is None:
+                # Taken before the room exists: a lost answer must not leave it free.
+                index = user.next_chat_index
+                note_attempt(self.store, attempt_key, trigger, index)
+                self.store.reserve_chat_index(
+                    user.model_copy(update={"next_chat_index": index + 1})
+                )
+            room = await self._create_new(user, index=index, name=name, trigger=trigger)
         # The origin first: a crash before the room is recorded then finds it again.
         self.store.set_room_origin(trigger, room.room_id)
         following = (chat_index(room.chat_id or "") or 0) + 1
@@ -120,12 +153,15 @@ class ChatRooms:
         )
         return room
 
-    async def _create_new(self, user: UserRecord, *, name: str | None, trigger: str) -> RoomRecord:
+    async def _create_new(
+        self, user: UserRecord, *, index: int, name: str | None, trigger: str
+    ) -> RoomRecord:
+        """Create chat `C<index>` (an index this trigger took) for `trigger`."""
         agent = self.selected_agent(user)
-        display_name = name or self.t("chat_name", index=user.next_chat_index)
+        display_name = name or self.t("chat_name", index=index)
         platform_chat_id = await self.sequence.allocate()
         draft = new_chat_record(
-            user,
+            user.model_copy(update={"next_chat_index": index}),
             room_id="",
             display_name=display_name,
             agent_id=agent.id if agent else None,

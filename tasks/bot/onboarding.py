@@ -18,15 +18,16 @@ from contracts.matrix import MatrixError, MatrixPort
 from contracts.registry import AgentRegistry
 from contracts.state import RoomRecord, RoomType, UserRecord
 from contracts.store import LedgerEntry, Store
-from tasks.bot.chats import ChatRooms
+from tasks.bot.chats import ChatRooms, attempted, note_attempt
 from tasks.catalogue import Catalogue
 from tasks.replies import Replier
 from tasks.rooms import create_space, find_created_room
 
 log = structlog.get_logger(__name__)
 
-# Meta key (+ user id): the trigger the user's Space is being created for. A retry
-# of that trigger first looks for the Space a lost createRoom answer would have named.
+# Meta key (+ user id): the triggers the user's Space was being created for (see
+# tasks/bot/chats.py, `note_attempt`). A retry of one first looks for the Space a
+# lost createRoom answer would have named.
 CREATING_SPACE_KEY = "creating:space:"
 
 
@@ -129,7 +130,7 @@ class Onboarding:
     async def _create_space(self, user: UserRecord, name: str, trigger: str) -> str:
         """Create the user's Space for `trigger`, or find the one a lost answer named."""
         attempt_key = CREATING_SPACE_KEY + user.matrix_user_id
-        if self.store.get_meta(attempt_key) == trigger:
+        if attempted(self.store, attempt_key, trigger) is not None:
             found = await find_created_room(
                 self.matrix,
                 marker_type=SPACE_MARKER_TYPE,
@@ -138,7 +139,7 @@ class Onboarding:
             )
             if found is not None:
                 return found[0]
-        self.store.set_meta(attempt_key, trigger)
+        note_attempt(self.store, attempt_key, trigger)
         return await create_space(self.matrix, user, name, origin_event_id=trigger)
 
     async def _display_name(self, user_id: str) -> str:

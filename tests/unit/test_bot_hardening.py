@@ -112,6 +112,25 @@ async def test_a_new_chat_whose_create_answer_was_lost_is_found_on_retry_not_cre
     assert chat_ids(surface) == ["C1", "C2", "C3"]
 
 
+async def test_a_lost_new_chat_is_found_even_after_another_room_created_one_meanwhile(
+    surface: Surface,
+) -> None:
+    room = await surface.onboard()
+    await surface.send(room.room_id, "!new")
+    other = surface.chat(ALICE, "C2")
+    surface.matrix.lose_answer["create_room"] = [MatrixUnreachable("timed out")]
+    lost = LedgerEntry.of_event(surface.matrix.add_message(room.room_id, ALICE, "!new Lost"))
+
+    with pytest.raises(MatrixUnreachable):
+        await surface.bot.handle(lost)
+    await surface.send(other.room_id, "!new Meanwhile")  # before the retry of the first
+    await surface.bot.handle(lost)
+
+    names = {c.chat_id: c.display_name for c in surface.store.list_chats(ALICE)}
+    assert names == {"C1": "Chat 1", "C2": "Chat 2", "C3": "Lost", "C4": "Meanwhile"}
+    assert len(surface.matrix.created) == 5  # the Space and four chats
+
+
 async def test_a_retried_new_chat_creates_the_room_when_the_lost_attempt_made_none(
     surface: Surface,
 ) -> None:

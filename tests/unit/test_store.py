@@ -728,3 +728,14 @@ def test_migration_4_drops_the_bodies_of_done_entries_and_keeps_pending_ones(
     status, content, done_at = _ledger_rows(path)["$done"]
     assert (status, content) == ("done", "{}")
     assert done_at is not None
+
+
+def test_reserve_chat_index_only_raises_the_index(store: Store) -> None:
+    store.put_user(UserRecord(matrix_user_id=ALICE, next_chat_index=4, selected_agent_id="x"))
+
+    store.reserve_chat_index(UserRecord(matrix_user_id=ALICE, next_chat_index=3))
+    store.reserve_chat_index(UserRecord(matrix_user_id=ALICE, next_chat_index=5))
+
+    assert store.get_user(ALICE) == UserRecord(
+        matrix_user_id=ALICE, next_chat_index=5, selected_agent_id="x"
+    )
