@@ -165,6 +165,10 @@ class MatrixPort(Protocol):
 
     async def room_state(self, room_id: str) -> list[MatrixEvent]: ...
 
+    async def joined_rooms(self) -> list[str]:
+        """The ids of the rooms the bot is joined to."""
+        ...
+
     async def room_messages(
         self, room_id: str, start: str | None, *, backwards: bool = True, limit: int = 100
     ) -> MessagesPage: ...

@@ -120,6 +120,31 @@ class Store(Protocol):
         """Atomically store a new chat room and the user's advanced next_chat_index."""
         ...
 
+    def add_new_chat_room(self, user: UserRecord, room: RoomRecord) -> None:
+        """Atomically store a new chat room and raise the owner's next_chat_index.
+
+        Only that column changes (to the larger of the stored one and
+        `user.next_chat_index`): a stale `user` cannot undo another update.
+        `user` is inserted whole when the store has no record of the owner.
+        """
+        ...
+
+    def reserve_chat_index(self, user: UserRecord) -> None:
+        """Raise the stored next_chat_index to `user.next_chat_index` (never lower it).
+
+        Taken before a room is created with the index below it, so a creation whose
+        answer was lost cannot leave that index to the next `!new`. `user` is
+        inserted whole when the store has no record of it.
+        """
+        ...
+
+    def set_selected_agent(self, user: UserRecord) -> None:
+        """Store `user.selected_agent_id` and nothing else of an existing record.
+
+        `user` is inserted whole when the store has no record of it.
+        """
+        ...
+
     # the global platform-chat sequence (never reuses an id)
     def sequence_state(self) -> SequenceState: ...
     def allocate_platform_chat_id(self) -> int:
@@ -157,7 +182,19 @@ class Store(Protocol):
 
     def pending_entries(self) -> list[LedgerEntry]: ...
     def mark_done(self, event_id: str) -> None:
-        """Mark the entry handled and forget the media its turn uploaded."""
+        """Mark the entry handled, drop its content and forget the media its turn uploaded.
+
+        A done entry keeps its event id (is_known), room, sender, type and the time
+        it was done: all exactly-once needs.
+        """
+        ...
+
+    def prune_ledger(self, done_before: float) -> int:
+        """Delete done entries done before `done_before` (Unix seconds); returns how many.
+
+        Each room's newest entry stays whatever its age: gap filling pages back
+        until an event it knows, and must find one.
+        """
         ...
 
     def is_known(self, event_id: str) -> bool: ...

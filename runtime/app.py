@@ -8,7 +8,7 @@ Read it top to bottom:
   `Runtime`.
 - `Runtime` lists the supervised tasks in start order and owns their supervisor::
 
-      http -> reconcile (one-shot) -> platform_pool -> materializer -> sync
+      http -> reconcile (one-shot) -> platform_pool -> materializer -> ledger_pruner -> sync
 
   Reconciliation hands the sync task the batch to catch up from with
   ``task_status.started(batch)`` (``TaskSpec.takes_from``, runtime/reconciliation.py);
@@ -50,6 +50,7 @@ from tasks.materializer import Materializer
 from tasks.media import MediaBridge
 from tasks.platform_pool import PlatformPool
 from tasks.replies import Replier
+from tasks.retention import LedgerPruner
 from tasks.retry import Backoff, retry
 from tasks.sequence import PlatformChatSequence
 from tasks.sync import SyncTask
@@ -140,6 +141,7 @@ class Runtime:
     migration: MigrationResult | None = None
     http: HealthServer = field(init=False)
     sync: SyncTask = field(init=False)
+    pruner: LedgerPruner = field(init=False)
     supervisor: Supervisor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -151,6 +153,9 @@ class Runtime:
             handler=self.bot.handle,
             concurrency=self.settings.surface_room_concurrency,
             metrics=self.metrics,
+        )
+        self.pruner = LedgerPruner(
+            self.store, retention_days=self.settings.surface_ledger_retention_days
         )
         reconciliation = Reconciliation(
             self.store,
@@ -171,6 +176,7 @@ class Runtime:
                 ),
                 TaskSpec("platform_pool", self.pool.run, RestartPolicy.PERMANENT),
                 TaskSpec("materializer", self.materializer.run, RestartPolicy.PERMANENT),
+                TaskSpec("ledger_pruner", self.pruner.run, RestartPolicy.PERMANENT),
                 TaskSpec(
                     "sync",
                     self.sync.run,
@@ -243,7 +249,10 @@ async def build_runtime(
             registry=registry,
             sequence=sequence,
             catalogue=catalogue,
-            config=BotConfig(is_allowed=settings.is_allowed),
+            config=BotConfig(
+                is_allowed=settings.is_allowed,
+                max_chats_per_user=settings.surface_max_chats_per_user,
+            ),
             on_media=media.on_media,
             take_attachments=media.take_attachments,
             streamer=TurnStreamer(

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     surface_max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     surface_room_concurrency: int = Field(default=128, ge=1, le=1024)
     surface_stream_edit_interval: float = Field(default=1.0, ge=0.05, le=60)
+    surface_max_chats_per_user: int = Field(default=200, ge=1, le=100_000)
+    surface_ledger_retention_days: float = Field(default=7.0, gt=0, le=3650)
     surface_dev_data_dir: Path = Path(".local/dev-homeserver")
     surface_dev_port: int = Field(default=8008, ge=0, le=65535)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,6 +94,14 @@ MIGRATIONS: tuple[str, ...] = (
         mxc TEXT NOT NULL
     );
     CREATE INDEX uploads_by_trigger ON uploads (trigger_event_id);
+    """,
+    # 4: a done entry keeps only what exactly-once needs (its id, room, status) and the
+    # time it was done, so it can be pruned after the retention period
+    """
+    ALTER TABLE ledger ADD COLUMN done_at INTEGER;
+    UPDATE ledger SET content = '{}', done_at = CAST(strftime('%s', 'now') AS INTEGER)
+        WHERE status = 'done';
+    CREATE INDEX ledger_done ON ledger (done_at) WHERE status = 'done';
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -263,6 +272,23 @@ class SqliteStore:
             _put_user(db, user)
             _put_room(db, room)
 
+    def add_new_chat_room(self, user: UserRecord, room: RoomRecord) -> None:
+        with self._write() as db:
+            _raise_next_chat_index(db, user)
+            _put_room(db, room)
+
+    def reserve_chat_index(self, user: UserRecord) -> None:
+        with self._write() as db:
+            _raise_next_chat_index(db, user)
+
+    def set_selected_agent(self, user: UserRecord) -> None:
+        with self._write() as db:
+            _insert_user_if_missing(db, user)
+            db.execute(
+                "UPDATE users SET selected_agent_id = ? WHERE matrix_user_id = ?",
+                (user.selected_agent_id, user.matrix_user_id),
+            )
+
     # -- the platform-chat sequence ----------------------------------------------------------
 
     def sequence_state(self) -> SequenceState:
@@ -358,8 +384,21 @@ class SqliteStore:
 
     def mark_done(self, event_id: str) -> None:
         with self._write() as db:
-            db.execute("UPDATE ledger SET status = 'done' WHERE event_id = ?", (event_id,))
+            # The body is no longer needed once handled: only the id stays (exactly-once).
+            db.execute(
+                "UPDATE ledger SET status = 'done', content = '{}', done_at = ? WHERE event_id = ?",
+                (int(time.time()), event_id),
+            )
             db.execute("DELETE FROM uploads WHERE trigger_event_id = ?", (event_id,))
+
+    def prune_ledger(self, done_before: float) -> int:
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM ledger WHERE status = 'done' AND done_at < ? AND seq NOT IN "
+                "(SELECT MAX(seq) FROM ledger GROUP BY room_id)",
+                (done_before,),
+            )
+            return cursor.rowcount
 
     def is_known(self, event_id: str) -> bool:
         row = self._db.execute("SELECT 1 FROM ledger WHERE event_id = ?", (event_id,)).fetchone()
@@ -448,6 +487,22 @@ def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
         "INSERT INTO meta (key, value) VALUES (?, ?) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (key, value),
+    )
+
+
+def _insert_user_if_missing(db: sqlite3.Connection, user: UserRecord) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO users (matrix_user_id, space_id, next_chat_index, "
+        "selected_agent_id) VALUES (?, ?, ?, ?)",
+        (user.matrix_user_id, user.space_id, user.next_chat_index, user.selected_agent_id),
+    )
+
+
+def _raise_next_chat_index(db: sqlite3.Connection, user: UserRecord) -> None:
+    _insert_user_if_missing(db, user)
+    db.execute(
+        "UPDATE users SET next_chat_index = MAX(next_chat_index, ?) WHERE matrix_user_id = ?",
+        (user.next_chat_index, user.matrix_user_id),
     )
 
 

@@ -31,6 +31,10 @@ EN: dict[str, str] = {
     "unknown_command": "Unknown command `{command}`. Type `!help` for the list.",
     "usage": "Usage: `{usage}`",
     "new_created": "Created **{name}** ({chat_id}) with **{agent}**. I invited you to it.",
+    "new_limit": (
+        "You have {limit} open chats, the most this bot allows. `!archive` one you no "
+        "longer need (it stays readable), then `!new` again."
+    ),
     "chats_header": "**Your chats**",
     "chats_line": "- {chat_id} — {name}{archived}{left}{here}",
     "chats_archived": " (archived)",
@@ -42,6 +46,7 @@ EN: dict[str, str] = {
     "chats_here": " ← this room",
     "chats_empty": "You have no chats yet. Type `!new` to start one.",
     "renamed": "Renamed this chat to **{name}**.",
+    "rename_empty": "That name has no visible characters. Type `!rename <name>` with a name.",
     "archive_confirm": "Archive **{name}**? Answer `!yes` or `!no`.",
     "archived": "Archived **{name}**. It stays readable; `!new` starts a fresh chat.",
     "clear_confirm": (
@@ -143,6 +148,10 @@ RU: dict[str, str] = {
     "unknown_command": "Неизвестная команда `{command}`. Наберите `!help`.",
     "usage": "Использование: `{usage}`",
     "new_created": "Создан чат **{name}** ({chat_id}) с **{agent}**. Я пригласил вас в него.",
+    "new_limit": (
+        "У вас {limit} открытых чатов — больше бот не позволяет. Отправьте `!archive` в "
+        "ненужном чате (он останется доступен для чтения), затем снова `!new`."
+    ),
     "chats_header": "**Ваши чаты**",
     "chats_line": "- {chat_id} — {name}{archived}{left}{here}",
     "chats_archived": " (в архиве)",
@@ -154,6 +163,7 @@ RU: dict[str, str] = {
     "chats_here": " ← этот чат",
     "chats_empty": "У вас пока нет чатов. Наберите `!new`.",
     "renamed": "Чат переименован в **{name}**.",
+    "rename_empty": "В этом имени нет видимых символов. Наберите `!rename <имя>` с именем.",
     "archive_confirm": "Архивировать **{name}**? Ответьте `!yes` или `!no`.",
     "archived": "Чат **{name}** в архиве. `!new` начнёт новый.",
     "clear_confirm": (

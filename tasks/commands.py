@@ -8,6 +8,7 @@ The handler type is left open here so this module needs nothing from the bot.
 from __future__ import annotations
 
 import enum
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -15,6 +16,14 @@ from typing import Generic, TypeVar
 from tasks.catalogue import Catalogue
 
 MAX_NAME_LENGTH = 80
+# Unicode's Bidi_Control characters: they reorder the text around them (a name
+# that displays as something else). Dropped from names, as are control characters.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+# Cc: C0/C1 controls (NUL, BEL, ESC, ...); Cs: lone surrogates (not encodable);
+# Zl, Zp: line and paragraph separators.
+_DROPPED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 H = TypeVar("H", covariant=True)  # a table of handlers is a table of objects
 
 
@@ -96,6 +105,19 @@ def parse_command(text: str, table: CommandTable[object]) -> Command | None:
     if spec is None:
         return Command(name=word, argument=argument, known=False, valid=False)
     return Command(name=name, argument=argument, valid=spec.accepts(argument))
+
+
+def clean_name(text: str) -> str:
+    """A user-given chat name without control or bidi-control characters, spaces collapsed.
+
+    Empty when nothing printable is left (the caller refuses it). Pure.
+    """
+    kept = "".join(
+        ch
+        for ch in text
+        if ch not in BIDI_CONTROLS and unicodedata.category(ch) not in _DROPPED_CATEGORIES
+    )
+    return " ".join(kept.split())
 
 
 def usage_of(command: Command, table: CommandTable[object]) -> str:

@@ -2,13 +2,27 @@
 
 Markers go into `initial_state`, so a room never exists without its marker:
 whatever happens after creation, reconciliation can find it.
+
+A room created for a trigger (an invite, a `!new`) names it in its marker
+(`origin_event_id`). `createRoom` is not idempotent: when its answer is lost
+(a timeout, a 5xx after the server created the room) the room may exist all
+the same. `find_created_room` finds it among the bot's joined rooms, so a retry
+uses it instead of creating a second one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import structlog
+
 from contracts.markers import ROOM_MARKER_TYPE, SPACE_MARKER_TYPE, RoomMarker, SpaceMarker
-from contracts.matrix import JsonDict, MatrixPort, StateEventSpec
+from contracts.matrix import JsonDict, MatrixEvent, MatrixPort, MatrixRequestError, StateEventSpec
 from contracts.state import RoomRecord, RoomType, UserRecord
+
+log = structlog.get_logger(__name__)
+
+ORIGIN_FIELD = "origin_event_id"
 
 BOT_ONLY_EVENTS = (
     SPACE_MARKER_TYPE,
@@ -63,14 +77,19 @@ def marker_for(room: RoomRecord) -> RoomMarker:
     )
 
 
-async def create_space(matrix: MatrixPort, user: UserRecord, name: str) -> str:
+async def create_space(
+    matrix: MatrixPort, user: UserRecord, name: str, *, origin_event_id: str | None = None
+) -> str:
     """Create the user's private Space with its marker; returns the Space id."""
     marker = SpaceMarker(owner=user.matrix_user_id, selected_agent_id=user.selected_agent_id)
+    content = marker.model_dump(mode="json")
+    if origin_event_id:
+        content[ORIGIN_FIELD] = origin_event_id
     return await matrix.create_room(
         name=name,
         invite=[user.matrix_user_id],
         is_space=True,
-        initial_state=[space_marker_state(marker)],
+        initial_state=[StateEventSpec(type=SPACE_MARKER_TYPE, content=content)],
         power_level_overrides=power_levels(),
     )
 
@@ -87,7 +106,7 @@ async def create_chat_room(
     assert room.space_id is not None
     marker = marker_for(room).model_dump(mode="json")
     if origin_event_id:
-        marker["origin_event_id"] = origin_event_id
+        marker[ORIGIN_FIELD] = origin_event_id
     via = [matrix.server_name]
     room_id = await matrix.create_room(
         name=room.display_name or room.chat_id or "Chat",
@@ -103,6 +122,45 @@ async def create_chat_room(
         power_level_overrides=power_levels(),
     )
     return room_id
+
+
+async def find_created_room(
+    matrix: MatrixPort,
+    *,
+    marker_type: str,
+    origin_event_id: str,
+    known: Callable[[str], bool],
+) -> tuple[str, list[MatrixEvent]] | None:
+    """The room the bot created for `origin_event_id` (and its state), if it exists.
+
+    For a retry after a creation whose answer was lost. Looks at the bot's joined
+    rooms that `known` does not claim (the store's rooms are never this one),
+    for a `marker_type` marker the bot sent that names the trigger.
+    """
+    joined = await matrix.joined_rooms()
+    candidates = [room_id for room_id in joined if not known(room_id)]
+    for room_id in candidates:
+        try:
+            state = await matrix.room_state(room_id)
+        except MatrixRequestError:  # left or forgotten since: not it
+            continue
+        for event in state:
+            if (
+                event.type == marker_type
+                and event.state_key == ""
+                and event.sender == matrix.user_id
+                and event.content.get(ORIGIN_FIELD) == origin_event_id
+            ):
+                log.warning(
+                    "room.creation_recovered",
+                    room_id=room_id,
+                    marker_type=marker_type,
+                    trigger=origin_event_id,
+                    looked_at=len(candidates),
+                )
+                return room_id, state
+    log.info("room.creation_not_found", trigger=origin_event_id, looked_at=len(candidates))
+    return None
 
 
 async def link_child(matrix: MatrixPort, space_id: str, room_id: str, *, order: str | None) -> None:

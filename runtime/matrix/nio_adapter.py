@@ -326,8 +326,8 @@ class NioMatrix:
     ) -> str:
         """Create a private room (or Space); returns the room id.
 
-        Not idempotent: after MatrixUnreachable the room may exist; reconcile before
-        creating again.
+        Not idempotent: after MatrixUnreachable the room may exist; look for it before
+        creating again (tasks/rooms.py, ``find_created_room``).
         """
         response = await self._call(
             self._client.room_create(
@@ -389,6 +389,14 @@ class NioMatrix:
             raise MatrixUnreachable("room state answer is not a list", status=200)
         parsed = (event_from_json(raw, room_id) for raw in body)
         return [event for event in parsed if event is not None]
+
+    async def joined_rooms(self) -> list[str]:
+        """``/joined_rooms``: the rooms the bot is joined to."""
+        body = as_dict(await self._raw.json("GET", _path("joined_rooms")))
+        rooms = body.get("joined_rooms")
+        if not isinstance(rooms, list):
+            raise MatrixUnreachable("joined rooms answer has no list", status=200)
+        return [room_id for room_id in rooms if isinstance(room_id, str)]
 
     async def room_messages(
         self, room_id: str, start: str | None, *, backwards: bool = True, limit: int = 100

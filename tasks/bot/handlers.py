@@ -9,10 +9,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from contracts.platform import PlatformError
+from tasks.bot.chats import ChatLimitReached
 from tasks.bot.context import CommandContext, explain_unbound
 from tasks.bot.pending import Pending
 from tasks.bot.rejoin import chats_overview
-from tasks.rooms import write_room_marker, write_space_marker
+from tasks.commands import clean_name
+from tasks.rooms import write_room_marker
 
 
 async def new_chat(ctx: CommandContext) -> None:
@@ -22,7 +24,13 @@ async def new_chat(ctx: CommandContext) -> None:
     if gone is not None:  # never fall back silently: the user picks (seed 000)
         await ctx.say(bot.t("selected_missing_new", id=gone))
         return
-    new_room = await bot.chats.create(user, name=ctx.argument or None, trigger=ctx.trigger)
+    try:
+        new_room = await bot.chats.create(
+            user, name=clean_name(ctx.argument) or None, trigger=ctx.trigger
+        )
+    except ChatLimitReached as exc:
+        await ctx.say(bot.t("new_limit", limit=exc.limit))
+        return
     agent = bot.registry.get(new_room.agent_id)
     await ctx.say(
         bot.t(
@@ -41,11 +49,15 @@ async def list_chats(ctx: CommandContext) -> None:
 
 async def rename(ctx: CommandContext) -> None:
     bot, room = ctx.bot, ctx.room
-    renamed = room.model_copy(update={"display_name": ctx.argument})
-    await bot.matrix.send_state(room.room_id, "m.room.name", {"name": ctx.argument})
+    name = clean_name(ctx.argument)
+    if not name:
+        await ctx.say(bot.t("rename_empty"))
+        return
+    renamed = room.model_copy(update={"display_name": name})
+    await bot.matrix.send_state(room.room_id, "m.room.name", {"name": name})
     await write_room_marker(bot.matrix, renamed)
     bot.store.put_room(renamed)
-    await ctx.say(bot.t("renamed", name=ctx.argument))
+    await ctx.say(bot.t("renamed", name=name))
 
 
 async def archive(ctx: CommandContext) -> None:
@@ -106,11 +118,7 @@ async def show_or_switch_agent(ctx: CommandContext) -> None:
     if target is None:
         await ctx.say(bot.t("agent_unknown", id=ctx.argument))
         return
-    user = bot.chats.user_of(room)
-    if user.selected_agent_id != target.id:
-        user = user.model_copy(update={"selected_agent_id": target.id})
-        await write_space_marker(bot.matrix, user)
-        bot.store.put_user(user)
+    await bot.chats.select_agent(bot.chats.user_of(room), target.id)
     if room.agent_id == target.id:
         await ctx.say(bot.t("agent_same", name=target.name))
         return

@@ -1,7 +1,9 @@
 """Onboarding: an invite from an allowed user becomes their Space and first chat.
 
 Safe to repeat: each step is skipped when already done, and a re-handled invite
-(same trigger) finds the chat it created instead of making another.
+(same trigger) finds the chat it created instead of making another. A Space
+whose createRoom answer was lost is found (by the trigger in its marker) and
+used, not created twice.
 """
 
 from __future__ import annotations
@@ -11,16 +13,22 @@ from collections.abc import Callable
 import anyio
 import structlog
 
+from contracts.markers import SPACE_MARKER_TYPE
 from contracts.matrix import MatrixError, MatrixPort
 from contracts.registry import AgentRegistry
 from contracts.state import RoomRecord, RoomType, UserRecord
 from contracts.store import LedgerEntry, Store
-from tasks.bot.chats import ChatRooms
+from tasks.bot.chats import ChatRooms, attempted, note_attempt
 from tasks.catalogue import Catalogue
 from tasks.replies import Replier
-from tasks.rooms import create_space
+from tasks.rooms import create_space, find_created_room
 
 log = structlog.get_logger(__name__)
+
+# Meta key (+ user id): the triggers the user's Space was being created for (see
+# tasks/bot/chats.py, `note_attempt`). A retry of one first looks for the Space a
+# lost createRoom answer would have named.
+CREATING_SPACE_KEY = "creating:space:"
 
 
 def space_name_of(store: Store, user: UserRecord | None) -> str:
@@ -91,9 +99,12 @@ class Onboarding:
         )
         space_name = self.t("space_name", name=display)
         if user.space_id is None:
-            space_id = await create_space(self.matrix, user, space_name)
-            user = user.model_copy(update={"space_id": space_id})
-            self.store.put_user(user)
+            async with self.chats.user_lock(user_id):
+                space_id = await self._create_space(user, space_name, trigger)
+                # Read afresh after the awaits: only the Space id is this step's to change.
+                current = self.store.get_user(user_id) or user
+                user = current.model_copy(update={"space_id": space_id})
+                self.store.put_user(user)
             self.store.put_room(
                 RoomRecord(
                     room_id=space_id,
@@ -123,6 +134,21 @@ class Onboarding:
             await self.replier.say(
                 dm_room_id, self.t("unmanaged_room", space=space_name), reply_to=trigger
             )
+
+    async def _create_space(self, user: UserRecord, name: str, trigger: str) -> str:
+        """Create the user's Space for `trigger`, or find the one a lost answer named."""
+        attempt_key = CREATING_SPACE_KEY + user.matrix_user_id
+        if attempted(self.store, attempt_key, trigger) is not None:
+            found = await find_created_room(
+                self.matrix,
+                marker_type=SPACE_MARKER_TYPE,
+                origin_event_id=trigger,
+                known=lambda room_id: self.store.get_room(room_id) is not None,
+            )
+            if found is not None:
+                return found[0]
+        note_attempt(self.store, attempt_key, trigger)
+        return await create_space(self.matrix, user, name, origin_event_id=trigger)
 
     async def _display_name(self, user_id: str) -> str:
         try:

@@ -6,6 +6,7 @@ user simply asks again. An unanswered question expires after `PENDING_TTL` secon
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -15,6 +16,9 @@ import anyio
 from contracts.platform import Snapshot
 
 PENDING_TTL = 600.0
+
+# A `!load` choice: one to four ASCII digits, nothing else (not "²", not 5000 digits).
+CHOICE_PATTERN = re.compile(r"[0-9]{1,4}", re.ASCII)
 
 Question = Literal["archive", "clear"]
 
@@ -26,6 +30,12 @@ class Pending:
     question: Question | None = None
     snapshots: tuple[Snapshot, ...] = ()
     since: float = 0.0
+
+
+def parse_choice(text: str) -> int | None:
+    """The number a user answered a `!load` list with, or None when the text is not one."""
+    stripped = text.strip()
+    return int(stripped) if CHOICE_PATTERN.fullmatch(stripped) else None
 
 
 class PendingAnswers:

@@ -27,7 +27,7 @@ from tasks.bot.chats import ChatRooms
 from tasks.bot.context import CommandContext, Services, sayer
 from tasks.bot.direct import DirectChat
 from tasks.bot.onboarding import Onboarding
-from tasks.bot.pending import PendingAnswers
+from tasks.bot.pending import PendingAnswers, parse_choice
 from tasks.bot.repair import RoomKind, RoomRepair, Unmanaged
 from tasks.bot.routing import AgentRouting, AttachmentSource
 from tasks.bot.table import COMMANDS
@@ -45,6 +45,7 @@ TEXT_MSGTYPES = frozenset({"m.text", "m.emote"})
 @dataclass(frozen=True)
 class BotConfig:
     is_allowed: Callable[[str], bool] = lambda _user_id: True
+    max_chats_per_user: int | None = None  # open (not archived) chats; None: no limit
 
 
 MediaHandler = Callable[[LedgerEntry, RoomRecord], Awaitable[None]]
@@ -73,6 +74,7 @@ class SurfaceBot:
             registry=registry,
             sequence=sequence,
             catalogue=catalogue,
+            max_chats=config.max_chats_per_user,
         )
         self.services = Services(
             store=store,
@@ -166,9 +168,10 @@ class SurfaceBot:
             await self.run_command(command, entry, room)
             return
         pending = self.services.pending.get(room.room_id)
-        if pending is not None and pending.snapshots and body.strip().isdigit():
+        choice = parse_choice(body) if pending is not None and pending.snapshots else None
+        if pending is not None and choice is not None:
             ctx = self._context(entry, room, argument=body.strip())
-            await handlers.load_choice(ctx, int(body.strip()), pending)
+            await handlers.load_choice(ctx, choice, pending)
             return
         await self.routing.route(entry, room, body)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +99,20 @@ class FakeRoom:
 
 
 @dataclass
+class Gate:
+    """Holds the calls of `method` for which `when(room_id, event_type)` holds until `opened`.
+
+    `reached` is set once such a call waits: a test can then interleave another
+    task deterministically at that await.
+    """
+
+    method: str
+    when: Callable[[str, str], bool] = lambda _room_id, _event_type: True
+    reached: anyio.Event = field(default_factory=anyio.Event)
+    opened: anyio.Event = field(default_factory=anyio.Event)
+
+
+@dataclass
 class FakeMatrix:
     """`contracts.matrix.MatrixPort`, in memory: a small homeserver that behaves.
 
@@ -123,6 +137,9 @@ class FakeMatrix:
     - `fail` queues errors: the next call of the named method raises the first one;
     - `max_event_bytes`: like Synapse, a message whose event JSON (content plus an
       envelope of `envelope_bytes`) is larger is refused with M_TOO_LARGE.
+    - `lose_answer` queues errors raised *after* the call took effect (the server
+      did it, its answer was lost: a timeout, a 5xx from a proxy);
+    - `gates` hold matching calls until the test opens them (see `Gate`).
     """
 
     user_id: str = "@bot:example.org"
@@ -132,6 +149,9 @@ class FakeMatrix:
     sent: list[SentMessage] = field(default_factory=list)
     downloads: list[str] = field(default_factory=list)
     fail: dict[str, list[MatrixError]] = field(default_factory=dict)
+    lose_answer: dict[str, list[MatrixError]] = field(default_factory=dict)
+    gates: list[Gate] = field(default_factory=list)
+    joined_rooms_calls: int = 0
     rooms: dict[str, FakeRoom] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)  # room ids the bot created, in order
     state_writes: list[StateWrite] = field(default_factory=list)
@@ -252,6 +272,17 @@ class FakeMatrix:
         # A real call is a checkpoint: other tasks run while the bot waits for the server.
         await anyio.lowlevel.checkpoint()
         self._maybe_fail(method)
+
+    def _maybe_lose_answer(self, method: str) -> None:
+        queue = self.lose_answer.get(method)
+        if queue:
+            raise queue.pop(0)
+
+    async def _pass_gates(self, method: str, room_id: str, event_type: str = "") -> None:
+        for gate in self.gates:
+            if gate.method == method and gate.when(room_id, event_type):
+                gate.reached.set()
+                await gate.opened.wait()
 
     def _notify(self) -> None:
         if self._wakeup is not None:
@@ -399,12 +430,14 @@ class FakeMatrix:
                 room_id, bot, "m.room.member", {"membership": "invite"}, state_key=user_id
             )
         self.created.append(room_id)
+        self._maybe_lose_answer("create_room")
         return room_id
 
     async def send_state(
         self, room_id: str, event_type: str, content: JsonDict, state_key: str = ""
     ) -> str:
         await self._call("send_state")
+        await self._pass_gates("send_state", room_id, event_type)
         self._joined_room(room_id)
         self.state_writes.append(StateWrite(room_id, event_type, state_key, content))
         event = self.add_event(room_id, self.user_id, event_type, content, state_key=state_key)
@@ -489,6 +522,11 @@ class FakeMatrix:
     async def room_state(self, room_id: str) -> list[MatrixEvent]:
         await self._call("room_state")
         return list(self._joined_room(room_id).state.values())
+
+    async def joined_rooms(self) -> list[str]:
+        await self._call("joined_rooms")
+        self.joined_rooms_calls += 1
+        return [r for r, room in self.rooms.items() if room.membership(self.user_id) == "join"]
 
     async def room_messages(
         self, room_id: str, start: str | None, *, backwards: bool = True, limit: int = 100

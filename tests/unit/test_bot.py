@@ -140,7 +140,8 @@ async def test_invite_from_an_allowed_user_creates_space_and_first_chat(surface:
 
 
 async def test_onboarding_writes_markers_sent_by_the_bot(surface: Surface) -> None:
-    room = await surface.onboard()
+    invite = await surface.invite()
+    room = surface.chat(ALICE, "C1")
     assert room.space_id is not None
 
     space_marker = surface.matrix.room(room.space_id).state_event(SPACE_MARKER_TYPE)
@@ -149,7 +150,12 @@ async def test_onboarding_writes_markers_sent_by_the_bot(surface: Surface) -> No
     assert space_marker is not None
     assert room_marker is not None
     assert space_marker.sender == room_marker.sender == surface.matrix.user_id
-    assert space_marker.content == {"version": 1, "owner": ALICE, "selected_agent_id": "echo"}
+    assert space_marker.content == {
+        "version": 1,
+        "owner": ALICE,
+        "selected_agent_id": "echo",
+        "origin_event_id": invite.event_id,
+    }
     assert room_marker.content["owner"] == ALICE
     assert room_marker.content["space_id"] == room.space_id
     assert room_marker.content["chat_id"] == "C1"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,10 +11,12 @@ from hypothesis import strategies as st
 from tasks.bot.table import COMMANDS
 from tasks.catalogue import CATALOGUES, Catalogue
 from tasks.commands import (
+    BIDI_CONTROLS,
     MAX_NAME_LENGTH,
     Arg,
     Command,
     CommandSpec,
+    clean_name,
     command_table,
     help_text,
     parse_command,
@@ -166,3 +170,43 @@ def test_parse_command_never_raises_and_names_are_known_or_marked_unknown(text: 
     assert command.name, "a command always has a name"
     assert not any(ch.isspace() for ch in command.name), "whitespace ends the command word"
     assert command.argument == command.argument.strip()
+
+
+# -- names without control characters (issue 14, item 10) -------------------------------------
+
+_UNSAFE = {"Cc", "Cs", "Zl", "Zp"}
+
+
+@given(st.text())
+@settings(max_examples=500)
+def test_a_cleaned_name_has_no_control_or_bidi_control_character_and_is_stable(
+    text: str,
+) -> None:
+    name = clean_name(text)
+
+    assert not any(unicodedata.category(ch) in _UNSAFE for ch in name)
+    assert not set(name) & BIDI_CONTROLS
+    assert name == name.strip()
+    assert clean_name(name) == name
+
+
+@given(st.text(st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp", "Zs"))))
+def test_a_name_of_printable_characters_is_kept_as_it_is(text: str) -> None:
+    assert clean_name(text) == "".join(ch for ch in text if ch not in BIDI_CONTROLS)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("Pl\x00an\x07s", "Plans", id="nul-bel"),
+        pytest.param("\u202eevil\u202c", "evil", id="right-to-left-override"),
+        pytest.param("a\u2066b\u2067c\u2068d\u2069", "abcd", id="isolates"),
+        pytest.param("x\u200ey\u200fz\u061c", "xyz", id="marks"),
+        pytest.param("one\u2028two", "onetwo", id="line-separator"),
+        pytest.param("\x1b[31mred", "[31mred", id="escape"),
+        pytest.param("👩\u200d💻 team", "👩\u200d💻 team", id="zwj-emoji-kept"),
+        pytest.param("\x00\u202e \t", "", id="nothing-left"),
+    ],
+)
+def test_clean_name_examples(text: str, expected: str) -> None:
+    assert clean_name(text) == expected

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from contracts.platform import Snapshot
-from tasks.bot.pending import PendingAnswers
+from tasks.bot.pending import PendingAnswers, parse_choice
 
 SNAP = Snapshot(snapshot_id="1", name="first", created_at="2026-01-01", turns=3)
 
@@ -55,3 +61,27 @@ async def test_discard_says_whether_the_room_was_waiting() -> None:
 
     assert pending.discard("!a:x")
     assert not pending.discard("!a:x")
+
+
+# -- `!load` choices (issue 14, item 9) --------------------------------------------------------
+
+
+@given(st.text())
+@settings(max_examples=500)
+def test_a_load_choice_is_one_to_four_ascii_digits_and_anything_else_is_none(text: str) -> None:
+    choice = parse_choice(text)
+
+    if re.fullmatch(r"[0-9]{1,4}", text.strip(), re.ASCII):
+        assert choice == int(text.strip())
+    else:
+        assert choice is None
+
+
+@given(st.integers(min_value=0, max_value=9999))
+def test_every_number_up_to_four_digits_is_a_choice(n: int) -> None:
+    assert parse_choice(f" {n}\n") == n
+
+
+@pytest.mark.parametrize("text", ["²", "٣", "9" * 5000, "12345", "1.5", "-1", "+1", "1 2", ""])
+def test_texts_that_are_not_small_ascii_numbers_are_no_choice(text: str) -> None:
+    assert parse_choice(text) is None

@@ -43,6 +43,13 @@ def test_defaults_run_embedded_with_local_paths() -> None:
     assert settings.http_host_port == ("127.0.0.1", 8080)
 
 
+def test_chats_per_user_and_ledger_retention_have_documented_defaults() -> None:
+    settings = load_settings()
+
+    assert settings.surface_max_chats_per_user == 200
+    assert settings.surface_ledger_retention_days == 7
+
+
 def test_remote_homeserver_with_credentials_loads(remote_homeserver: None) -> None:
     settings = load_settings()
 
@@ -107,6 +114,8 @@ def test_is_allowed_refuses_everyone_without_list_or_bot_id() -> None:
         ("SURFACE_ALLOWED_USERS", "@alice:example.org,bob"),
         ("SURFACE_ROOM_CONCURRENCY", "0"),
         ("SURFACE_MAX_UPLOAD_BYTES", "lots"),
+        ("SURFACE_MAX_CHATS_PER_USER", "0"),
+        ("SURFACE_LEDGER_RETENTION_DAYS", "0"),
     ],
 )
 def test_bad_value_names_the_variable(

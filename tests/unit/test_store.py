@@ -10,6 +10,7 @@ import random
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -604,3 +605,137 @@ def test_apply_rebuild_failing_midway_writes_nothing(tmp_path: Path) -> None:
         assert reopened.list_rooms() == []
         assert reopened.room_origin("$e") is None
         assert reopened.sequence_state().next_value == 1
+
+
+# -- column updates of a user record (issue 14, item 4) ----------------------------------------
+
+
+def test_add_new_chat_room_never_lowers_the_index_nor_touches_other_columns(store: Store) -> None:
+    store.put_user(
+        UserRecord(
+            matrix_user_id=ALICE, space_id="!s:x", next_chat_index=5, selected_agent_id="helper"
+        )
+    )
+    stale = UserRecord(matrix_user_id=ALICE, space_id="!old:x", next_chat_index=3)
+
+    store.add_new_chat_room(stale, _chat_room("!r2:x", "C2"))
+
+    assert store.get_user(ALICE) == UserRecord(
+        matrix_user_id=ALICE, space_id="!s:x", next_chat_index=5, selected_agent_id="helper"
+    )
+    assert [c.chat_id for c in store.list_chats(ALICE)] == ["C2"]
+    store.add_new_chat_room(
+        stale.model_copy(update={"next_chat_index": 7}), _chat_room("!r6:x", "C6")
+    )
+    user = store.get_user(ALICE)
+    assert user is not None
+    assert user.next_chat_index == 7
+
+
+def test_add_new_chat_room_inserts_an_unknown_owner_whole(store: Store) -> None:
+    owner = UserRecord(matrix_user_id=ALICE, space_id="!s:x", next_chat_index=2)
+
+    store.add_new_chat_room(owner, _chat_room("!r1:x", "C1"))
+
+    assert store.get_user(ALICE) == owner
+
+
+def test_set_selected_agent_changes_only_that_column(store: Store) -> None:
+    store.put_user(UserRecord(matrix_user_id=ALICE, space_id="!s:x", next_chat_index=9))
+    stale = UserRecord(matrix_user_id=ALICE, next_chat_index=2, selected_agent_id="helper")
+
+    store.set_selected_agent(stale)
+
+    assert store.get_user(ALICE) == UserRecord(
+        matrix_user_id=ALICE, space_id="!s:x", next_chat_index=9, selected_agent_id="helper"
+    )
+    store.set_selected_agent(UserRecord(matrix_user_id=BOB, selected_agent_id="echo"))
+    assert store.get_user(BOB) == UserRecord(matrix_user_id=BOB, selected_agent_id="echo")
+
+
+# -- ledger retention (issue 14, item 10) ------------------------------------------------------
+
+
+def _ledger_rows(path: Path) -> dict[str, tuple[str, str, int | None]]:
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT event_id, status, content, done_at FROM ledger").fetchall()
+    finally:
+        db.close()
+    return {event_id: (status, content, done_at) for event_id, status, content, done_at in rows}
+
+
+def test_a_done_entry_keeps_its_id_but_not_its_message_body(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with SqliteStore(path) as store:
+        store.record_batch([_entry("$a", body="secret plans"), _entry("$b", body="later")], "s1")
+        before = time.time()
+
+        store.mark_done("$a")
+
+        assert store.is_known("$a")
+        assert [e.content["body"] for e in store.pending_entries()] == ["later"]
+    rows = _ledger_rows(path)
+    status, content, done_at = rows["$a"]
+    assert (status, content) == ("done", "{}")
+    assert done_at is not None and done_at >= int(before)
+    assert rows["$b"][2] is None
+
+
+def test_prune_ledger_deletes_old_done_entries_but_each_rooms_newest_and_pending_ones(
+    store: Store,
+) -> None:
+    room_a, room_b = "!a:x", "!b:x"
+    store.record_batch(
+        [
+            _entry("$a1", room_id=room_a),
+            _entry("$b1", room_id=room_b),
+            _entry("$a2", room_id=room_a),
+            _entry("$b2", room_id=room_b),
+            _entry("$a3", room_id=room_a),
+        ],
+        "s1",
+    )
+    for event_id in ("$a1", "$b1", "$a2", "$b2"):
+        store.mark_done(event_id)
+
+    assert store.prune_ledger(time.time() - 3600) == 0
+    removed = store.prune_ledger(time.time() + 3600)
+
+    assert removed == 3
+    assert [store.is_known(e) for e in ("$a1", "$a2", "$b1")] == [False, False, False]
+    assert store.is_known("$b2")  # room B's newest: gap filling stops at it
+    assert [e.event_id for e in store.pending_entries()] == ["$a3"]
+
+
+def test_migration_4_drops_the_bodies_of_done_entries_and_keeps_pending_ones(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    with SqliteStore(path, migrate_to=3) as old:
+        old.record_batch([_entry("$done", body="old secret"), _entry("$ask", body="q")], "s1")
+    db = sqlite3.connect(path)  # mark_done as version 3 did it: the body stayed
+    with db:
+        db.execute("UPDATE ledger SET status = 'done' WHERE event_id = '$done'")
+        [(content,)] = db.execute("SELECT content FROM ledger WHERE event_id = '$done'")
+    db.close()
+    assert "old secret" in content
+
+    with SqliteStore(path) as store:
+        assert store.schema_version >= 4
+        assert [e.content["body"] for e in store.pending_entries()] == ["q"]
+        assert store.is_known("$done")
+    status, content, done_at = _ledger_rows(path)["$done"]
+    assert (status, content) == ("done", "{}")
+    assert done_at is not None
+
+
+def test_reserve_chat_index_only_raises_the_index(store: Store) -> None:
+    store.put_user(UserRecord(matrix_user_id=ALICE, next_chat_index=4, selected_agent_id="x"))
+
+    store.reserve_chat_index(UserRecord(matrix_user_id=ALICE, next_chat_index=3))
+    store.reserve_chat_index(UserRecord(matrix_user_id=ALICE, next_chat_index=5))
+
+    assert store.get_user(ALICE) == UserRecord(
+        matrix_user_id=ALICE, next_chat_index=5, selected_agent_id="x"
+    )
