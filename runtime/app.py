@@ -169,9 +169,10 @@ class Runtime:
                     RestartPolicy.PERMANENT,
                     start_timeout=600,
                     takes_from="reconcile",
+                    drain=self.sync.drain,
                 ),
             ],
-            SupervisorConfig(),
+            SupervisorConfig(grace_period=self.settings.surface_shutdown_grace),
             install_signal_handlers=self.install_signal_handlers,
         )
 

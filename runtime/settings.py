@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     surface_max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     surface_room_concurrency: int = Field(default=128, ge=1, le=1024)
     surface_stream_edit_interval: float = Field(default=1.0, ge=0.05, le=60)
+    surface_shutdown_grace: float = Field(
+        default=20.0,
+        ge=0,
+        le=3600,
+        description="Seconds in-flight turns may take to finish after SIGTERM before they "
+        "are cancelled (and replayed after the restart); keep it below the container's "
+        "stop timeout minus 5 s of cleanup.",
+    )
     surface_dev_data_dir: Path = Path(".local/dev-homeserver")
     surface_dev_port: int = Field(default=8008, ge=0, le=65535)
 

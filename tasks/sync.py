@@ -9,6 +9,11 @@ Readiness: ``run`` reports started once caught up: pending entries resubmitted,
 the initial batch (reconciliation's snapshot, handed on by the supervisor after a
 fresh start) recorded, and one zero-timeout sync recorded; then it long-polls.
 
+Shutdown: ``drain`` stops the sync loop and the dispatcher takes no new entry;
+it returns once the entries being handled are done (the supervisor bounds it by
+its grace period, then cancels). Entries recorded but not started stay pending
+in the ledger and are handled after the restart.
+
 Errors: this module owns the homeserver's retries for the sync loop and for
 event handling (tasks/retry.py): MatrixUnreachable / MatrixRateLimited are
 retried with backoff, never sooner than a rate limit's ``retry_after`` (our own
@@ -98,8 +103,11 @@ class RoomDispatcher:
         self._metrics = metrics
         self._idle = anyio.Event()
         self._idle.set()
+        self._closed = False
 
     def submit(self, entry: LedgerEntry) -> None:
+        if self._closed:
+            return  # recorded as pending: handled after the restart
         queue = self._queues.get(entry.room_id)
         if queue is not None:
             queue.append(entry)
@@ -113,15 +121,21 @@ class RoomDispatcher:
         return len(self._queues)
 
     async def wait_idle(self) -> None:
-        """Wait until every submitted entry was handled."""
+        """Wait until every submitted entry was handled (after `close`: every started one)."""
         await self._idle.wait()
+
+    def close(self) -> None:
+        """Start no new entry; the ones being handled run on. Idempotent."""
+        self._closed = True
 
     async def _drain(self, room_id: str) -> None:
         queue = self._queues[room_id]
         try:
-            while queue:
+            while queue and not self._closed:
                 entry = queue[0]
                 async with self._limiter:
+                    if self._closed:
+                        break
                     await self._handle_with_retry(entry)
                 queue.popleft()
         finally:
@@ -170,6 +184,17 @@ class SyncTask:
         self._metrics = metrics or NullMetrics()
         self._rng = rng or random.Random()
         self.dispatcher: RoomDispatcher | None = None
+        self._poll_scope: anyio.CancelScope | None = None
+        self._draining = False
+
+    async def drain(self) -> None:
+        """Stop syncing and taking new events; return once the events in hand are handled."""
+        self._draining = True
+        if self._poll_scope is not None:
+            self._poll_scope.cancel()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+            await self.dispatcher.wait_idle()
 
     async def run(
         self,
@@ -195,7 +220,12 @@ class SyncTask:
             if initial is not None:
                 await self.ingest(initial, dispatcher, initial=True)
                 initial = None  # a full-state batch can be large: not kept while syncing
-            await self._loop(dispatcher, task_status)
+            with anyio.CancelScope() as self._poll_scope:
+                if self._draining:
+                    self._poll_scope.cancel()
+                await self._loop(dispatcher, task_status)
+            self._poll_scope = None
+            dispatcher.close()  # drained: the task group waits for the entries in hand
 
     async def _loop(
         self, dispatcher: RoomDispatcher, task_status: anyio.abc.TaskStatus[None]

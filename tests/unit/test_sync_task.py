@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 from fakes import FakeMatrix
 
@@ -218,6 +219,54 @@ async def test_a_matrix_error_while_handling_is_retried(
 
     assert recorder.bodies == ["hi", "hi"]
     assert store.pending_entries() == []
+
+
+# -- shutdown -----------------------------------------------------------------------------
+
+
+async def test_drain_lets_the_event_in_hand_finish_and_starts_no_new_one(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await joined_room(store, matrix)
+    other_room = await joined_room(store, matrix)
+    matrix.add_message(room_id, ALICE, "in hand")
+    matrix.add_message(room_id, ALICE, "queued behind it")
+    started = anyio.Event()
+    may_finish = anyio.Event()
+    finished: list[object] = []
+
+    async def slow_turn(entry: LedgerEntry) -> None:
+        if entry.content.get("body") == "in hand":
+            started.set()
+            await may_finish.wait()
+        finished.append(entry.content.get("body"))
+
+    task = sync_task(store, matrix, slow_turn)
+    drained = anyio.Event()
+
+    async def drain() -> None:
+        await task.drain()
+        drained.set()
+
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            await tg.start(task.run)
+            await started.wait()
+            tg.start_soon(drain)
+            matrix.add_message(other_room, ALICE, "arrived during the drain")
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()
+            drained_early = drained.is_set()
+            may_finish.set()
+            await drained.wait()
+        # the task group ended by itself: run() returned once the drain was done
+
+    assert not drained_early
+    assert finished == ["in hand"]
+    pending = {e.content.get("body") for e in store.pending_entries()}
+    # Recorded (maybe) but never started: left pending, handled after the restart.
+    assert "queued behind it" in pending
+    assert pending <= {"queued behind it", "arrived during the drain"}
 
 
 # -- gaps and catch-up --------------------------------------------------------------------
