@@ -75,8 +75,18 @@ EN: dict[str, str] = {
         "- turns: {turns}, snapshots: {snapshots}\n"
         "{details}"
     ),
-    "platform_error": "⚠️ The agent could not answer: {reason}. Please try again in a moment.",
-    "platform_failed": "⚠️ The agent reported an error ({code}): {message}",
+    "platform_error": (
+        "⚠️ The agent could not answer (`{code}`, ref `{ref}`). Please try again in a moment."
+    ),
+    "platform_failed": "⚠️ The agent reported an error (`{code}`, ref `{ref}`).",
+    "platform_context_error": "- platform: unavailable (`{code}`, ref `{ref}`)\n",
+    "turn_timeout": (
+        "⚠️ The answer took too long and was stopped; what came so far is above. "
+        "Ask again, perhaps in smaller steps."
+    ),
+    "answer_too_long": (
+        "⚠️ The answer grew too long and was cut off here. Ask for a shorter answer or for a part."
+    ),
     "unmanaged_room": (
         "This room is not one of your Lambda chats. Your chats are in your Space "
         "**{space}**; type `!new` there to start another."
@@ -151,8 +161,18 @@ RU: dict[str, str] = {
         "- ходов: {turns}, снимков: {snapshots}\n"
         "{details}"
     ),
-    "platform_error": "⚠️ Агент не смог ответить: {reason}. Попробуйте ещё раз чуть позже.",
-    "platform_failed": "⚠️ Агент сообщил об ошибке ({code}): {message}",
+    "platform_error": (
+        "⚠️ Агент не смог ответить (`{code}`, ref `{ref}`). Попробуйте ещё раз чуть позже."
+    ),
+    "platform_failed": "⚠️ Агент сообщил об ошибке (`{code}`, ref `{ref}`).",
+    "platform_context_error": "- платформа: недоступна (`{code}`, ref `{ref}`)\n",
+    "turn_timeout": (
+        "⚠️ Ответ занял слишком много времени и был остановлен; то, что пришло, — выше. "
+        "Спросите ещё раз, лучше по частям."
+    ),
+    "answer_too_long": (
+        "⚠️ Ответ получился слишком длинным и обрезан здесь. Попросите ответ короче или по частям."
+    ),
     "unmanaged_room": (
         "Эта комната не из ваших чатов Lambda. Ваши чаты в пространстве **{space}**; "
         "наберите там `!new`."

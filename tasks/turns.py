@@ -12,8 +12,9 @@ the platform's iterator midway. The producer closes the platform's stream
 response at once rather than when the garbage collector finds it.
 
 A platform failure (PlatformError from the adapter or the pool, or a TurnFailed
-event) is shown as a message in the room and counted as `platform_error` in the
-metrics, labelled with its code.
+event) is shown as a short message in the room (its code and a reference; the
+detail goes to the log, see tasks/failures.py) and counted as `platform_error` in
+the metrics, labelled with its code.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from contracts.platform import (
     UserTurn,
 )
 from tasks.catalogue import Catalogue
+from tasks.failures import platform_error_text, turn_failed_text
 from tasks.replies import Replier
 
 log = structlog.get_logger(__name__)
@@ -114,7 +116,9 @@ class TurnStreamer:
                             self._metrics.platform_error(item.code)
                             await self._replier.say(
                                 room_id,
-                                self._t("platform_error", reason=_reason(item)),
+                                platform_error_text(
+                                    self._t, item, trigger=trigger, room_id=room_id
+                                ),
                                 reply_to=trigger,
                                 purpose="error",
                             )
@@ -130,7 +134,7 @@ class TurnStreamer:
                             self._metrics.platform_error(item.code)
                             await self._replier.say(
                                 room_id,
-                                self._t("platform_failed", code=item.code, message=item.message),
+                                turn_failed_text(self._t, item, trigger=trigger, room_id=room_id),
                                 reply_to=trigger,
                                 purpose="error",
                             )
@@ -196,8 +200,3 @@ def _closing(
     if isinstance(events, AsyncGenerator):
         return aclosing(events)
     return nullcontext(events)
-
-
-def _reason(error: PlatformError) -> str:
-    text = str(error).strip()
-    return text if text else error.code.replace("_", " ")
