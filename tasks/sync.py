@@ -18,7 +18,9 @@ Errors: this module owns the homeserver's retries for the sync loop and for
 event handling (tasks/retry.py): MatrixUnreachable / MatrixRateLimited are
 retried with backoff, never sooner than a rate limit's ``retry_after`` (our own
 loop, not nio's sync_forever); another MatrixError fails the event (it is
-marked done); MatrixAuthError from /sync propagates (fatal).
+marked done); MatrixAuthError from /sync propagates (fatal). StoreBusy (another
+process holds the database's write lock) is retried the same way, for recording
+a batch, for handling an event and for marking it done.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from contracts.matrix import (
 )
 from contracts.metrics import Metrics, NullMetrics
 from contracts.state import RoomType
-from contracts.store import LedgerEntry, Store
+from contracts.store import LedgerEntry, Store, StoreBusy
 from tasks.catchup import find_unanswered, is_user_message
 from tasks.retry import Backoff, retry
 
@@ -58,6 +60,9 @@ MAX_BACKFILL_PAGES = 20
 # (tasks/retry.py): unbounded, the bot has nothing better to do than wait.
 SYNC_BACKOFF = Backoff(initial=0.5, factor=2.0, max=30.0, jitter=0.1)
 EVENT_BACKOFF = Backoff(initial=0.5, factor=2.0, max=30.0, jitter=0.1)
+# The database's write lock held by another process (StoreBusy): retried, unbounded,
+# so the event loop never waits on SQLite's busy handler (contracts/store.py).
+STORE_BACKOFF = Backoff(initial=0.05, factor=2.0, max=5.0, jitter=0.1)
 
 
 def invite_entries(batch: SyncBatch) -> list[LedgerEntry]:
@@ -149,7 +154,7 @@ class RoomDispatcher:
             await retry(
                 partial(self._handler, entry),
                 EVENT_BACKOFF,
-                retry_on=(MatrixUnreachable, MatrixRateLimited),
+                retry_on=(MatrixUnreachable, MatrixRateLimited, StoreBusy),
                 operation="event",
                 log_fields={"event_id": entry.event_id, "room_id": entry.room_id},
             )
@@ -163,7 +168,13 @@ class RoomDispatcher:
         else:
             self._metrics.event_handled(entry.type, "ok")
             self._metrics.reply_latency(anyio.current_time() - started)
-        self._store.mark_done(entry.event_id)
+        await retry(
+            partial(_mark_done, self._store, entry.event_id),
+            STORE_BACKOFF,
+            retry_on=StoreBusy,
+            operation="ledger.mark_done",
+            log_fields={"event_id": entry.event_id},
+        )
 
 
 class SyncTask:
@@ -268,7 +279,12 @@ class SyncTask:
                 if room.limited:
                     messages = await self._fill_gap(room, messages)
                 entries.extend(LedgerEntry.of_event(e) for e in messages)
-        new = self._store.record_batch(entries, batch.next_batch)
+        new = await retry(
+            partial(_record_batch, self._store, entries, batch.next_batch),
+            STORE_BACKOFF,
+            retry_on=StoreBusy,
+            operation="ledger.record_batch",
+        )
         if entries:
             log.info(
                 "sync.recorded",
@@ -314,6 +330,16 @@ class SyncTask:
             pages += 1
         bot = self._matrix.user_id
         return [*(e for e in older if is_user_message(e, bot)), *messages]
+
+
+async def _mark_done(store: Store, event_id: str) -> None:
+    store.mark_done(event_id)
+
+
+async def _record_batch(
+    store: Store, entries: Sequence[LedgerEntry], checkpoint: str
+) -> list[LedgerEntry]:
+    return store.record_batch(entries, checkpoint)
 
 
 def _until_known(events: Sequence[MatrixEvent], store: Store) -> Iterable[MatrixEvent]:

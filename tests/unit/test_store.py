@@ -22,6 +22,7 @@ from contracts.store import (
     LedgerEntry,
     LedgerStatus,
     Store,
+    StoreBusy,
     StoreCorrupt,
     StoreError,
     StoreTooNew,
@@ -604,3 +605,24 @@ def test_apply_rebuild_failing_midway_writes_nothing(tmp_path: Path) -> None:
         assert reopened.list_rooms() == []
         assert reopened.room_origin("$e") is None
         assert reopened.sequence_state().next_value == 1
+
+
+# -- another process holding the write lock ---------------------------------------------------
+
+
+def test_a_write_under_another_process_lock_is_refused_at_once_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    with SqliteStore(tmp_path / "bot.db", busy_timeout=0.01) as store:
+        other = sqlite3.connect(store.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreBusy, match="write lock"):
+                store.set_meta("k", "v")
+            assert store.get_meta("k") is None  # reads go on (WAL)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        store.set_meta("k", "v")  # the same connection writes again once the lock is gone
+
+        assert store.get_meta("k") == "v"

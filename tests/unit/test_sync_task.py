@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterator
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from contracts.matrix import MatrixAuthError, MatrixRateLimited, MatrixUnreachab
 from contracts.platform import PlatformEvent, UserTurn
 from contracts.registry import AgentEntry, AgentRegistry
 from contracts.state import RoomRecord, RoomType
-from contracts.store import INVITE_ENTRY_TYPE, LedgerEntry, invite_entry_id
+from contracts.store import INVITE_ENTRY_TYPE, LedgerEntry, StoreBusy, invite_entry_id
 from runtime.platforms.echo import EchoPlatform
 from runtime.store import SqliteStore
 from tasks.bot import BotConfig, SurfaceBot
@@ -267,6 +268,100 @@ async def test_drain_lets_the_event_in_hand_finish_and_starts_no_new_one(
     # Recorded (maybe) but never started: left pending, handled after the restart.
     assert "queued behind it" in pending
     assert pending <= {"queued behind it", "arrived during the drain"}
+
+
+# -- a database locked by another process ---------------------------------------------------
+
+
+class CountingStore(SqliteStore):
+    """Counts the attempts to record a batch that found the database locked."""
+
+    busy_writes = 0
+    third_busy_write: anyio.Event
+
+    def record_batch(self, entries: Sequence[LedgerEntry], checkpoint: str) -> list[LedgerEntry]:
+        try:
+            return super().record_batch(entries, checkpoint)
+        except StoreBusy:
+            self.busy_writes += 1
+            if self.busy_writes == 3:
+                self.third_busy_write.set()
+            raise
+
+
+async def test_a_write_locked_database_does_not_freeze_the_event_loop(
+    tmp_path: Path, matrix: FakeMatrix
+) -> None:
+    store = CountingStore(tmp_path / "locked.db")
+    store.third_busy_write = anyio.Event()
+    room_id = await joined_room(store, matrix)
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+    other = sqlite3.connect(store.path, isolation_level=None)
+    ticks = 0
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    try:
+        with anyio.fail_after(DEADLINE):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(heartbeat)
+                await tg.start(task.run)
+                # Another process (a `surface` command, a backup) takes the write lock.
+                other.execute("BEGIN IMMEDIATE")
+                start = ticks
+                event = matrix.add_message(room_id, ALICE, "while locked")
+                await store.third_busy_write.wait()  # the write waits (and retries) ...
+                ticks_while_locked = ticks - start  # ... while other tasks go on
+                handled_while_locked = list(recorder.bodies)
+                known_while_locked = store.is_known(event.event_id)
+                other.execute("ROLLBACK")
+                await recorder.wait_for(1)
+                await wait_idle(task)
+                tg.cancel_scope.cancel()
+    finally:
+        other.close()
+        store.close()
+
+    assert ticks_while_locked >= 3
+    assert handled_while_locked == [] and not known_while_locked
+    assert recorder.bodies == ["while locked"]
+    assert store.busy_writes >= 3
+
+
+async def test_marking_an_event_done_waits_out_a_locked_database(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await joined_room(store, matrix)
+    other = sqlite3.connect(store.path, isolation_level=None)
+
+    async def lock_while_handling(entry: LedgerEntry) -> None:
+        other.execute("BEGIN IMMEDIATE")  # taken after the event was recorded
+        handled.set()
+
+    handled = anyio.Event()
+    task = sync_task(store, matrix, lock_while_handling)
+    try:
+        with anyio.fail_after(DEADLINE):
+            async with anyio.create_task_group() as tg:
+                await tg.start(task.run)
+                matrix.add_message(room_id, ALICE, "hi")
+                await handled.wait()
+                for _ in range(5):
+                    await anyio.sleep(0.02)
+                still_pending = [e.content.get("body") for e in store.pending_entries()]
+                other.execute("ROLLBACK")
+                await wait_idle(task)
+                tg.cancel_scope.cancel()
+    finally:
+        other.close()
+
+    assert still_pending == ["hi"]
+    assert store.pending_entries() == [], "marked done once the lock was gone, not lost"
 
 
 # -- gaps and catch-up --------------------------------------------------------------------
