@@ -52,6 +52,7 @@ from tasks.replies import Replier
 from tasks.retry import Backoff, retry
 from tasks.sequence import PlatformChatSequence
 from tasks.sync import SyncTask
+from tasks.turn_limits import BoundedTurns
 from tasks.turns import TurnStreamer
 
 log = structlog.get_logger(__name__)
@@ -239,7 +240,11 @@ async def build_runtime(
             take_attachments=media.take_attachments,
             streamer=TurnStreamer(
                 matrix,
-                pool,
+                BoundedTurns(
+                    pool,
+                    max_seconds=settings.surface_turn_timeout,
+                    max_chars=settings.surface_turn_max_chars,
+                ),
                 catalogue,
                 edit_interval=settings.surface_stream_edit_interval,
                 on_file=media.on_file,

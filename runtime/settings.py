@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     surface_max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     surface_room_concurrency: int = Field(default=128, ge=1, le=1024)
     surface_stream_edit_interval: float = Field(default=1.0, ge=0.05, le=60)
+    surface_turn_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        le=86400,
+        description="Seconds one agent turn may take in all; then it is stopped with a notice.",
+    )
+    surface_turn_max_chars: int = Field(
+        default=100_000,
+        ge=1000,
+        le=10_000_000,
+        description="Characters one answer may have; longer ones are cut off with a notice.",
+    )
     surface_shutdown_grace: float = Field(
         default=20.0,
         ge=0,

@@ -81,11 +81,11 @@ EN: dict[str, str] = {
     "platform_failed": "⚠️ The agent reported an error (`{code}`, ref `{ref}`).",
     "platform_context_error": "- platform: unavailable (`{code}`, ref `{ref}`)\n",
     "turn_timeout": (
-        "⚠️ The answer took too long and was stopped; what came so far is above. "
+        "⚠️ The answer took too long and was stopped; what came so far stays. "
         "Ask again, perhaps in smaller steps."
     ),
     "answer_too_long": (
-        "⚠️ The answer grew too long and was cut off here. Ask for a shorter answer or for a part."
+        "⚠️ The answer grew too long and was cut off. Ask for a shorter answer or for a part."
     ),
     "unmanaged_room": (
         "This room is not one of your Lambda chats. Your chats are in your Space "
@@ -167,11 +167,11 @@ RU: dict[str, str] = {
     "platform_failed": "⚠️ Агент сообщил об ошибке (`{code}`, ref `{ref}`).",
     "platform_context_error": "- платформа: недоступна (`{code}`, ref `{ref}`)\n",
     "turn_timeout": (
-        "⚠️ Ответ занял слишком много времени и был остановлен; то, что пришло, — выше. "
+        "⚠️ Ответ занял слишком много времени и был остановлен; то, что пришло, осталось. "
         "Спросите ещё раз, лучше по частям."
     ),
     "answer_too_long": (
-        "⚠️ Ответ получился слишком длинным и обрезан здесь. Попросите ответ короче или по частям."
+        "⚠️ Ответ получился слишком длинным и был обрезан. Попросите ответ короче или по частям."
     ),
     "unmanaged_room": (
         "Эта комната не из ваших чатов Lambda. Ваши чаты в пространстве **{space}**; "
