@@ -40,7 +40,13 @@ from runtime.platforms.router import AgentRouter
 from runtime.reconciliation import Reconciliation
 from runtime.settings import Settings
 from runtime.store import SqliteStore
-from runtime.supervisor import RestartPolicy, Supervisor, SupervisorConfig, TaskSpec
+from runtime.supervisor import (
+    RequiredTaskFailed,
+    RestartPolicy,
+    Supervisor,
+    SupervisorConfig,
+    TaskSpec,
+)
 from runtime.workspace import FsWorkspace
 from tasks.attachments import AttachmentStaging
 from tasks.bot import BotConfig, SurfaceBot
@@ -171,6 +177,8 @@ class Runtime:
                     start_timeout=600,
                     takes_from="reconcile",
                     drain=self.sync.drain,
+                    # The homeserver no longer takes the token: run_bot logs in again.
+                    fatal=(MatrixAuthError,),
                 ),
             ],
             SupervisorConfig(grace_period=self.settings.surface_shutdown_grace),
@@ -273,22 +281,51 @@ async def run_bot(
     registry: AgentRegistry | None = None,
     prefetch: SnapshotPrefetch | None = None,
 ) -> None:
-    """Run the bot until a shutdown signal. Raises SupervisorError on fatal task failure."""
-    async with build_runtime(
-        settings,
-        backend=backend,
-        registry=registry,
-        prefetch=prefetch,
-        install_signal_handlers=install_signal_handlers,
-    ) as runtime:
-        log.info(
-            "bot.starting",
-            user_id=runtime.matrix.user_id,
-            backend=backend,
-            agents=[a.id for a in runtime.registry],
-        )
-        await runtime.supervisor.run()
-        log.info("bot.stopped")
+    """Run the bot until a shutdown signal. Raises SupervisorError on fatal task failure.
+
+    When the homeserver stops accepting the session's token while running (revoked,
+    expired: M_UNKNOWN_TOKEN from /sync), the whole runtime is built again, which logs
+    in with MATRIX_PASSWORD (runtime/matrix/nio_adapter.py: a stored token that is
+    refused falls back to the password, same device). Without a password, or with a
+    configured MATRIX_ACCESS_TOKEN (it always wins), raises MatrixAuthError naming the fix.
+    """
+    while True:
+        try:
+            async with build_runtime(
+                settings,
+                backend=backend,
+                registry=registry,
+                prefetch=prefetch,
+                install_signal_handlers=install_signal_handlers,
+            ) as runtime:
+                log.info(
+                    "bot.starting",
+                    user_id=runtime.matrix.user_id,
+                    backend=backend,
+                    agents=[a.id for a in runtime.registry],
+                )
+                await runtime.supervisor.run()
+                log.info("bot.stopped")
+                return
+        except RequiredTaskFailed as exc:
+            lost = exc.__cause__
+            if not isinstance(lost, MatrixAuthError):
+                raise
+            if not can_log_in_again(settings):
+                raise MatrixAuthError(
+                    f"the homeserver no longer accepts the bot's access token ({lost}); set "
+                    "MATRIX_PASSWORD so the bot can log in again, or a new "
+                    "MATRIX_ACCESS_TOKEN",
+                    errcode=lost.errcode,
+                    status=lost.status,
+                ) from exc
+            log.warning("matrix.session_lost", error=str(lost), action="log_in_again")
+            prefetch = None  # answered for the old session; the new one syncs itself
+
+
+def can_log_in_again(settings: Settings) -> bool:
+    """A refused session can be replaced: a password is set and no fixed token overrides it."""
+    return settings.matrix_password is not None and settings.matrix_access_token is None
 
 
 def run(

@@ -37,7 +37,7 @@ Errors raised by :meth:`Supervisor.run`, never wrapped in an exception group::
     SupervisorError
      ├── StartupFailed             a task failed before it was ready
      ├── RestartIntensityExceeded  a task crashed too often
-     └── RequiredTaskFailed        a required task stopped for good
+     └── RequiredTaskFailed        a required task stopped for good (or hit a fatal error)
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ class RestartIntensityExceeded(SupervisorError):
 
 
 class RequiredTaskFailed(SupervisorError):
-    """A task marked ``required`` crashed and its policy does not restart it.
+    """A task marked ``required`` crashed and its policy does not restart it, or a
+    task crashed with one of its spec's ``fatal`` errors.
 
     ``__cause__`` is the task's error.
     """
@@ -167,6 +168,10 @@ class TaskSpec:
     """Called on a graceful shutdown while the task runs, before anything is
     cancelled: stop taking new work and return once the work in hand is done.
     Bounded by ``grace_period``; afterwards the task is cancelled as usual."""
+    fatal: tuple[type[Exception], ...] = ()
+    """Errors no restart can fix (revoked credentials): a crash with one of them
+    (also inside an exception group) stops the supervisor with
+    :class:`RequiredTaskFailed`, whatever the policy; its ``__cause__`` is that error."""
     takes_from: str | None = None
     """The name of an earlier-listed one-shot task. Its value (what it passed to
     ``task_status.started(value)``; None if it passed nothing) is the first
@@ -613,6 +618,12 @@ class Supervisor:
                     raise _startup_failure(spec, exit_.error)
 
                 crashed = exit_.error is not None
+                fatal = _find_error(exit_.error, spec.fatal)
+                if fatal is not None and not self._stopping:
+                    record.state = "failed"
+                    log.error("task.failed_fatally", task=spec.name, error=repr(fatal))
+                    self._fail(RequiredTaskFailed(spec.name, fatal))
+                    return
                 if self._stopping or not _should_restart(spec.policy, crashed=crashed):
                     record.state = "failed" if crashed else "done"
                     if crashed:
@@ -697,6 +708,21 @@ class Supervisor:
                 ready_at=None,
             )
         return _Exit(error=None, ready_at=ready_at, value=status.value)
+
+
+def _find_error(
+    error: BaseException | None, types: tuple[type[Exception], ...]
+) -> Exception | None:
+    """`error` if it is one of `types`, or the first such error inside an exception group."""
+    if not types or error is None:
+        return None
+    if isinstance(error, types):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            if (found := _find_error(inner, types)) is not None:
+                return found
+    return None
 
 
 async def _await(func: Callable[[], Awaitable[None]]) -> None:

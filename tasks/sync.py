@@ -18,7 +18,10 @@ Errors: this module owns the homeserver's retries for the sync loop and for
 event handling (tasks/retry.py): MatrixUnreachable / MatrixRateLimited are
 retried with backoff, never sooner than a rate limit's ``retry_after`` (our own
 loop, not nio's sync_forever); another MatrixError fails the event (it is
-marked done); MatrixAuthError from /sync propagates (fatal). StoreBusy (another
+marked done); MatrixAuthError from /sync propagates (fatal for this session:
+the runtime logs in again when it can, runtime/app.py). A sync token the server
+refuses (MatrixSyncTokenInvalid) starts over: a full-state sync, reconciliation
+against it, and the catch-up of a fresh start. StoreBusy (another
 process holds the database's write lock) is retried the same way, for recording
 a batch, for handling an event and for marking it done.
 """
@@ -40,6 +43,7 @@ from contracts.matrix import (
     MatrixEvent,
     MatrixPort,
     MatrixRateLimited,
+    MatrixSyncTokenInvalid,
     MatrixUnreachable,
     SyncBatch,
 )
@@ -47,6 +51,7 @@ from contracts.metrics import Metrics, NullMetrics
 from contracts.state import RoomType
 from contracts.store import LedgerEntry, Store, StoreBusy
 from tasks.catchup import find_unanswered, is_user_message
+from tasks.reconcile import reconcile
 from tasks.retry import Backoff, retry
 
 log = structlog.get_logger(__name__)
@@ -260,11 +265,18 @@ class SyncTask:
         """One /sync from the checkpoint, recorded and dispatched; returns the seconds it took."""
         since = self._store.checkpoint()
         started = anyio.current_time()
-        batch = await self._matrix.sync(
-            since,
-            timeout_ms=SYNC_TIMEOUT_MS if long_poll else 0,
-            timeline_limit=TIMELINE_LIMIT,
-        )
+        try:
+            batch = await self._matrix.sync(
+                since,
+                timeout_ms=SYNC_TIMEOUT_MS if long_poll else 0,
+                timeline_limit=TIMELINE_LIMIT,
+            )
+        except MatrixSyncTokenInvalid as exc:
+            # The server forgot our token (a reset, a restore): start over from a full
+            # sync, reconcile against it, and catch up on what nobody answered.
+            log.warning("sync.token_rejected", error=str(exc))
+            _report, batch = await reconcile(self._store, self._matrix)
+            since = None
         await self.ingest(batch, dispatcher, initial=since is None)
         return anyio.current_time() - started
 

@@ -855,6 +855,24 @@ async def test_second_real_sigterm_forces_shutdown() -> None:
     assert not cleanup_finished
 
 
+async def test_a_fatal_error_stops_the_supervisor_without_restarts() -> None:
+    runs = 0
+
+    async def task(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        nonlocal runs
+        runs += 1
+        task_status.started()
+        async with anyio.create_task_group():  # the error comes wrapped, as from a task group
+            raise Boom("credentials revoked")
+
+    supervisor = Supervisor([TaskSpec("sync", task, RestartPolicy.PERMANENT, fatal=(Boom,))], FAST)
+    with anyio.fail_after(DEADLINE), pytest.raises(RequiredTaskFailed) as caught:
+        await supervisor.run()
+
+    assert runs == 1
+    assert isinstance(caught.value.__cause__, Boom)
+
+
 # --- draining in-flight work on shutdown --------------------------------------
 
 

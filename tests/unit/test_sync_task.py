@@ -14,7 +14,12 @@ import pytest
 from fakes import FakeMatrix
 
 from contracts.markers import REPLY_TO_FIELD
-from contracts.matrix import MatrixAuthError, MatrixRateLimited, MatrixUnreachable
+from contracts.matrix import (
+    MatrixAuthError,
+    MatrixRateLimited,
+    MatrixSyncTokenInvalid,
+    MatrixUnreachable,
+)
 from contracts.platform import PlatformEvent, UserTurn
 from contracts.registry import AgentEntry, AgentRegistry
 from contracts.state import RoomRecord, RoomType
@@ -406,6 +411,33 @@ async def test_a_fresh_database_answers_only_what_is_unanswered(
 
     assert recorder.bodies == [f"u{n}" for n in range(60)]
     assert matrix.sync_calls[0].since is None
+
+
+async def test_a_sync_token_the_server_refuses_starts_over_from_a_full_sync(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await matrix.create_room(name="chat", invite=[ALICE])
+    store.put_room(
+        RoomRecord(room_id=room_id, room_type=RoomType.CHAT, matrix_user_id=ALICE, chat_id="C1")
+    )
+    answered = matrix.add_message(room_id, ALICE, "answered")
+    matrix.add_message(room_id, matrix.user_id, "reply", **{REPLY_TO_FIELD: answered.event_id})
+    store.record_batch([LedgerEntry.of_event(answered)], matrix.sync_token())
+    store.mark_done(answered.event_id)
+    matrix.add_message(room_id, ALICE, "missed 1")
+    matrix.add_message(room_id, ALICE, "missed 2")
+    # The server was reset: it no longer knows the stored token.
+    matrix.fail["sync"] = [MatrixSyncTokenInvalid("M_UNKNOWN: Invalid stream token", status=400)]
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+
+    async with running(task):
+        await recorder.wait_for(2)
+        await wait_idle(task)
+
+    assert recorder.bodies == ["missed 1", "missed 2"]  # and "answered" not again
+    assert [(c.since, c.full_state) for c in matrix.sync_calls[1:2]] == [(None, True)]
+    assert store.checkpoint() == matrix.sync_token()
 
 
 async def test_a_fresh_database_ignores_unmanaged_rooms_history(
