@@ -19,11 +19,13 @@ async def test_a_revoked_session_logs_in_again_with_the_password_and_keeps_answe
     session = json.loads((bot.store_path / SESSION_FILE).read_text())
 
     # An admin (or the bot's owner in a client) logs the bot's device out.
-    httpx.post(
-        f"{bot.synapse.base_url}/_matrix/client/v3/logout",
-        headers={"Authorization": f"Bearer {session['access_token']}"},
-        timeout=10,
-    ).raise_for_status()
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{bot.synapse.base_url}/_matrix/client/v3/logout",
+            headers={"Authorization": f"Bearer {session['access_token']}"},
+            timeout=10,
+        )
+    response.raise_for_status()
 
     assert await alice.ask(chat, "after the logout", timeout=90) == "echo: after the logout"
     assert bot.is_running
