@@ -10,6 +10,7 @@ import random
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -131,7 +132,11 @@ def test_concurrent_allocations_from_separate_handles_are_unique(harness: StoreH
         handle = harness.open()
         try:
             start_together.wait()
-            return handle.allocate_platform_chat_id()
+            while True:  # a write refused as busy wrote nothing: the caller tries again
+                try:
+                    return handle.allocate_platform_chat_id()
+                except StoreBusy:
+                    time.sleep(0.001)
         finally:
             harness.close(handle)
 
