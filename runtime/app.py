@@ -25,13 +25,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, cast
 
 import anyio
 import structlog
+from anyio.abc import TaskStatus
 
-from contracts.matrix import MatrixAuthError, MatrixPort, MatrixUnreachable
+from contracts.matrix import MatrixAuthError, MatrixPort, MatrixUnreachable, SyncBatch
 from contracts.registry import AgentRegistry, builtin_registry, load_registry
+from contracts.store import StoreBusy
 from runtime.http import HealthServer
 from runtime.matrix.snapshot import SnapshotPrefetch
 from runtime.metrics import PrometheusMetrics
@@ -57,7 +60,7 @@ from tasks.platform_pool import PlatformPool
 from tasks.replies import Replier
 from tasks.retry import Backoff, retry
 from tasks.sequence import PlatformChatSequence
-from tasks.sync import SyncTask
+from tasks.sync import STORE_BACKOFF, SyncTask
 from tasks.turn_limits import BoundedTurns
 from tasks.turns import TurnStreamer
 
@@ -163,7 +166,7 @@ class Runtime:
                 TaskSpec("http", self.http.run, RestartPolicy.PERMANENT),
                 TaskSpec(
                     "reconcile",
-                    reconciliation.run,
+                    partial(reconcile_when_unlocked, reconciliation),
                     RestartPolicy.TRANSIENT,
                     one_shot=True,
                     start_timeout=600,
@@ -321,6 +324,23 @@ async def run_bot(
                 ) from exc
             log.warning("matrix.session_lost", error=str(lost), action="log_in_again")
             prefetch = None  # answered for the old session; the new one syncs itself
+
+
+async def reconcile_when_unlocked(
+    reconciliation: Reconciliation,
+    *,
+    task_status: TaskStatus[SyncBatch | None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Reconciliation, tried again while another process holds the database's write lock.
+
+    Idempotent, and StoreBusy comes before it reports anything, so a rerun is safe.
+    """
+    await retry(
+        partial(reconciliation.run, task_status=task_status),
+        STORE_BACKOFF,
+        retry_on=StoreBusy,
+        operation="reconcile",
+    )
 
 
 def can_log_in_again(settings: Settings) -> bool:

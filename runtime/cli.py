@@ -203,10 +203,12 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
     async def go() -> dict[str, object]:
         from runtime.app import close_matrix, connect_matrix
-        from runtime.store import SqliteStore
+        from runtime.store import OPEN_BUSY_TIMEOUT, SqliteStore
         from tasks.reconcile import reconcile
 
-        with SqliteStore(settings.matrix_db_path) as store:
+        # A one-shot command: nothing else waits on its loop, so it may wait out a
+        # running bot's write (the bot itself waits 50 ms and retries, runtime/store.py).
+        with SqliteStore(settings.matrix_db_path, busy_timeout=OPEN_BUSY_TIMEOUT) as store:
             matrix = await connect_matrix(settings, "asyncio")
             try:
                 report, _ = await reconcile(store, matrix, dry_run=args.dry_run)
