@@ -12,6 +12,7 @@ Errors, as a tree (nio *returns* errors; the adapter raises these):
     ├── MatrixRateLimited         429; `retry_after` seconds: retried
     ├── MatrixUnreachable         network error, timeout, 5xx: retried with backoff
     └── MatrixRequestError        other 4xx (M_FORBIDDEN, M_NOT_FOUND, ...): not retried
+        └── MatrixSyncTokenInvalid  /sync refused its `since` token: sync again from scratch
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ class MatrixUnreachable(MatrixError):
 
 class MatrixRequestError(MatrixError):
     """The homeserver refused the request (4xx other than auth and rate limit)."""
+
+
+class MatrixSyncTokenInvalid(MatrixRequestError):
+    """`/sync` refused the `since` token (400: unknown or malformed, e.g. after a
+    server-side reset). Retrying it cannot help; a sync without a token can."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,15 @@
 """The durable store as the tasks see it (real one: runtime/store.py, SQLite).
 
 Every method is one transaction. Methods are synchronous: each is a short
-local SQLite transaction, cheaper than a thread hop.
+local SQLite transaction, cheaper than a thread hop. A write never waits long for
+another process's write lock (it would wait on the event loop, freezing the bot):
+after a short busy timeout it raises StoreBusy, and the caller retries later,
+asynchronously (the sync task does, for recording events and for handling them).
 
 Errors, as a tree:
 
     StoreError                    the database cannot be used
+    ├── StoreBusy                 another process holds the write lock: retry later
     ├── StoreCorrupt              not a database / integrity check failed: never overwritten
     └── StoreTooNew               written by a newer version of the bot: upgrade the bot
 """
@@ -24,6 +28,10 @@ from contracts.state import ChatRecord, RoomRecord, UserRecord
 
 class StoreError(Exception):
     """The database cannot be used; the message says which file and what to do."""
+
+
+class StoreBusy(StoreError):
+    """Another process holds the database's write lock; nothing was written. Retry later."""
 
 
 class StoreCorrupt(StoreError):

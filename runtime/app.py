@@ -25,13 +25,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, cast
 
 import anyio
 import structlog
+from anyio.abc import TaskStatus
 
-from contracts.matrix import MatrixAuthError, MatrixPort, MatrixUnreachable
+from contracts.matrix import MatrixAuthError, MatrixPort, MatrixUnreachable, SyncBatch
 from contracts.registry import AgentRegistry, builtin_registry, load_registry
+from contracts.store import StoreBusy
 from runtime.http import HealthServer
 from runtime.legacy_db import MigrationResult, migrate_legacy_database
 from runtime.matrix.snapshot import SnapshotPrefetch
@@ -41,7 +44,13 @@ from runtime.platforms.router import AgentRouter
 from runtime.reconciliation import Reconciliation
 from runtime.settings import Settings
 from runtime.store import SqliteStore
-from runtime.supervisor import RestartPolicy, Supervisor, SupervisorConfig, TaskSpec
+from runtime.supervisor import (
+    RequiredTaskFailed,
+    RestartPolicy,
+    Supervisor,
+    SupervisorConfig,
+    TaskSpec,
+)
 from runtime.workspace import FsWorkspace
 from tasks.attachments import AttachmentStaging
 from tasks.bot import BotConfig, SurfaceBot
@@ -53,7 +62,8 @@ from tasks.replies import Replier
 from tasks.retention import LedgerPruner
 from tasks.retry import Backoff, retry
 from tasks.sequence import PlatformChatSequence
-from tasks.sync import SyncTask
+from tasks.sync import STORE_BACKOFF, SyncTask
+from tasks.turn_limits import BoundedTurns
 from tasks.turns import TurnStreamer
 
 log = structlog.get_logger(__name__)
@@ -169,7 +179,7 @@ class Runtime:
                 TaskSpec("http", self.http.run, RestartPolicy.PERMANENT),
                 TaskSpec(
                     "reconcile",
-                    reconciliation.run,
+                    partial(reconcile_when_unlocked, reconciliation),
                     RestartPolicy.TRANSIENT,
                     one_shot=True,
                     start_timeout=600,
@@ -183,9 +193,12 @@ class Runtime:
                     RestartPolicy.PERMANENT,
                     start_timeout=600,
                     takes_from="reconcile",
+                    drain=self.sync.drain,
+                    # The homeserver no longer takes the token: run_bot logs in again.
+                    fatal=(MatrixAuthError,),
                 ),
             ],
-            SupervisorConfig(),
+            SupervisorConfig(grace_period=self.settings.surface_shutdown_grace),
             install_signal_handlers=self.install_signal_handlers,
         )
 
@@ -257,7 +270,11 @@ async def build_runtime(
             take_attachments=media.take_attachments,
             streamer=TurnStreamer(
                 matrix,
-                pool,
+                BoundedTurns(
+                    pool,
+                    max_seconds=settings.surface_turn_timeout,
+                    max_chars=settings.surface_turn_max_chars,
+                ),
                 catalogue,
                 edit_interval=settings.surface_stream_edit_interval,
                 on_file=media.on_file,
@@ -287,22 +304,68 @@ async def run_bot(
     registry: AgentRegistry | None = None,
     prefetch: SnapshotPrefetch | None = None,
 ) -> None:
-    """Run the bot until a shutdown signal. Raises SupervisorError on fatal task failure."""
-    async with build_runtime(
-        settings,
-        backend=backend,
-        registry=registry,
-        prefetch=prefetch,
-        install_signal_handlers=install_signal_handlers,
-    ) as runtime:
-        log.info(
-            "bot.starting",
-            user_id=runtime.matrix.user_id,
-            backend=backend,
-            agents=[a.id for a in runtime.registry],
-        )
-        await runtime.supervisor.run()
-        log.info("bot.stopped")
+    """Run the bot until a shutdown signal. Raises SupervisorError on fatal task failure.
+
+    When the homeserver stops accepting the session's token while running (revoked,
+    expired: M_UNKNOWN_TOKEN from /sync), the whole runtime is built again, which logs
+    in with MATRIX_PASSWORD (runtime/matrix/nio_adapter.py: a stored token that is
+    refused falls back to the password, same device). Without a password, or with a
+    configured MATRIX_ACCESS_TOKEN (it always wins), raises MatrixAuthError naming the fix.
+    """
+    while True:
+        try:
+            async with build_runtime(
+                settings,
+                backend=backend,
+                registry=registry,
+                prefetch=prefetch,
+                install_signal_handlers=install_signal_handlers,
+            ) as runtime:
+                log.info(
+                    "bot.starting",
+                    user_id=runtime.matrix.user_id,
+                    backend=backend,
+                    agents=[a.id for a in runtime.registry],
+                )
+                await runtime.supervisor.run()
+                log.info("bot.stopped")
+                return
+        except RequiredTaskFailed as exc:
+            lost = exc.__cause__
+            if not isinstance(lost, MatrixAuthError):
+                raise
+            if not can_log_in_again(settings):
+                raise MatrixAuthError(
+                    f"the homeserver no longer accepts the bot's access token ({lost}); set "
+                    "MATRIX_PASSWORD so the bot can log in again, or a new "
+                    "MATRIX_ACCESS_TOKEN",
+                    errcode=lost.errcode,
+                    status=lost.status,
+                ) from exc
+            log.warning("matrix.session_lost", error=str(lost), action="log_in_again")
+            prefetch = None  # answered for the old session; the new one syncs itself
+
+
+async def reconcile_when_unlocked(
+    reconciliation: Reconciliation,
+    *,
+    task_status: TaskStatus[SyncBatch | None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Reconciliation, tried again while another process holds the database's write lock.
+
+    Idempotent, and StoreBusy comes before it reports anything, so a rerun is safe.
+    """
+    await retry(
+        partial(reconciliation.run, task_status=task_status),
+        STORE_BACKOFF,
+        retry_on=StoreBusy,
+        operation="reconcile",
+    )
+
+
+def can_log_in_again(settings: Settings) -> bool:
+    """A refused session can be replaced: a password is set and no fixed token overrides it."""
+    return settings.matrix_password is not None and settings.matrix_access_token is None
 
 
 def run(

@@ -260,7 +260,7 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
         from runtime.app import close_matrix, connect_matrix, load_agents
         from runtime.legacy_db import copy_database, detect_legacy, migrate_legacy_database
-        from runtime.store import SqliteStore
+        from runtime.store import OPEN_BUSY_TIMEOUT, SqliteStore
         from tasks.reconcile import reconcile
 
         default_agent = load_agents(settings).default.id
@@ -269,7 +269,9 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
             if args.dry_run and detect_legacy(db_path) is not None:
                 db_path = copy_database(db_path, Path(tmp) / db_path.name)
             migration = migrate_legacy_database(db_path)
-            with SqliteStore(db_path) as store:
+            # A one-shot command: nothing else waits on its loop, so it may wait out a
+            # running bot's write (the bot itself waits 50 ms and retries, runtime/store.py).
+            with SqliteStore(db_path, busy_timeout=OPEN_BUSY_TIMEOUT) as store:
                 matrix = await connect_matrix(settings, "asyncio")
                 try:
                     report, _ = await reconcile(

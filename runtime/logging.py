@@ -8,6 +8,8 @@ from typing import Literal
 
 import structlog
 
+from tasks.redact import redact
+
 SECRET_KEYS = frozenset({"password", "access_token", "token", "secret", "authorization"})
 
 
@@ -16,6 +18,19 @@ def _redact(_: object, __: str, event: structlog.typing.EventDict) -> structlog.
     for key in list(event):
         if key.lower() in SECRET_KEYS:
             event[key] = "**********"
+    return event
+
+
+def _redact_text(
+    _: object, __: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Credentials inside text (a URL's userinfo or query, a bearer token) are masked.
+
+    Runs after exceptions are formatted, so a traceback's URLs are covered too.
+    """
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = redact(value)
     return event
 
 
@@ -49,6 +64,7 @@ def configure_logging(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                _redact_text,
                 renderer,
             ],
         )

@@ -65,6 +65,26 @@ class Settings(BaseSettings):
     surface_stream_edit_interval: float = Field(default=1.0, ge=0.05, le=60)
     surface_max_chats_per_user: int = Field(default=200, ge=1, le=100_000)
     surface_ledger_retention_days: float = Field(default=7.0, gt=0, le=3650)
+    surface_turn_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        le=86400,
+        description="Seconds one agent turn may take in all; then it is stopped with a notice.",
+    )
+    surface_turn_max_chars: int = Field(
+        default=100_000,
+        ge=1000,
+        le=10_000_000,
+        description="Characters one answer may have; longer ones are cut off with a notice.",
+    )
+    surface_shutdown_grace: float = Field(
+        default=20.0,
+        ge=0,
+        le=3600,
+        description="Seconds in-flight turns may take to finish after SIGTERM before they "
+        "are cancelled (and replayed after the restart); keep it below the container's "
+        "stop timeout minus 5 s of cleanup.",
+    )
     surface_dev_data_dir: Path = Path(".local/dev-homeserver")
     surface_dev_port: int = Field(default=8008, ge=0, le=65535)
 

@@ -4,6 +4,12 @@ WAL mode, one transaction per logical change, `BEGIN IMMEDIATE` for every
 read-modify-write, schema version in `PRAGMA user_version` with ordered forward
 migrations. A corrupt database or one written by a newer bot is refused with a
 clear message and never overwritten.
+
+Writes wait at most `BUSY_TIMEOUT` seconds for another process's write lock (a
+`surface reconcile`, a backup, sqlite3 on the command line), then raise
+StoreBusy: the wait happens on the event loop, so it is kept short and the
+callers retry asynchronously (contracts/store.py). Opening the file and its
+migrations wait up to `OPEN_BUSY_TIMEOUT`: nothing else runs yet.
 """
 
 from __future__ import annotations
@@ -23,12 +29,16 @@ from contracts.store import (
     LedgerEntry,
     LedgerStatus,
     SequenceState,
+    StoreBusy,
     StoreCorrupt,
     StoreError,
     StoreTooNew,
 )
 
 log = structlog.get_logger(__name__)
+
+BUSY_TIMEOUT = 0.05  # seconds a write waits for another process's lock, on the event loop
+OPEN_BUSY_TIMEOUT = 30.0  # at start-up, before anything else runs
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -130,24 +140,27 @@ def read_checkpoint(path: Path) -> str | None:
 class SqliteStore:
     """The bot's durable state in one SQLite file (see contracts.store.Store)."""
 
-    def __init__(self, path: Path, *, migrate_to: int = SCHEMA_VERSION) -> None:
+    def __init__(
+        self, path: Path, *, migrate_to: int = SCHEMA_VERSION, busy_timeout: float = BUSY_TIMEOUT
+    ) -> None:
         self.path = path
         _check_existing_file(path)
         _create_private(path)
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=OPEN_BUSY_TIMEOUT)
         try:
             self._open(migrate_to)
         except BaseException:
             # A refused file must not stay open (nor keep -wal/-shm files beside it).
             self._db.close()
             raise
+        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
 
     def _open(self, migrate_to: int) -> None:
         # Every check that can refuse the file runs before the first write: switching
         # to WAL rewrites the file header, and a refused file must stay byte for byte.
         try:
             self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA busy_timeout = 30000")
+            self._db.execute(f"PRAGMA busy_timeout = {int(OPEN_BUSY_TIMEOUT * 1000)}")
             if self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("quick_check failed")
             self._refuse_newer(int(self._db.execute("PRAGMA user_version").fetchone()[0]))
@@ -199,14 +212,34 @@ class SqliteStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One read-modify-write transaction, taken under BEGIN IMMEDIATE."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """One read-modify-write transaction, taken under BEGIN IMMEDIATE.
+
+        Raises StoreBusy when another process holds the write lock past the busy timeout.
+        """
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if (busy := self._busy(exc)) is not None:
+                raise busy from exc
+            raise
         try:
             yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and (busy := self._busy(exc)):
+                raise busy from exc
             raise
-        self._db.execute("COMMIT")
+
+    def _busy(self, exc: sqlite3.OperationalError) -> StoreBusy | None:
+        """StoreBusy if `exc` is a lock timeout (SQLITE_BUSY or SQLITE_LOCKED), else None."""
+        if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return None
+        return StoreBusy(
+            f"{self.path}: another process holds the database's write lock (a `surface` "
+            "command, a backup?); the bot retries"
+        )
 
     # -- users -------------------------------------------------------------------------------
 

@@ -7,6 +7,16 @@ through ``task_status.started()``, restarts crashed tasks according to their
 schedule, :class:`tasks.retry.Backoff`), stops everything when a task crashes
 too often, and shuts down gracefully on request (a second request forces).
 
+Graceful shutdown, in two phases: first every running task with a ``drain``
+(see :class:`TaskSpec`) is asked to finish the work it holds and given up to
+``grace_period`` seconds for it (the sync task lets in-flight turns finish and
+takes no new events); then every task is cancelled and its cleanup scopes get
+up to ``cleanup_timeout`` seconds. A second request forces: drains and cleanup
+end at once. Signals (:meth:`Supervisor.handle_signal`): a second SIGTERM or
+SIGINT forces only when it comes at least ``force_signal_gap`` seconds after the
+first, because one stop often arrives as two signals at once (a process-group
+kill through ``uv run``, systemd's control-group kill).
+
 A one-shot task can hand a value to a later task: what it passes to
 ``task_status.started(value)`` goes, once, to the first run of the task whose
 spec names it in ``takes_from`` (see :class:`TaskSpec`). Nothing else is shared.
@@ -27,7 +37,7 @@ Errors raised by :meth:`Supervisor.run`, never wrapped in an exception group::
     SupervisorError
      ├── StartupFailed             a task failed before it was ready
      ├── RestartIntensityExceeded  a task crashed too often
-     └── RequiredTaskFailed        a required task stopped for good
+     └── RequiredTaskFailed        a required task stopped for good (or hit a fatal error)
 """
 
 from __future__ import annotations
@@ -112,7 +122,8 @@ class RestartIntensityExceeded(SupervisorError):
 
 
 class RequiredTaskFailed(SupervisorError):
-    """A task marked ``required`` crashed and its policy does not restart it.
+    """A task marked ``required`` crashed and its policy does not restart it, or a
+    task crashed with one of its spec's ``fatal`` errors.
 
     ``__cause__`` is the task's error.
     """
@@ -153,6 +164,14 @@ class TaskSpec:
     """Seconds the task may take to call ``task_status.started()``."""
     required: bool = False
     """A crash that the policy does not restart stops the supervisor."""
+    drain: Callable[[], Awaitable[None]] | None = None
+    """Called on a graceful shutdown while the task runs, before anything is
+    cancelled: stop taking new work and return once the work in hand is done.
+    Bounded by ``grace_period``; afterwards the task is cancelled as usual."""
+    fatal: tuple[type[Exception], ...] = ()
+    """Errors no restart can fix (revoked credentials): a crash with one of them
+    (also inside an exception group) stops the supervisor with
+    :class:`RequiredTaskFailed`, whatever the policy; its ``__cause__`` is that error."""
     takes_from: str | None = None
     """The name of an earlier-listed one-shot task. Its value (what it passed to
     ``task_status.started(value)``; None if it passed nothing) is the first
@@ -181,9 +200,13 @@ class SupervisorConfig:
     backoff_jitter: float = 0.1
     """Fraction of the delay added or removed at random."""
     grace_period: float = 10.0
-    """How long a graceful shutdown lets cleanup run before cutting it off."""
+    """How long a graceful shutdown lets the tasks' drains run (in-flight work
+    finishing) before cancelling; without drains, how long cleanup may run."""
     cleanup_timeout: float = 5.0
-    """Default bound of :func:`cleanup_scope` for the supervised tasks."""
+    """Default bound of :func:`cleanup_scope` for the supervised tasks, and the
+    bound of all cleanup after the drain phase of a graceful shutdown."""
+    force_signal_gap: float = 1.0
+    """A second signal forces the shutdown only this many seconds after the first."""
 
     def __post_init__(self) -> None:
         if self.max_restarts < 0:
@@ -201,6 +224,8 @@ class SupervisorConfig:
             raise ValueError(f"grace_period must be >= 0, got {self.grace_period}")
         if self.cleanup_timeout < 0:
             raise ValueError(f"cleanup_timeout must be >= 0, got {self.cleanup_timeout}")
+        if self.force_signal_gap < 0:
+            raise ValueError(f"force_signal_gap must be >= 0, got {self.force_signal_gap}")
 
     @property
     def backoff(self) -> Backoff:
@@ -377,6 +402,9 @@ class Supervisor:
         self._handoffs: dict[str, object] = {}
         self._grace = _GracePeriod(config.cleanup_timeout)
         self._tasks_scope: anyio.CancelScope | None = None
+        self._drain_requested = anyio.Event()
+        self._drain_scope: anyio.CancelScope | None = None
+        self._first_signal_at: float | None = None
         self._ran = False
         self._ready = False
         self._stopping = False
@@ -409,6 +437,7 @@ class Supervisor:
             async with anyio.create_task_group() as services:
                 if self._install_signal_handlers:
                     await services.start(self.handle_signals)
+                services.start_soon(self._drain_then_stop, name="supervisor:drain")
                 await self._run_tasks(task_status)
                 services.cancel_scope.cancel()
         finally:
@@ -440,23 +469,44 @@ class Supervisor:
     def request_shutdown(self) -> None:
         """Begin a graceful shutdown; called again, force it. Idempotent afterwards.
 
-        Graceful: every task is cancelled and its :func:`cleanup_scope` may run
-        for up to ``grace_period`` seconds. Forced: cleanup scopes end now.
-        Safe to call before or after :meth:`run`.
+        Graceful: the running tasks' drains get up to ``grace_period`` seconds,
+        then every task is cancelled and its :func:`cleanup_scope` may run for up
+        to ``cleanup_timeout`` seconds (``grace_period`` when no task drains).
+        Forced: drains and cleanup scopes end now. Safe to call before or after
+        :meth:`run`.
         """
         if not self.shutdown_requested:
             self.shutdown_requested = True
             log.info("supervisor.shutdown_requested", grace_period=self._config.grace_period)
-            self._begin_stop()
+            self._begin_stop(drain=True)
         elif not self.forced:
             self.forced = True
             log.warning("supervisor.shutdown_forced")
             self._grace.end_now()
+            if self._drain_scope is not None:
+                self._drain_scope.cancel()
+
+    def handle_signal(self, signum: int) -> None:
+        """What a SIGTERM or SIGINT does: the first starts a graceful shutdown.
+
+        A later one forces it only if it comes ``force_signal_gap`` seconds or
+        more after the first; sooner, it is the same stop delivered twice (to
+        the whole process group or control group) and is ignored.
+        """
+        name = signal.Signals(signum).name
+        now = self._clock()
+        if self._first_signal_at is None:
+            self._first_signal_at = now
+        elif now - self._first_signal_at < self._config.force_signal_gap:
+            log.info("supervisor.signal_repeated", signal=name, forces=False)
+            return
+        log.info("supervisor.signal_received", signal=name)
+        self.request_shutdown()
 
     async def handle_signals(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Call :meth:`request_shutdown` on each SIGTERM or SIGINT until cancelled.
+        """Call :meth:`handle_signal` on each SIGTERM or SIGINT until cancelled.
 
         Must run in the main thread. Reports ready once the handlers are
         installed; the previous handlers come back when it ends.
@@ -464,8 +514,7 @@ class Supervisor:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             task_status.started()
             async for signum in signals:
-                log.info("supervisor.signal_received", signal=signal.Signals(signum).name)
-                self.request_shutdown()
+                self.handle_signal(signum)
 
     def statistics(self) -> SupervisorStatistics:
         """A snapshot of readiness and of each task's state, restarts and last error."""
@@ -479,15 +528,48 @@ class Supervisor:
             },
         )
 
-    def _begin_stop(self) -> None:
+    def _begin_stop(self, *, drain: bool = False) -> None:
         if self._stopping:
             return
         self._stopping = True
-        if self._tasks_scope is not None:
+        if self._tasks_scope is None:
+            return
+        if drain and self._draining_specs():
+            self._drain_requested.set()  # _drain_then_stop cancels the tasks afterwards
+        else:
             self._stop_tasks(self._tasks_scope)
 
-    def _stop_tasks(self, tasks_scope: anyio.CancelScope) -> None:
-        self._grace.end_at(anyio.current_time() + self._config.grace_period)
+    def _draining_specs(self) -> list[TaskSpec]:
+        return [
+            spec
+            for spec in self._specs
+            if spec.drain is not None and self._records[spec.name].state == "running"
+        ]
+
+    async def _drain_then_stop(self) -> None:
+        """Once a graceful stop is requested: run the drains (bounded), then cancel the tasks."""
+        await self._drain_requested.wait()
+        specs = self._draining_specs()
+        log.info("supervisor.draining", tasks=[spec.name for spec in specs])
+        with anyio.move_on_after(self._config.grace_period) as scope:
+            self._drain_scope = scope
+            if self.forced or self._fatal is not None:
+                scope.cancel()
+            async with anyio.create_task_group() as drains:
+                for spec in specs:
+                    assert spec.drain is not None
+                    drains.start_soon(_await, spec.drain, name=f"drain:{spec.name}")
+        self._drain_scope = None
+        log.info("supervisor.drained", cut_off=scope.cancelled_caught, forced=self.forced)
+        if self._tasks_scope is not None:
+            self._stop_tasks(self._tasks_scope, cleanup_for=self._config.cleanup_timeout)
+
+    def _stop_tasks(
+        self, tasks_scope: anyio.CancelScope, *, cleanup_for: float | None = None
+    ) -> None:
+        if cleanup_for is None:
+            cleanup_for = self._config.grace_period
+        self._grace.end_at(anyio.current_time() + cleanup_for)
         tasks_scope.cancel()
 
     def _fail(self, error: SupervisorError) -> None:
@@ -495,6 +577,8 @@ class Supervisor:
             self._fatal = error
             log.error("supervisor.failed", error=str(error))
         self._begin_stop()
+        if self._drain_scope is not None:
+            self._drain_scope.cancel()  # a fatal error does not wait for drains
 
     async def _supervise(
         self, spec: TaskSpec, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -534,6 +618,12 @@ class Supervisor:
                     raise _startup_failure(spec, exit_.error)
 
                 crashed = exit_.error is not None
+                fatal = _find_error(exit_.error, spec.fatal)
+                if fatal is not None and not self._stopping:
+                    record.state = "failed"
+                    log.error("task.failed_fatally", task=spec.name, error=repr(fatal))
+                    self._fail(RequiredTaskFailed(spec.name, fatal))
+                    return
                 if self._stopping or not _should_restart(spec.policy, crashed=crashed):
                     record.state = "failed" if crashed else "done"
                     if crashed:
@@ -618,6 +708,25 @@ class Supervisor:
                 ready_at=None,
             )
         return _Exit(error=None, ready_at=ready_at, value=status.value)
+
+
+def _find_error(
+    error: BaseException | None, types: tuple[type[Exception], ...]
+) -> Exception | None:
+    """`error` if it is one of `types`, or the first such error inside an exception group."""
+    if not types or error is None:
+        return None
+    if isinstance(error, types):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            if (found := _find_error(inner, types)) is not None:
+                return found
+    return None
+
+
+async def _await(func: Callable[[], Awaitable[None]]) -> None:
+    await func()
 
 
 def _startup_failure(spec: TaskSpec, error: Exception | None) -> StartupFailed:

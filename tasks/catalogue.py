@@ -93,8 +93,18 @@ EN: dict[str, str] = {
         "- turns: {turns}, snapshots: {snapshots}\n"
         "{details}"
     ),
-    "platform_error": "⚠️ The agent could not answer: {reason}. Please try again in a moment.",
-    "platform_failed": "⚠️ The agent reported an error ({code}): {message}",
+    "platform_error": (
+        "⚠️ The agent could not answer (`{code}`, ref `{ref}`). Please try again in a moment."
+    ),
+    "platform_failed": "⚠️ The agent reported an error (`{code}`, ref `{ref}`).",
+    "platform_context_error": "- platform: unavailable (`{code}`, ref `{ref}`)\n",
+    "turn_timeout": (
+        "⚠️ The answer took too long and was stopped; what came so far stays. "
+        "Ask again, perhaps in smaller steps."
+    ),
+    "answer_too_long": (
+        "⚠️ The answer grew too long and was cut off. Ask for a shorter answer or for a part."
+    ),
     "answer_too_large": (
         "⚠️ The homeserver refused {chars} characters of this answer as too large to show."
     ),
@@ -207,8 +217,18 @@ RU: dict[str, str] = {
         "- ходов: {turns}, снимков: {snapshots}\n"
         "{details}"
     ),
-    "platform_error": "⚠️ Агент не смог ответить: {reason}. Попробуйте ещё раз чуть позже.",
-    "platform_failed": "⚠️ Агент сообщил об ошибке ({code}): {message}",
+    "platform_error": (
+        "⚠️ Агент не смог ответить (`{code}`, ref `{ref}`). Попробуйте ещё раз чуть позже."
+    ),
+    "platform_failed": "⚠️ Агент сообщил об ошибке (`{code}`, ref `{ref}`).",
+    "platform_context_error": "- платформа: недоступна (`{code}`, ref `{ref}`)\n",
+    "turn_timeout": (
+        "⚠️ Ответ занял слишком много времени и был остановлен; то, что пришло, осталось. "
+        "Спросите ещё раз, лучше по частям."
+    ),
+    "answer_too_long": (
+        "⚠️ Ответ получился слишком длинным и был обрезан. Попросите ответ короче или по частям."
+    ),
     "answer_too_large": (
         "⚠️ Сервер отказался показать {chars} символов этого ответа: слишком большое сообщение."
     ),

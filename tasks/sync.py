@@ -13,11 +13,21 @@ Readiness: ``run`` reports started once caught up: pending entries resubmitted,
 the initial batch (reconciliation's snapshot, handed on by the supervisor after a
 fresh start) recorded, and one zero-timeout sync recorded; then it long-polls.
 
+Shutdown: ``drain`` stops the sync loop and the dispatcher takes no new entry;
+it returns once the entries being handled are done (the supervisor bounds it by
+its grace period, then cancels). Entries recorded but not started stay pending
+in the ledger and are handled after the restart.
+
 Errors: this module owns the homeserver's retries for the sync loop and for
 event handling (tasks/retry.py): MatrixUnreachable / MatrixRateLimited are
 retried with backoff, never sooner than a rate limit's ``retry_after`` (our own
 loop, not nio's sync_forever); another MatrixError fails the event (it is
-marked done); MatrixAuthError from /sync propagates (fatal).
+marked done); MatrixAuthError from /sync propagates (fatal for this session:
+the runtime logs in again when it can, runtime/app.py). A sync token the server
+refuses (MatrixSyncTokenInvalid) starts over: a full-state sync, reconciliation
+against it, and the catch-up of a fresh start. StoreBusy (another
+process holds the database's write lock) is retried the same way, for recording
+a batch, for handling an event and for marking it done.
 """
 
 from __future__ import annotations
@@ -37,13 +47,15 @@ from contracts.matrix import (
     MatrixEvent,
     MatrixPort,
     MatrixRateLimited,
+    MatrixSyncTokenInvalid,
     MatrixUnreachable,
     SyncBatch,
 )
 from contracts.metrics import Metrics, NullMetrics
 from contracts.state import RoomType
-from contracts.store import LedgerEntry, Store
+from contracts.store import LedgerEntry, Store, StoreBusy
 from tasks.catchup import find_unanswered, is_user_message
+from tasks.reconcile import reconcile
 from tasks.retry import Backoff, retry
 
 log = structlog.get_logger(__name__)
@@ -57,6 +69,9 @@ MAX_BACKFILL_PAGES = 20
 # (tasks/retry.py): unbounded, the bot has nothing better to do than wait.
 SYNC_BACKOFF = Backoff(initial=0.5, factor=2.0, max=30.0, jitter=0.1)
 EVENT_BACKOFF = Backoff(initial=0.5, factor=2.0, max=30.0, jitter=0.1)
+# The database's write lock held by another process (StoreBusy): retried, unbounded,
+# so the event loop never waits on SQLite's busy handler (contracts/store.py).
+STORE_BACKOFF = Backoff(initial=0.05, factor=2.0, max=5.0, jitter=0.1)
 
 
 def invite_entries(batch: SyncBatch) -> list[LedgerEntry]:
@@ -116,8 +131,11 @@ class RoomDispatcher:
         self._metrics = metrics
         self._idle = anyio.Event()
         self._idle.set()
+        self._closed = False
 
     def submit(self, entry: LedgerEntry) -> None:
+        if self._closed:
+            return  # recorded as pending: handled after the restart
         queue = self._queues.get(entry.room_id)
         if queue is not None:
             queue.append(entry)
@@ -131,15 +149,21 @@ class RoomDispatcher:
         return len(self._queues)
 
     async def wait_idle(self) -> None:
-        """Wait until every submitted entry was handled."""
+        """Wait until every submitted entry was handled (after `close`: every started one)."""
         await self._idle.wait()
+
+    def close(self) -> None:
+        """Start no new entry; the ones being handled run on. Idempotent."""
+        self._closed = True
 
     async def _drain(self, room_id: str) -> None:
         queue = self._queues[room_id]
         try:
-            while queue:
+            while queue and not self._closed:
                 entry = queue[0]
                 async with self._limiter:
+                    if self._closed:
+                        break
                     await self._handle_with_retry(entry)
                 queue.popleft()
         finally:
@@ -153,7 +177,7 @@ class RoomDispatcher:
             await retry(
                 partial(self._handler, entry),
                 EVENT_BACKOFF,
-                retry_on=(MatrixUnreachable, MatrixRateLimited),
+                retry_on=(MatrixUnreachable, MatrixRateLimited, StoreBusy),
                 operation="event",
                 log_fields={"event_id": entry.event_id, "room_id": entry.room_id},
             )
@@ -167,7 +191,13 @@ class RoomDispatcher:
         else:
             self._metrics.event_handled(entry.type, "ok")
             self._metrics.reply_latency(anyio.current_time() - started)
-        self._store.mark_done(entry.event_id)
+        await retry(
+            partial(_mark_done, self._store, entry.event_id),
+            STORE_BACKOFF,
+            retry_on=StoreBusy,
+            operation="ledger.mark_done",
+            log_fields={"event_id": entry.event_id},
+        )
 
 
 class SyncTask:
@@ -188,6 +218,17 @@ class SyncTask:
         self._metrics = metrics or NullMetrics()
         self._rng = rng or random.Random()
         self.dispatcher: RoomDispatcher | None = None
+        self._poll_scope: anyio.CancelScope | None = None
+        self._draining = False
+
+    async def drain(self) -> None:
+        """Stop syncing and taking new events; return once the events in hand are handled."""
+        self._draining = True
+        if self._poll_scope is not None:
+            self._poll_scope.cancel()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+            await self.dispatcher.wait_idle()
 
     async def run(
         self,
@@ -213,7 +254,12 @@ class SyncTask:
             if initial is not None:
                 await self.ingest(initial, dispatcher, initial=True)
                 initial = None  # a full-state batch can be large: not kept while syncing
-            await self._loop(dispatcher, task_status)
+            with anyio.CancelScope() as self._poll_scope:
+                if self._draining:
+                    self._poll_scope.cancel()
+                await self._loop(dispatcher, task_status)
+            self._poll_scope = None
+            dispatcher.close()  # drained: the task group waits for the entries in hand
 
     async def _loop(
         self, dispatcher: RoomDispatcher, task_status: anyio.abc.TaskStatus[None]
@@ -237,11 +283,18 @@ class SyncTask:
         """One /sync from the checkpoint, recorded and dispatched; returns the seconds it took."""
         since = self._store.checkpoint()
         started = anyio.current_time()
-        batch = await self._matrix.sync(
-            since,
-            timeout_ms=SYNC_TIMEOUT_MS if long_poll else 0,
-            timeline_limit=TIMELINE_LIMIT,
-        )
+        try:
+            batch = await self._matrix.sync(
+                since,
+                timeout_ms=SYNC_TIMEOUT_MS if long_poll else 0,
+                timeline_limit=TIMELINE_LIMIT,
+            )
+        except MatrixSyncTokenInvalid as exc:
+            # The server forgot our token (a reset, a restore): start over from a full
+            # sync, reconcile against it, and catch up on what nobody answered.
+            log.warning("sync.token_rejected", error=str(exc))
+            _report, batch = await reconcile(self._store, self._matrix)
+            since = None
         await self.ingest(batch, dispatcher, initial=since is None)
         return anyio.current_time() - started
 
@@ -258,7 +311,12 @@ class SyncTask:
                 if room.limited and not joined_here:
                     messages = await self._fill_gap(room, messages)
                 entries.extend(LedgerEntry.of_event(e) for e in messages)
-        new = self._store.record_batch(entries, batch.next_batch)
+        new = await retry(
+            partial(_record_batch, self._store, entries, batch.next_batch),
+            STORE_BACKOFF,
+            retry_on=StoreBusy,
+            operation="ledger.record_batch",
+        )
         if entries:
             log.info(
                 "sync.recorded",
@@ -325,6 +383,16 @@ class SyncTask:
                 events=len(older),
             )
         return [*(e for e in older if is_user_message(e, bot)), *messages]
+
+
+async def _mark_done(store: Store, event_id: str) -> None:
+    store.mark_done(event_id)
+
+
+async def _record_batch(
+    store: Store, entries: Sequence[LedgerEntry], checkpoint: str
+) -> list[LedgerEntry]:
+    return store.record_batch(entries, checkpoint)
 
 
 def _until_known_or_joined(

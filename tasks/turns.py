@@ -26,8 +26,9 @@ the platform's iterator midway. The producer closes the platform's stream
 response at once rather than when the garbage collector finds it.
 
 A platform failure (PlatformError from the adapter or the pool, or a TurnFailed
-event) is shown as a message in the room and counted as `platform_error` in the
-metrics, labelled with its code.
+event) is shown as a short message in the room (its code and a reference; the
+detail goes to the log, see tasks/failures.py) and counted as `platform_error` in
+the metrics, labelled with its code.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from contracts.platform import (
 )
 from tasks.answer_parts import Part, first_part
 from tasks.catalogue import Catalogue
+from tasks.failures import platform_error_text, turn_failed_text
 from tasks.replies import (
     EVENT_ENVELOPE_BYTES,
     MAX_EVENT_BYTES,
@@ -228,7 +230,9 @@ class TurnStreamer:
                 if isinstance(item, PlatformError):
                     outcome.error = str(item) or item.code
                     self._metrics.platform_error(item.code)
-                    return self._t("platform_error", reason=_reason(item))
+                    return platform_error_text(
+                        self._t, item, trigger=answer.trigger, room_id=room_id
+                    )
                 if isinstance(item, TextDelta):
                     outcome.text += item.text
                 elif isinstance(item, TurnDone):
@@ -238,7 +242,7 @@ class TurnStreamer:
                 elif isinstance(item, TurnFailed):
                     outcome.error = item.code
                     self._metrics.platform_error(item.code)
-                    return self._t("platform_failed", code=item.code, message=item.message)
+                    return turn_failed_text(self._t, item, trigger=answer.trigger, room_id=room_id)
                 elif isinstance(item, EmittedFile):
                     outcome.files.append(item.path)
                     if self._on_file is not None:
@@ -403,8 +407,3 @@ def _closing(
     if isinstance(events, AsyncGenerator):
         return aclosing(events)
     return nullcontext(events)
-
-
-def _reason(error: PlatformError) -> str:
-    text = str(error).strip()
-    return text if text else error.code.replace("_", " ")

@@ -15,6 +15,7 @@ error response into one of the exceptions of :mod:`contracts.matrix`::
     ├── MatrixUnreachable    aiohttp.ClientError, TimeoutError, 5xx, or a 2xx whose body
     │                        is not what the endpoint promises (a proxy page, say)
     └── MatrixRequestError   any other 4xx; download over ``max_bytes`` (M_TOO_LARGE)
+        └── MatrixSyncTokenInvalid  a 400 from /sync with a ``since`` token
 
 Who retries what:
 
@@ -64,6 +65,7 @@ from contracts.matrix import (
     MatrixAuthError,
     MatrixEvent,
     MatrixRequestError,
+    MatrixSyncTokenInvalid,
     MatrixUnreachable,
     MessagesPage,
     StateEventSpec,
@@ -309,7 +311,15 @@ class NioMatrix:
             transport_timeout = self._initial_sync_timeout
         else:
             transport_timeout = timeout_ms / 1000 + self._request_timeout
-        body = await self._raw.json("GET", _path("sync", query=query), timeout=transport_timeout)
+        try:
+            body = await self._raw.json(
+                "GET", _path("sync", query=query), timeout=transport_timeout
+            )
+        except MatrixRequestError as exc:
+            if since is None or exc.status != 400:
+                raise
+            # Our query is fixed; a 400 on it is about the token (Synapse: M_UNKNOWN).
+            raise MatrixSyncTokenInvalid(str(exc), errcode=exc.errcode, status=400) from exc
         return sync_batch_from_json(body, self.user_id)
 
     # --- rooms ----------------------------------------------------------------------

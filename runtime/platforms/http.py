@@ -1,6 +1,8 @@
 """HTTP adapter: contracts.platform.PlatformClient over wire protocol v1 (contracts/wire.py).
 
-Errors are mapped onto the contracts.platform tree:
+Errors are mapped onto the contracts.platform tree (their messages are for logs:
+the agent's url and the server's words appear with credentials masked, see
+tasks/redact.py; users see only the code, see tasks/failures.py):
 
     cannot connect, connection lost, 5xx, 429  -> PlatformUnavailable
     no byte within the agent's timeout_seconds -> PlatformTimeout
@@ -65,6 +67,7 @@ from contracts.wire import (
     TurnRequest,
     decode_event,
 )
+from tasks.redact import redact, redact_url
 from tasks.retry import Backoff, retry
 
 log = structlog.get_logger(__name__)
@@ -167,7 +170,8 @@ class HttpPlatform:
     # -- error mapping -------------------------------------------------------------------------
 
     def _where(self) -> str:
-        return f"agent {self.agent.id!r} at {self.agent.url}"
+        # The url may carry credentials (userinfo, a token in the query): never in a message.
+        return f"agent {self.agent.id!r} at {redact_url(self.agent.url or '')}"
 
     def _transport_error(self, exc: httpx.HTTPError, path: str) -> PlatformError:
         if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
@@ -189,7 +193,7 @@ class HttpPlatform:
             error = ErrorResponse.model_validate_json(body)
             reason = f"{error.message} ({error.code})"
         except ValidationError:
-            reason = body.decode(errors="replace").strip()[:300] or response.reason_phrase
+            reason = redact(body.decode(errors="replace").strip()[:300]) or response.reason_phrase
         if status >= 500 or status == 429:
             return PlatformUnavailable(f"{self._where()} is in trouble: HTTP {status}: {reason}")
         if status == 401 and self._token_env is not None:
@@ -396,7 +400,7 @@ async def _drain(lines: AsyncIterator[str]) -> None:
 
 
 def _reason(exc: httpx.HTTPError) -> str:
-    text = str(exc).strip()
+    text = redact(str(exc).strip())
     return text[:200] if text else type(exc).__name__
 
 

@@ -14,6 +14,7 @@ from tasks.bot.context import CommandContext, explain_unbound
 from tasks.bot.pending import Pending
 from tasks.bot.rejoin import chats_overview
 from tasks.commands import clean_name
+from tasks.failures import log_platform_error, platform_error_text
 from tasks.rooms import write_room_marker
 
 
@@ -136,7 +137,9 @@ async def save(ctx: CommandContext) -> None:
             binding.agent.id, binding.platform_chat_id, owner=ctx.room.matrix_user_id, name=name
         )
     except PlatformError as exc:
-        await ctx.say(ctx.bot.t("platform_error", reason=_reason(exc)))
+        await ctx.say(
+            platform_error_text(ctx.bot.t, exc, trigger=ctx.trigger, room_id=ctx.room.room_id)
+        )
         return
     await ctx.say(ctx.bot.t("saved", name=snap.name, turns=snap.turns))
 
@@ -150,7 +153,9 @@ async def load(ctx: CommandContext) -> None:
     try:
         snaps = await bot.platform.list_snapshots(agent.id, owner=ctx.room.matrix_user_id)
     except PlatformError as exc:
-        await ctx.say(bot.t("platform_error", reason=_reason(exc)))
+        await ctx.say(
+            platform_error_text(bot.t, exc, trigger=ctx.trigger, room_id=ctx.room.room_id)
+        )
         return
     if not snaps:
         await ctx.say(bot.t("snapshots_empty"))
@@ -185,7 +190,9 @@ async def load_choice(ctx: CommandContext, choice: int, pending: Pending) -> Non
             snapshot_id=snap.snapshot_id,
         )
     except PlatformError as exc:
-        await ctx.say(bot.t("platform_error", reason=_reason(exc)))
+        await ctx.say(
+            platform_error_text(bot.t, exc, trigger=ctx.trigger, room_id=ctx.room.room_id)
+        )
         return
     await ctx.say(bot.t("loaded", name=snap.name, turns=info.turns))
 
@@ -202,7 +209,8 @@ async def context(ctx: CommandContext) -> None:
             turns, snapshots = info.turns, info.snapshots
             details = "".join(f"- {k}: {v}\n" for k, v in sorted(info.details.items()))
         except PlatformError as exc:
-            details = f"- platform: {_reason(exc)}\n"
+            ref = log_platform_error(exc, trigger=ctx.trigger, room_id=room.room_id)
+            details = bot.t("platform_context_error", code=exc.code, ref=ref)
     await ctx.say(
         bot.t(
             "context",
@@ -218,7 +226,3 @@ async def context(ctx: CommandContext) -> None:
     )
     if agent is None:
         await explain_unbound(bot, room, ctx.trigger, purpose="agent-problem")
-
-
-def _reason(error: PlatformError) -> str:
-    return str(error).strip() or error.code.replace("_", " ")

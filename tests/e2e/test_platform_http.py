@@ -298,6 +298,37 @@ async def test_turn_in_flight_when_the_bot_is_killed_is_answered_once(
     assert (await context_of(alice, chat))[1] == 2
 
 
+async def test_sigterm_mid_turn_lets_the_answer_finish_and_the_agent_runs_it_once(
+    bot: BotProcess, platform: PlatformProcess, alice: UserClient
+) -> None:
+    _, chat = await onboard(alice, bot.bot.user_id)
+    platform_chat, _ = await context_of(alice, chat)
+    text = "think hard !slow 3"
+
+    trigger = await alice.send(chat, text)
+    await wait_until(
+        lambda: platform.context(AGENT, platform_chat).details["session"] == "live",
+        timeout=30,
+        what="the turn reached the platform",
+    )
+    # Two SIGTERMs at once, as a process-group kill through `uv run` delivers them:
+    # one graceful stop, not a forced one.
+    bot.send_signal(signal.SIGTERM)
+    bot.send_signal(signal.SIGTERM)
+    assert bot.proc is not None
+    status = await anyio.to_thread.run_sync(bot.proc.wait, 40)
+
+    assert status == 0, bot.log_tail()
+    await alice.wait_reply(trigger, expect=f"echo: {text}", timeout=10)  # sent before the exit
+    assert platform.context(AGENT, platform_chat).turns == 1
+    bot.start_ready()
+    await alice.ask(chat, "after", expect="echo: after")  # a replay would be answered by now
+    assert alice.reply_texts(trigger) == [f"echo: {text}"]
+    assert platform.context(AGENT, platform_chat).turns == 2
+    assert platform.log_events("turn.replayed") == []
+    assert '"supervisor.shutdown_forced"' not in bot.log_text()
+
+
 async def test_turn_the_platform_finished_before_the_crash_is_replayed_not_redone(
     bot: BotProcess, platform: PlatformProcess, alice: UserClient
 ) -> None:

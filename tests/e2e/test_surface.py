@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+import anyio
+import httpx
 
 from runtime.dev.bot import BotProcess
 from runtime.dev.user import UserClient, onboard
@@ -191,3 +196,27 @@ async def test_trio_backend_answers_also_after_a_restart(
     assert await alice.ask(chat, "trio again") == "echo: trio again"
     assert '"backend": "trio"' in bot.log_text()
     assert '"snapshot.prefetched"' in bot.log_text()
+
+
+async def test_health_answers_while_another_process_holds_the_database_write_lock(
+    bot: BotProcess, alice: UserClient
+) -> None:
+    _, chat = await onboard(alice, bot.bot.user_id)
+    other = sqlite3.connect(bot.db_path, isolation_level=None)
+    latencies: list[float] = []
+    try:
+        other.execute("BEGIN IMMEDIATE")  # a backup, a sqlite3 shell, `surface reconcile`
+        trigger = await alice.send(chat, "while the database is locked")
+        async with httpx.AsyncClient(timeout=30) as http:
+            while "ledger.record_batch" not in bot.log_text() or len(latencies) < 20:
+                started = time.monotonic()
+                assert (await http.get(bot.url + "/health")).status_code == 200
+                latencies.append(time.monotonic() - started)
+                await anyio.sleep(0.05)
+        assert alice.replies_to(trigger) == []
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+    assert await alice.wait_reply(trigger) == "echo: while the database is locked"
+    print(f"/health under a held write lock: max {max(latencies) * 1000:.0f} ms")

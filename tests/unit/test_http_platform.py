@@ -346,6 +346,18 @@ async def test_a_4xx_is_rejected_with_the_reason_and_not_retried() -> None:
     assert len(script.requests) == 1
 
 
+async def test_errors_never_carry_the_credentials_in_the_agent_url() -> None:
+    script = Script([raises(httpx.ReadTimeout)])
+    url = "http://svc:hunter2@gw.example/agents?api_key=k3y-secret"
+    async with HttpPlatform(_agent(url), transport=httpx.MockTransport(script)) as platform:
+        with pytest.raises(PlatformTimeout) as caught:
+            await _collect(platform, _turn())
+
+    message = str(caught.value)
+    assert "gw.example" in message
+    assert "hunter2" not in message and "k3y-secret" not in message
+
+
 async def test_429_counts_as_unavailable_and_is_retried() -> None:
     script = Script([status(429, code="slow_down", message="too many")])
     async with script.platform() as platform:

@@ -23,6 +23,7 @@ from contracts.store import (
     LedgerEntry,
     LedgerStatus,
     Store,
+    StoreBusy,
     StoreCorrupt,
     StoreError,
     StoreTooNew,
@@ -131,7 +132,11 @@ def test_concurrent_allocations_from_separate_handles_are_unique(harness: StoreH
         handle = harness.open()
         try:
             start_together.wait()
-            return handle.allocate_platform_chat_id()
+            while True:  # a write refused as busy wrote nothing: the caller tries again
+                try:
+                    return handle.allocate_platform_chat_id()
+                except StoreBusy:
+                    time.sleep(0.001)
         finally:
             harness.close(handle)
 
@@ -739,3 +744,24 @@ def test_reserve_chat_index_only_raises_the_index(store: Store) -> None:
     assert store.get_user(ALICE) == UserRecord(
         matrix_user_id=ALICE, next_chat_index=5, selected_agent_id="x"
     )
+
+
+# -- another process holding the write lock ---------------------------------------------------
+
+
+def test_a_write_under_another_process_lock_is_refused_at_once_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    with SqliteStore(tmp_path / "bot.db", busy_timeout=0.01) as store:
+        other = sqlite3.connect(store.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreBusy, match="write lock"):
+                store.set_meta("k", "v")
+            assert store.get_meta("k") is None  # reads go on (WAL)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        store.set_meta("k", "v")  # the same connection writes again once the lock is gone
+
+        assert store.get_meta("k") == "v"

@@ -838,7 +838,8 @@ async def test_second_real_sigterm_forces_shutdown() -> None:
 
     supervisor = Supervisor(
         [TaskSpec("sync", task, RestartPolicy.PERMANENT)],
-        SupervisorConfig(grace_period=3600),
+        # No minimum gap: this test is about real signals, not about their timing.
+        SupervisorConfig(grace_period=3600, force_signal_gap=0),
         install_signal_handlers=True,
     )
     with anyio.fail_after(DEADLINE):
@@ -852,6 +853,180 @@ async def test_second_real_sigterm_forces_shutdown() -> None:
     assert not forced_after_first_signal
     assert supervisor.forced
     assert not cleanup_finished
+
+
+async def test_a_fatal_error_stops_the_supervisor_without_restarts() -> None:
+    runs = 0
+
+    async def task(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        nonlocal runs
+        runs += 1
+        task_status.started()
+        async with anyio.create_task_group():  # the error comes wrapped, as from a task group
+            raise Boom("credentials revoked")
+
+    supervisor = Supervisor([TaskSpec("sync", task, RestartPolicy.PERMANENT, fatal=(Boom,))], FAST)
+    with anyio.fail_after(DEADLINE), pytest.raises(RequiredTaskFailed) as caught:
+        await supervisor.run()
+
+    assert runs == 1
+    assert isinstance(caught.value.__cause__, Boom)
+
+
+# --- draining in-flight work on shutdown --------------------------------------
+
+
+class DrainingTask:
+    """Serves until cancelled; `drain` waits until its work in hand is done.
+
+    Records whether it was cancelled before the work in hand finished.
+    """
+
+    def __init__(self) -> None:
+        self.serving = anyio.Event()
+        self.drain_called = anyio.Event()
+        self.work_done = anyio.Event()
+        self.cancelled_with_work_in_hand: bool | None = None
+
+    async def __call__(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        self.serving.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            self.cancelled_with_work_in_hand = not self.work_done.is_set()
+            raise
+
+    async def drain(self) -> None:
+        self.drain_called.set()
+        await self.work_done.wait()
+
+
+def draining_supervisor(task: DrainingTask, **config: float) -> Supervisor:
+    return Supervisor(
+        [TaskSpec("sync", task, RestartPolicy.PERMANENT, drain=task.drain)],
+        SupervisorConfig(**config),  # type: ignore[arg-type]
+    )
+
+
+async def test_graceful_shutdown_lets_the_work_in_hand_finish_before_cancelling() -> None:
+    task = DrainingTask()
+    supervisor = draining_supervisor(task, grace_period=3600)
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            await tg.start(supervisor.run)
+            supervisor.request_shutdown()
+            await task.drain_called.wait()
+            for _ in range(10):  # the supervisor had every chance to cancel early
+                await anyio.lowlevel.checkpoint()
+            ready_while_draining = supervisor.statistics().ready
+            cancelled_early = task.cancelled_with_work_in_hand is not None
+            task.work_done.set()
+
+    assert not cancelled_early
+    assert not ready_while_draining
+    assert task.cancelled_with_work_in_hand is False
+    assert supervisor.statistics().tasks["sync"].state == "stopped"
+
+
+@pytest.mark.virtual_time
+async def test_work_in_hand_is_cancelled_when_the_grace_period_ends(time_is_virtual: bool) -> None:
+    grace = 10.0 if time_is_virtual else 0.05
+    task = DrainingTask()
+    supervisor = draining_supervisor(task, grace_period=grace)
+    with anyio.fail_after(DEADLINE + grace):
+        async with anyio.create_task_group() as tg:
+            await tg.start(supervisor.run)
+            requested_at = anyio.current_time()
+            supervisor.request_shutdown()
+    stopped_after = anyio.current_time() - requested_at
+
+    assert task.cancelled_with_work_in_hand is True
+    if time_is_virtual:
+        assert stopped_after == pytest.approx(grace)
+
+
+async def test_a_second_request_ends_the_drain_at_once() -> None:
+    task = DrainingTask()
+    supervisor = draining_supervisor(task, grace_period=3600)
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            await tg.start(supervisor.run)
+            supervisor.request_shutdown()
+            await task.drain_called.wait()
+            supervisor.request_shutdown()
+
+    assert supervisor.forced
+    assert task.cancelled_with_work_in_hand is True
+
+
+@pytest.mark.virtual_time
+async def test_two_signals_at_once_are_one_graceful_stop(time_is_virtual: bool) -> None:
+    task = DrainingTask()
+    supervisor = draining_supervisor(task, grace_period=3600)
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            await tg.start(supervisor.run)
+            # What a process-group kill through `uv run` delivers: the same SIGTERM twice.
+            supervisor.handle_signal(signal.SIGTERM)
+            supervisor.handle_signal(signal.SIGTERM)
+            await task.drain_called.wait()
+            forced = supervisor.forced
+            task.work_done.set()
+
+    assert supervisor.shutdown_requested
+    assert not forced
+    assert task.cancelled_with_work_in_hand is False
+
+
+@pytest.mark.virtual_time
+async def test_a_second_signal_a_second_later_forces(time_is_virtual: bool) -> None:
+    gap = 1.0 if time_is_virtual else 0.05
+    task = DrainingTask()
+    supervisor = draining_supervisor(task, grace_period=3600, force_signal_gap=gap)
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            await tg.start(supervisor.run)
+            supervisor.handle_signal(signal.SIGTERM)
+            await task.drain_called.wait()
+            await anyio.sleep(gap)
+            supervisor.handle_signal(signal.SIGINT)
+
+    assert supervisor.forced
+    assert task.cancelled_with_work_in_hand is True
+
+
+async def test_other_tasks_keep_running_until_the_drain_ends() -> None:
+    task = DrainingTask()
+    other_cancelled = anyio.Event()
+
+    async def other(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            other_cancelled.set()
+
+    supervisor = Supervisor(
+        [
+            TaskSpec("sync", task, RestartPolicy.PERMANENT, drain=task.drain),
+            TaskSpec("http", other, RestartPolicy.PERMANENT),
+        ],
+        SupervisorConfig(grace_period=3600),
+    )
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            await tg.start(supervisor.run)
+            supervisor.request_shutdown()
+            await task.drain_called.wait()
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()
+            http_cancelled_during_drain = other_cancelled.is_set()
+            task.work_done.set()
+
+    # Everything else keeps running (health, the platform pool) until the drain ends.
+    assert not http_cancelled_during_drain
+    assert other_cancelled.is_set()
 
 
 async def test_cancellation_from_outside_propagates() -> None:

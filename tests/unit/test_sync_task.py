@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterator
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 from fakes import FakeMatrix
 from structlog.testing import capture_logs
 
 from contracts.markers import REPLY_TO_FIELD
-from contracts.matrix import MatrixAuthError, MatrixEvent, MatrixRateLimited, MatrixUnreachable
+from contracts.matrix import (
+    MatrixAuthError,
+    MatrixEvent,
+    MatrixRateLimited,
+    MatrixSyncTokenInvalid,
+    MatrixUnreachable,
+)
 from contracts.platform import PlatformEvent, UserTurn
 from contracts.registry import AgentEntry, AgentRegistry
 from contracts.state import RoomRecord, RoomType
-from contracts.store import INVITE_ENTRY_TYPE, LedgerEntry, invite_entry_id
+from contracts.store import INVITE_ENTRY_TYPE, LedgerEntry, StoreBusy, invite_entry_id
 from runtime.platforms.echo import EchoPlatform
 from runtime.store import SqliteStore
 from tasks.bot import BotConfig, SurfaceBot
@@ -221,6 +229,148 @@ async def test_a_matrix_error_while_handling_is_retried(
     assert store.pending_entries() == []
 
 
+# -- shutdown -----------------------------------------------------------------------------
+
+
+async def test_drain_lets_the_event_in_hand_finish_and_starts_no_new_one(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await joined_room(store, matrix)
+    other_room = await joined_room(store, matrix)
+    matrix.add_message(room_id, ALICE, "in hand")
+    matrix.add_message(room_id, ALICE, "queued behind it")
+    started = anyio.Event()
+    may_finish = anyio.Event()
+    finished: list[object] = []
+
+    async def slow_turn(entry: LedgerEntry) -> None:
+        if entry.content.get("body") == "in hand":
+            started.set()
+            await may_finish.wait()
+        finished.append(entry.content.get("body"))
+
+    task = sync_task(store, matrix, slow_turn)
+    drained = anyio.Event()
+
+    async def drain() -> None:
+        await task.drain()
+        drained.set()
+
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            await tg.start(task.run)
+            await started.wait()
+            tg.start_soon(drain)
+            matrix.add_message(other_room, ALICE, "arrived during the drain")
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()
+            drained_early = drained.is_set()
+            may_finish.set()
+            await drained.wait()
+        # the task group ended by itself: run() returned once the drain was done
+
+    assert not drained_early
+    assert finished == ["in hand"]
+    pending = {e.content.get("body") for e in store.pending_entries()}
+    # Recorded (maybe) but never started: left pending, handled after the restart.
+    assert "queued behind it" in pending
+    assert pending <= {"queued behind it", "arrived during the drain"}
+
+
+# -- a database locked by another process ---------------------------------------------------
+
+
+class CountingStore(SqliteStore):
+    """Counts the attempts to record a batch that found the database locked."""
+
+    busy_writes = 0
+    third_busy_write: anyio.Event
+
+    def record_batch(self, entries: Sequence[LedgerEntry], checkpoint: str) -> list[LedgerEntry]:
+        try:
+            return super().record_batch(entries, checkpoint)
+        except StoreBusy:
+            self.busy_writes += 1
+            if self.busy_writes == 3:
+                self.third_busy_write.set()
+            raise
+
+
+async def test_a_write_locked_database_does_not_freeze_the_event_loop(
+    tmp_path: Path, matrix: FakeMatrix
+) -> None:
+    store = CountingStore(tmp_path / "locked.db")
+    store.third_busy_write = anyio.Event()
+    room_id = await joined_room(store, matrix)
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+    other = sqlite3.connect(store.path, isolation_level=None)
+    ticks = 0
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    try:
+        with anyio.fail_after(DEADLINE):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(heartbeat)
+                await tg.start(task.run)
+                # Another process (a `surface` command, a backup) takes the write lock.
+                other.execute("BEGIN IMMEDIATE")
+                start = ticks
+                event = matrix.add_message(room_id, ALICE, "while locked")
+                await store.third_busy_write.wait()  # the write waits (and retries) ...
+                ticks_while_locked = ticks - start  # ... while other tasks go on
+                handled_while_locked = list(recorder.bodies)
+                known_while_locked = store.is_known(event.event_id)
+                other.execute("ROLLBACK")
+                await recorder.wait_for(1)
+                await wait_idle(task)
+                tg.cancel_scope.cancel()
+    finally:
+        other.close()
+        store.close()
+
+    assert ticks_while_locked >= 3
+    assert handled_while_locked == [] and not known_while_locked
+    assert recorder.bodies == ["while locked"]
+    assert store.busy_writes >= 3
+
+
+async def test_marking_an_event_done_waits_out_a_locked_database(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await joined_room(store, matrix)
+    other = sqlite3.connect(store.path, isolation_level=None)
+
+    async def lock_while_handling(entry: LedgerEntry) -> None:
+        other.execute("BEGIN IMMEDIATE")  # taken after the event was recorded
+        handled.set()
+
+    handled = anyio.Event()
+    task = sync_task(store, matrix, lock_while_handling)
+    try:
+        with anyio.fail_after(DEADLINE):
+            async with anyio.create_task_group() as tg:
+                await tg.start(task.run)
+                matrix.add_message(room_id, ALICE, "hi")
+                await handled.wait()
+                for _ in range(5):
+                    await anyio.sleep(0.02)
+                still_pending = [e.content.get("body") for e in store.pending_entries()]
+                other.execute("ROLLBACK")
+                await wait_idle(task)
+                tg.cancel_scope.cancel()
+    finally:
+        other.close()
+
+    assert still_pending == ["hi"]
+    assert store.pending_entries() == [], "marked done once the lock was gone, not lost"
+
+
 # -- gaps and catch-up --------------------------------------------------------------------
 
 
@@ -357,6 +507,33 @@ async def test_a_fresh_database_answers_only_what_is_unanswered(
 
     assert recorder.bodies == [f"u{n}" for n in range(60)]
     assert matrix.sync_calls[0].since is None
+
+
+async def test_a_sync_token_the_server_refuses_starts_over_from_a_full_sync(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await matrix.create_room(name="chat", invite=[ALICE])
+    store.put_room(
+        RoomRecord(room_id=room_id, room_type=RoomType.CHAT, matrix_user_id=ALICE, chat_id="C1")
+    )
+    answered = matrix.add_message(room_id, ALICE, "answered")
+    matrix.add_message(room_id, matrix.user_id, "reply", **{REPLY_TO_FIELD: answered.event_id})
+    store.record_batch([LedgerEntry.of_event(answered)], matrix.sync_token())
+    store.mark_done(answered.event_id)
+    matrix.add_message(room_id, ALICE, "missed 1")
+    matrix.add_message(room_id, ALICE, "missed 2")
+    # The server was reset: it no longer knows the stored token.
+    matrix.fail["sync"] = [MatrixSyncTokenInvalid("M_UNKNOWN: Invalid stream token", status=400)]
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+
+    async with running(task):
+        await recorder.wait_for(2)
+        await wait_idle(task)
+
+    assert recorder.bodies == ["missed 1", "missed 2"]  # and "answered" not again
+    assert [(c.since, c.full_state) for c in matrix.sync_calls[1:2]] == [(None, True)]
+    assert store.checkpoint() == matrix.sync_token()
 
 
 async def test_a_fresh_database_ignores_unmanaged_rooms_history(

@@ -9,6 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 from fakes import FakeMatrix, SentMessage
+from structlog.testing import capture_logs
 
 from contracts.markers import REPLY_TO_FIELD
 from contracts.matrix import (
@@ -24,6 +25,7 @@ from contracts.platform import (
     EmittedFile,
     PlatformEvent,
     PlatformHealth,
+    PlatformTimeout,
     PlatformUnavailable,
     Snapshot,
     StatusUpdate,
@@ -33,6 +35,7 @@ from contracts.platform import (
     UserTurn,
 )
 from tasks.catalogue import Catalogue
+from tasks.failures import error_ref
 from tasks.replies import txn_id_for
 from tasks.turns import TurnStreamer
 
@@ -163,21 +166,28 @@ async def test_done_text_is_used_when_no_deltas_came() -> None:
     assert message.content["formatted_body"] == "<p><strong>all</strong> at once</p>"
 
 
-async def test_a_platform_error_becomes_a_clear_message() -> None:
+async def test_a_platform_error_shows_its_code_and_a_reference_not_its_detail() -> None:
     matrix = FakeMatrix()
     metrics = RecordingMetrics()
+    error = PlatformTimeout("agent 'ref' at http://bot:hunter2@127.0.0.1:8931/?key=k3y is slow")
 
-    outcome = await streamer(
-        matrix, ScriptedPlatform([PlatformUnavailable("agent is down")]), metrics=metrics
-    ).run(ROOM, turn())
+    with capture_logs() as logs:
+        outcome = await streamer(matrix, ScriptedPlatform([error]), metrics=metrics).run(
+            ROOM, turn()
+        )
 
     [message] = matrix.sent
+    ref = error_ref(TRIGGER)
     assert message.content["body"] == (
-        "⚠️ The agent could not answer: agent is down. Please try again in a moment."
+        f"⚠️ The agent could not answer (`timeout`, ref `{ref}`). Please try again in a moment."
     )
     assert message.content[REPLY_TO_FIELD] == TRIGGER
-    assert outcome.error == "agent is down"
-    assert metrics.platform_errors == ["unavailable"]
+    [logged] = [line for line in logs if line["event"] == "platform.failed"]
+    assert logged["ref"] == ref and logged["code"] == "timeout"
+    assert "127.0.0.1:8931" in logged["detail"]
+    assert "hunter2" not in logged["detail"] and "k3y" not in logged["detail"]
+    assert outcome.error is not None
+    assert metrics.platform_errors == ["timeout"]
 
 
 async def test_a_platform_error_without_text_names_its_code() -> None:
@@ -188,19 +198,32 @@ async def test_a_platform_error_without_text_names_its_code() -> None:
     assert "unavailable" in matrix.sent[0].content["body"]
 
 
-async def test_turn_failed_becomes_its_message() -> None:
+async def test_turn_failed_shows_its_code_and_a_reference_not_the_platforms_words() -> None:
     matrix = FakeMatrix()
-    failed = TurnFailed(code="tool_crashed", message="the calculator exploded")
+    failed = TurnFailed(
+        code="upstream_error",
+        message="the model endpoint answered HTTP 401: {'error': 'bad key sk-live-123'}",
+    )
     metrics = RecordingMetrics()
 
     outcome = await streamer(matrix, ScriptedPlatform([failed]), metrics=metrics).run(ROOM, turn())
 
     [message] = matrix.sent
     assert message.content["body"] == (
-        "⚠️ The agent reported an error (tool_crashed): the calculator exploded"
+        f"⚠️ The agent reported an error (`upstream_error`, ref `{error_ref(TRIGGER)}`)."
     )
-    assert outcome.error == "tool_crashed"
-    assert metrics.platform_errors == ["tool_crashed"]
+    assert outcome.error == "upstream_error"
+    assert metrics.platform_errors == ["upstream_error"]
+
+
+async def test_a_platform_code_that_is_not_a_code_is_not_shown() -> None:
+    matrix = FakeMatrix()
+    failed = TurnFailed(code="see http://10.0.0.7/admin", message="x")
+
+    await streamer(matrix, ScriptedPlatform([failed])).run(ROOM, turn())
+
+    assert "10.0.0.7" not in matrix.sent[0].content["body"]
+    assert "(`error`, ref" in matrix.sent[0].content["body"]
 
 
 async def test_text_before_a_failure_is_still_shown() -> None:
@@ -213,7 +236,10 @@ async def test_text_before_a_failure_is_still_shown() -> None:
     await streamer(matrix, ScriptedPlatform(script)).run(ROOM, turn())
 
     bodies = sorted(m.content["body"] for m in matrix.sent)
-    assert bodies == ["partial", "⚠️ The agent reported an error (oops): lost it"]
+    assert bodies == [
+        "partial",
+        f"⚠️ The agent reported an error (`oops`, ref `{error_ref(TRIGGER)}`).",
+    ]
 
 
 async def test_a_quick_answer_shows_no_typing() -> None:
@@ -419,7 +445,10 @@ async def test_an_error_notice_survives_a_rate_limit() -> None:
 
     await streamer(matrix, ScriptedPlatform([TurnFailed(code="x", message="y")])).run(ROOM, turn())
 
-    assert [m.content["body"] for m in matrix.sent] == ["⚠️ The agent reported an error (x): y"]
+    ref = error_ref(TRIGGER)
+    assert [m.content["body"] for m in matrix.sent] == [
+        f"⚠️ The agent reported an error (`x`, ref `{ref}`)."
+    ]
 
 
 LONG = "".join(
