@@ -26,7 +26,7 @@ import anyio
 from contracts.markers import SEQUENCE_ACCOUNT_DATA_TYPE, SequenceHighWater
 from contracts.state import RoomRecord, RoomType, UserRecord
 from runtime.dev_homeserver import RegisteredUser
-from runtime.matrix_nio import NioMatrix
+from runtime.matrix.nio_adapter import NioMatrix
 from tasks.rooms import create_chat_room, create_space, link_child
 
 AGENT_ID = "echo"

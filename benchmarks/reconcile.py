@@ -37,7 +37,7 @@ from benchmarks.proxy import read_log
 from benchmarks.requests import between, busy_seconds, summary
 from benchmarks.stats import summarize
 from runtime.dev_homeserver import RegisteredUser
-from runtime.sync_query import sync_filter
+from runtime.matrix.sync_query import sync_filter
 from tasks.reconcile import CATCH_UP_WINDOW
 from tests.e2e.harness import onboard
 
@@ -49,7 +49,7 @@ class ReferenceSync:
 
     By default a timeline-limit-0 filter: the issue's reference. The bot asks for
     CATCH_UP_WINDOW events per room with its own filter when its database is gone
-    (tasks/reconcile.py, runtime/sync_query.py); `filter_text` measures that sync
+    (tasks/reconcile.py, runtime/matrix/sync_query.py); `filter_text` measures that sync
     too, to tell Synapse's extra work from the bot's own.
     """
 

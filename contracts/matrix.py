@@ -1,6 +1,6 @@
 """Matrix as the tasks see it: a small port plus plain event records.
 
-The real implementation (runtime/matrix_nio.py) is the only module that
+The real implementation (runtime/matrix/nio_adapter.py) is the only module that
 imports matrix-nio; tests pass a fake homeserver that records what was sent.
 
 Errors, as a tree (nio *returns* errors; the adapter raises these):

@@ -15,11 +15,11 @@ from contracts.matrix import MatrixAuthError, MatrixPort, MatrixUnreachable, Syn
 from contracts.platform import PlatformClient
 from contracts.registry import AgentRegistry, builtin_registry, load_registry
 from runtime.http import HealthServer
+from runtime.matrix.snapshot import SnapshotPrefetch
 from runtime.metrics import PrometheusMetrics
 from runtime.platforms.echo import EchoPlatform
 from runtime.platforms.router import AgentRouter
 from runtime.settings import Settings
-from runtime.snapshot import SnapshotPrefetch
 from runtime.store import SqliteStore
 from runtime.supervisor import RestartPolicy, Supervisor, SupervisorConfig, TaskSpec
 from runtime.workspace import FsWorkspace
@@ -52,7 +52,7 @@ def load_agents(settings: Settings) -> AgentRegistry:
 
 async def connect_matrix(settings: Settings, backend: Backend) -> MatrixPort:
     """Log in (or resume the session). Network errors retry with backoff; auth errors are fatal."""
-    from runtime.matrix_nio import NioMatrix
+    from runtime.matrix.nio_adapter import NioMatrix
 
     assert settings.matrix_homeserver is not None
     assert settings.matrix_user_id is not None
@@ -72,7 +72,7 @@ async def connect_matrix(settings: Settings, backend: Backend) -> MatrixPort:
     while True:
         try:
             if backend == "trio":
-                from runtime.trio_bridge import TrioBridgedMatrix, on_asyncio
+                from runtime.matrix.trio_bridge import TrioBridgedMatrix, on_asyncio
 
                 inner = await on_asyncio(NioMatrix.connect)(**kwargs)
                 return cast(MatrixPort, TrioBridgedMatrix(inner))
@@ -145,7 +145,7 @@ class Runtime:
         task_status.started()
 
     async def _prefetched_snapshot(self) -> SyncBatch | None:
-        """The answer of the sync started before the imports, if it fits (runtime/snapshot.py).
+        """The answer of the sync sent before the imports, if it fits (runtime/matrix/snapshot.py).
 
         Taken once: a reconciliation restarted by the supervisor asks afresh.
         """
@@ -160,7 +160,7 @@ class Runtime:
         )
         if body is None:
             return None
-        from runtime.matrix_nio import sync_batch_from_json  # loaded by connect_matrix already
+        from runtime.matrix.parse import sync_batch_from_json  # loaded by connect_matrix already
 
         return sync_batch_from_json(body, user_id)
 

@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from runtime.snapshot import SnapshotPrefetch
+    from runtime.matrix.snapshot import SnapshotPrefetch
 
     # First, before the heavy imports below: Synapse computes while Python imports.
     prefetch = None if settings.embedded else SnapshotPrefetch.start(settings)

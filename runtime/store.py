@@ -101,7 +101,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 def read_checkpoint(path: Path) -> str | None:
     """The sync checkpoint in the database at `path`, read-only; None if there is none.
 
-    For runtime/snapshot.py, before the store is opened: never creates, migrates or
+    For runtime/matrix/snapshot.py, before the store is opened: never creates, migrates or
     writes the file, and any problem (no file, not a database, an older schema)
     reads as "no checkpoint". The store itself decides what the file is worth.
     """

@@ -26,8 +26,8 @@ from contracts.matrix import (
     SyncBatch,
 )
 from runtime.dev_homeserver import LocalHomeserver, RegisteredUser
-from runtime.matrix_nio import NioMatrix
-from runtime.session import SESSION_FILE
+from runtime.matrix.nio_adapter import NioMatrix
+from runtime.matrix.session import SESSION_FILE
 from tasks.replies import txn_id_for
 
 Register = Callable[..., RegisteredUser]

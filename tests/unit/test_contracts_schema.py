@@ -351,3 +351,13 @@ def test_contracts_import_nothing_of_runtime_tasks_or_platform_agent() -> None:
 
 def test_tasks_do_not_import_runtime() -> None:
     assert _layer_violations("tasks", ("runtime",)) == []
+
+
+def test_only_the_nio_adapter_imports_nio() -> None:
+    violations = [
+        line
+        for package in ("contracts", "tasks", "runtime")
+        for line in _layer_violations(package, ("nio",))
+    ]
+
+    assert violations == ["runtime/matrix/nio_adapter.py imports nio"]

@@ -1,4 +1,4 @@
-"""The reconciliation snapshot sent before the imports (runtime/snapshot.py), and its use.
+"""The reconciliation snapshot sent before the imports (runtime/matrix/snapshot.py), and its use.
 
 The homeserver is a real HTTP server on loopback that records what it was asked.
 """
@@ -6,6 +6,8 @@ The homeserver is a real HTTP server on loopback that records what it was asked.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,9 +21,9 @@ from fakes import FakeMatrix
 from structlog.testing import capture_logs
 
 from contracts.matrix import SyncBatch
-from runtime.session import SESSION_FILE, StoredSession, write_session
+from runtime.matrix.session import SESSION_FILE, StoredSession, write_session
+from runtime.matrix.snapshot import SnapshotPrefetch
 from runtime.settings import Settings, load_settings
-from runtime.snapshot import SnapshotPrefetch
 from runtime.store import SqliteStore, read_checkpoint
 from tasks.reconcile import CATCH_UP_WINDOW, STATE_WINDOW, reconcile, snapshot_window
 
@@ -262,3 +264,16 @@ async def test_reconcile_without_a_snapshot_asks_the_window_for_its_store(
     [call] = matrix.sync_calls
     assert (call.since, call.full_state) == (None, True)
     assert call.timeline_limit == snapshot_window(fresh=fresh)
+
+
+def test_the_snapshot_module_loads_no_http_client_or_nio() -> None:
+    # `surface run` sends the snapshot before the heavy imports: importing it must stay light.
+    code = (
+        "import sys, runtime.matrix.snapshot\n"
+        "print(sorted({'nio', 'aiohttp', 'httpx', 'trio_asyncio'} & set(sys.modules)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+
+    assert loaded.strip() == "[]"

@@ -1,6 +1,6 @@
 """``session.json``: the bot's Matrix device and token, kept so restarts resume it.
 
-No nio here: runtime/snapshot.py reads the session before matrix-nio is imported.
+No nio here: runtime/matrix/snapshot.py reads the session before matrix-nio is imported.
 """
 
 from __future__ import annotations

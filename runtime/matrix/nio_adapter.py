@@ -1,5 +1,9 @@
 """The Matrix port on top of matrix-nio: the only module of the project that imports nio.
 
+The pure conversions (raw JSON to contracts values, error answers to exceptions) are
+in :mod:`runtime.matrix.parse`; raw HTTP requests go through the one helper in
+:mod:`runtime.matrix.request`; this module holds the login and nio's typed calls.
+
 nio *returns* errors (``RoomSendResponse | RoomSendError``); every call here turns an
 error response into one of the exceptions of :mod:`contracts.matrix`::
 
@@ -26,15 +30,15 @@ Who retries what:
   because its id is kept in ``session.json``.
 
 Endpoints whose answers must stay raw JSON (``/sync``, room state, ``/messages``,
-account data) or that nio cannot express (leave with a reason) go through
-:meth:`NioMatrix._request`; media goes through the same aiohttp session, streamed, with
-a size limit and a bounded timeout (nio's ``upload``/``download`` have no timeout at
-all). Raw JSON keeps every event, including custom ``lambda.surface.*`` state and
+account data), that nio cannot express (leave with a reason) and media (streamed,
+with a size limit and a bounded timeout: nio's ``upload``/``download`` have no timeout
+at all) go through :class:`runtime.matrix.request.RawRequests` on nio's own aiohttp
+session. Raw JSON keeps every event, including custom ``lambda.surface.*`` state and
 unknown message types, exactly as the server sent it, and spares nio from building its
 own room model. Everything else uses nio's typed calls.
 
 Every sync bypasses Synapse's two-minute ``/sync`` response cache (see
-``runtime.sync_query``): a reconciler restarted within two minutes would otherwise
+``runtime.matrix.sync_query``): a reconciler restarted within two minutes would otherwise
 get its previous run's snapshot and miss the rooms it created since, and a bot killed
 during a long-poll would, after restart, be served the cached empty answer for its
 checkpoint over and over until the cache expires.
@@ -45,175 +49,48 @@ ids must outlive the process).
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
-from urllib.parse import urlsplit
 
-import aiohttp
 import anyio
 import nio
 import structlog
 
 from contracts.matrix import (
-    InvitedRoom,
-    JoinedRoom,
     JsonDict,
     MatrixAuthError,
-    MatrixError,
     MatrixEvent,
-    MatrixRateLimited,
     MatrixRequestError,
     MatrixUnreachable,
     MessagesPage,
     StateEventSpec,
     SyncBatch,
 )
-from runtime.session import SESSION_FILE, StoredSession, read_session, write_session
-from runtime.sync_query import SNAPSHOT_TIMEOUT_SPREAD, sync_query
+from runtime.matrix.parse import (
+    as_dict,
+    error_for,
+    event_from_json,
+    events_from_section,
+    json_or_none,
+    split_mxc,
+    sync_batch_from_json,
+)
+from runtime.matrix.request import TRANSPORT_ERRORS, RawRequests
+from runtime.matrix.session import SESSION_FILE, StoredSession, read_session, write_session
+from runtime.matrix.sync_query import SNAPSHOT_TIMEOUT_SPREAD, sync_query
 
-__all__ = ["NioMatrix", "error_for", "sync_batch_from_json"]
+__all__ = ["NioMatrix"]
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_RATE_LIMIT_WAIT_S: Final = 5.0
 _CLOSE_TIMEOUT_S: Final = 5.0
 _DOWNLOAD_CHUNK: Final = 64 * 1024
 _CLIENT_V3: Final = "/_matrix/client/v3"
 _CLIENT_V1: Final = "/_matrix/client/v1"
 _MEDIA_V3: Final = "/_matrix/media/v3"
-
-_AUTH_ERRCODES: Final = frozenset({"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"})
-_LOGIN_REFUSED_ERRCODES: Final = frozenset({"M_FORBIDDEN", "M_USER_DEACTIVATED"})
-_TRANSPORT_ERRORS: Final = (aiohttp.ClientError, TimeoutError)
-
-
-# --- pure decisions -------------------------------------------------------------------
-
-
-def error_for(
-    status: int | None,
-    errcode: str | None,
-    message: str,
-    *,
-    retry_after_ms: int | None = None,
-    login: bool = False,
-) -> MatrixError:
-    """The contracts exception for a failed homeserver answer (see the module docstring)."""
-    text = f"{errcode or 'HTTP ' + str(status)}: {message}" if message else str(errcode or status)
-    if status == 429 or errcode == "M_LIMIT_EXCEEDED":
-        wait = retry_after_ms / 1000 if retry_after_ms else DEFAULT_RATE_LIMIT_WAIT_S
-        return MatrixRateLimited(text, retry_after=wait, errcode=errcode)
-    if status is not None and status >= 500:
-        return MatrixUnreachable(text, errcode=errcode, status=status)
-    if status == 401 or errcode in _AUTH_ERRCODES:
-        return MatrixAuthError(text, errcode=errcode, status=status)
-    if login and (status == 403 or errcode in _LOGIN_REFUSED_ERRCODES):
-        return MatrixAuthError(text, errcode=errcode, status=status)
-    return MatrixRequestError(text, errcode=errcode, status=status)
-
-
-def _event_from_json(raw: Any, room_id: str) -> MatrixEvent | None:
-    """A MatrixEvent from raw event JSON; None for something that is not an event."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
-        return None
-    content = raw.get("content")
-    unsigned = raw.get("unsigned")
-    state_key = raw.get("state_key")
-    ts = raw.get("origin_server_ts")
-    return MatrixEvent(
-        event_id=str(raw.get("event_id") or ""),
-        room_id=str(raw.get("room_id") or room_id),
-        sender=str(raw.get("sender") or ""),
-        type=raw["type"],
-        content=content if isinstance(content, dict) else {},
-        origin_server_ts=ts if isinstance(ts, int) else 0,
-        state_key=state_key if isinstance(state_key, str) else None,
-        unsigned=unsigned if isinstance(unsigned, dict) else {},
-    )
-
-
-def _events(section: Any, room_id: str) -> list[MatrixEvent]:
-    """The events of a ``{"events": [...]}`` section, in order, skipping garbage."""
-    raw_events = section.get("events") if isinstance(section, dict) else None
-    if not isinstance(raw_events, list):
-        return []
-    parsed = (_event_from_json(raw, room_id) for raw in raw_events)
-    return [event for event in parsed if event is not None]
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def sync_batch_from_json(body: Any, own_user_id: str) -> SyncBatch:
-    """Convert a raw ``/sync`` response body into a SyncBatch.
-
-    A joined room's ``state`` holds the ``state`` section first, then the state events
-    found in the timeline, in order: folding it into a dict keyed by (type, state_key)
-    gives the current state. Raises MatrixUnreachable for a body without next_batch.
-    """
-    if not isinstance(body, dict) or not isinstance(body.get("next_batch"), str):
-        raise MatrixUnreachable("sync answer without next_batch", status=200)
-    rooms = _dict(body.get("rooms"))
-
-    joined: dict[str, JoinedRoom] = {}
-    for room_id, room in _dict(rooms.get("join")).items():
-        room = _dict(room)
-        timeline_section = _dict(room.get("timeline"))
-        timeline = _events(timeline_section, room_id)
-        state = _events(room.get("state"), room_id)
-        state.extend(event for event in timeline if event.is_state)
-        prev_batch = timeline_section.get("prev_batch")
-        joined[room_id] = JoinedRoom(
-            room_id=room_id,
-            state=state,
-            timeline=timeline,
-            limited=bool(timeline_section.get("limited", False)),
-            prev_batch=prev_batch if isinstance(prev_batch, str) else None,
-        )
-
-    invited: dict[str, InvitedRoom] = {}
-    for room_id, room in _dict(rooms.get("invite")).items():
-        state = _events(_dict(room).get("invite_state"), room_id)
-        own = next(
-            (
-                event
-                for event in reversed(state)
-                if event.type == "m.room.member"
-                and event.state_key == own_user_id
-                and event.content.get("membership") == "invite"
-            ),
-            None,
-        )
-        invited[room_id] = InvitedRoom(
-            room_id=room_id,
-            inviter=own.sender or None if own else None,
-            is_direct=bool(own and own.content.get("is_direct") is True),
-            state=state,
-        )
-
-    account_data = {
-        event.type: event.content for event in _events(body.get("account_data"), room_id="")
-    }
-    return SyncBatch(
-        next_batch=body["next_batch"],
-        joined=joined,
-        invited=invited,
-        left=list(_dict(rooms.get("leave"))),
-        account_data=account_data,
-    )
-
-
-def _split_mxc(mxc_uri: str) -> tuple[str, str]:
-    parts = urlsplit(mxc_uri)
-    media_id = parts.path.lstrip("/")
-    if parts.scheme != "mxc" or not parts.netloc or not media_id or "/" in media_id:
-        raise MatrixRequestError(f"not an mxc:// URI: {mxc_uri!r}", errcode="M_INVALID_PARAM")
-    return parts.netloc, media_id
 
 
 def _path(*parts: str, base: str = _CLIENT_V3, query: Mapping[str, Any] | None = None) -> str:
@@ -235,6 +112,7 @@ class NioMatrix:
         media_timeout: float,
     ) -> None:
         self._client = client
+        self._raw = RawRequests(client, timeout=request_timeout)
         self._request_timeout = request_timeout
         self._initial_sync_timeout = initial_sync_timeout
         self._media_timeout = media_timeout
@@ -383,7 +261,7 @@ class NioMatrix:
         """Await a nio call; return its success response or raise the mapped error."""
         try:
             response = await request
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise MatrixUnreachable(f"homeserver unreachable: {exc!r}") from exc
         if not isinstance(response, nio.ErrorResponse):
             return response
@@ -398,45 +276,6 @@ class NioMatrix:
             retry_after_ms=response.retry_after_ms,
             login=login,
         )
-
-    def _headers(self, content_type: str | None = "application/json") -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self._client.access_token}"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        return headers
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        body: JsonDict | None = None,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 - a per-request transport timeout
-    ) -> Any:
-        """A JSON request on nio's HTTP session; returns the parsed 2xx body."""
-        data = json.dumps(body) if body is not None else None
-        try:
-            response = await self._client.send(
-                method,
-                path,
-                data,
-                self._headers(),
-                timeout=self._request_timeout if timeout is None else timeout,
-            )
-            async with response:
-                status = response.status
-                raw = await response.read()
-        except _TRANSPORT_ERRORS as exc:
-            raise MatrixUnreachable(f"homeserver unreachable: {exc!r}") from exc
-        try:
-            parsed = json.loads(raw) if raw else {}
-        except ValueError:
-            parsed = None
-        if 200 <= status < 300:
-            if parsed is None:
-                raise MatrixUnreachable("answer is not JSON", status=status)
-            return parsed
-        raise _error_from_body(status, parsed)
 
     # --- sync -----------------------------------------------------------------------
 
@@ -454,7 +293,7 @@ class NioMatrix:
         returns it without long-polling); an incremental one by ``timeout_ms`` plus
         ``request_timeout``. An initial or full-state sync always reflects the server's
         current state: it dodges Synapse's two-minute response cache (see
-        ``runtime.sync_query``), which would otherwise hand a restarted bot the
+        ``runtime.matrix.sync_query``), which would otherwise hand a restarted bot the
         snapshot its previous run got.
         """
         snapshot = since is None or full_state
@@ -470,7 +309,7 @@ class NioMatrix:
             transport_timeout = self._initial_sync_timeout
         else:
             transport_timeout = timeout_ms / 1000 + self._request_timeout
-        body = await self._request("GET", _path("sync", query=query), timeout=transport_timeout)
+        body = await self._raw.json("GET", _path("sync", query=query), timeout=transport_timeout)
         return sync_batch_from_json(body, self.user_id)
 
     # --- rooms ----------------------------------------------------------------------
@@ -535,7 +374,7 @@ class NioMatrix:
     async def leave(self, room_id: str, reason: str | None = None) -> None:
         # nio's room_leave cannot carry a reason.
         body: JsonDict = {"reason": reason} if reason else {}
-        await self._request("POST", _path("rooms", room_id, "leave"), body)
+        await self._raw.json("POST", _path("rooms", room_id, "leave"), body)
 
     async def forget(self, room_id: str) -> None:
         await self._call(self._client.room_forget(room_id))
@@ -545,10 +384,10 @@ class NioMatrix:
 
     async def room_state(self, room_id: str) -> list[MatrixEvent]:
         """The room's current state events, raw."""
-        body = await self._request("GET", _path("rooms", room_id, "state"))
+        body = await self._raw.json("GET", _path("rooms", room_id, "state"))
         if not isinstance(body, list):
             raise MatrixUnreachable("room state answer is not a list", status=200)
-        parsed = (_event_from_json(raw, room_id) for raw in body)
+        parsed = (event_from_json(raw, room_id) for raw in body)
         return [event for event in parsed if event is not None]
 
     async def room_messages(
@@ -562,10 +401,11 @@ class NioMatrix:
         query: dict[str, Any] = {"dir": "b" if backwards else "f", "limit": limit}
         if start:
             query["from"] = start
-        body = _dict(await self._request("GET", _path("rooms", room_id, "messages", query=query)))
+        path = _path("rooms", room_id, "messages", query=query)
+        body = as_dict(await self._raw.json("GET", path))
         end = body.get("end")
         return MessagesPage(
-            events=_events({"events": body.get("chunk")}, room_id),
+            events=events_from_section({"events": body.get("chunk")}, room_id),
             end=end if isinstance(end, str) else None,
         )
 
@@ -574,17 +414,18 @@ class NioMatrix:
     async def get_account_data(self, event_type: str) -> JsonDict | None:
         """The global account data of this type, or None if it was never set."""
         try:
-            body = await self._request(
+            body = await self._raw.json(
                 "GET", _path("user", self.user_id, "account_data", event_type)
             )
         except MatrixRequestError as exc:
             if exc.status == 404:
                 return None
             raise
-        return _dict(body)
+        return as_dict(body)
 
     async def set_account_data(self, event_type: str, content: JsonDict) -> None:
-        await self._request("PUT", _path("user", self.user_id, "account_data", event_type), content)
+        path = _path("user", self.user_id, "account_data", event_type)
+        await self._raw.json("PUT", path, content)
 
     async def display_name(self, user_id: str) -> str | None:
         """The user's global display name; None if unset or the user is unknown."""
@@ -602,19 +443,12 @@ class NioMatrix:
     async def upload(self, data: bytes, *, content_type: str, filename: str) -> str:
         """Upload media; returns its mxc:// URI."""
         path = _path("upload", base=_MEDIA_V3, query={"filename": filename})
-        try:
-            response = await self._client.send(
-                "POST", path, data, self._headers(content_type), timeout=self._media_timeout
-            )
-            async with response:
-                status = response.status
-                raw = await response.read()
-        except _TRANSPORT_ERRORS as exc:
-            raise MatrixUnreachable(f"homeserver unreachable: {exc!r}") from exc
-        parsed = _loads_or_none(raw)
-        if not 200 <= status < 300:
-            raise _error_from_body(status, parsed)
-        uri = _dict(parsed).get("content_uri")
+        async with self._raw.open(
+            "POST", path, data, content_type=content_type, timeout=self._media_timeout
+        ) as response:
+            status = response.status
+            parsed = json_or_none(await response.read())
+        uri = as_dict(parsed).get("content_uri")
         if not isinstance(uri, str):
             raise MatrixUnreachable("upload answer without content_uri", status=status)
         return uri
@@ -625,46 +459,19 @@ class NioMatrix:
         Raises MatrixRequestError with errcode M_TOO_LARGE, without reading further,
         when the media is bigger than ``max_bytes``.
         """
-        server, media_id = _split_mxc(mxc_uri)
+        server, media_id = split_mxc(mxc_uri)
         path = _path("media", "download", server, media_id, base=_CLIENT_V1)
         too_large = MatrixRequestError(
             f"{mxc_uri} is larger than {max_bytes} bytes", errcode="M_TOO_LARGE"
         )
-        try:
-            response = await self._client.send(
-                "GET", path, None, self._headers(None), timeout=self._media_timeout
-            )
-            async with response:
-                status = response.status
-                if not 200 <= status < 300:
-                    raise _error_from_body(status, _loads_or_none(await response.read()))
-                if response.content_length is not None and response.content_length > max_bytes:
+        received = bytearray()
+        async with self._raw.open(
+            "GET", path, content_type=None, timeout=self._media_timeout
+        ) as response:
+            if response.content_length is not None and response.content_length > max_bytes:
+                raise too_large
+            async for chunk in response.content.iter_chunked(_DOWNLOAD_CHUNK):
+                received += chunk
+                if len(received) > max_bytes:
                     raise too_large
-                received = bytearray()
-                async for chunk in response.content.iter_chunked(_DOWNLOAD_CHUNK):
-                    received += chunk
-                    if len(received) > max_bytes:
-                        raise too_large
-        except _TRANSPORT_ERRORS as exc:
-            raise MatrixUnreachable(f"homeserver unreachable: {exc!r}") from exc
         return bytes(received)
-
-
-def _loads_or_none(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def _error_from_body(status: int, body: Any) -> MatrixError:
-    body = _dict(body)
-    errcode = body.get("errcode")
-    message = body.get("error")
-    retry_after_ms = body.get("retry_after_ms")
-    return error_for(
-        status,
-        errcode if isinstance(errcode, str) else None,
-        message if isinstance(message, str) else "",
-        retry_after_ms=retry_after_ms if isinstance(retry_after_ms, int) else None,
-    )

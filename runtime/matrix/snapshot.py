@@ -29,10 +29,10 @@ from typing import Any, Final
 
 import structlog
 
-from runtime.session import SESSION_FILE, read_session
+from runtime.matrix.session import SESSION_FILE, read_session
+from runtime.matrix.sync_query import SNAPSHOT_TIMEOUT_SPREAD, sync_query
 from runtime.settings import Settings
 from runtime.store import read_checkpoint
-from runtime.sync_query import SNAPSHOT_TIMEOUT_SPREAD, sync_query
 from tasks.reconcile import snapshot_window
 
 __all__ = ["SNAPSHOT_TIMEOUT_S", "SnapshotPrefetch"]

@@ -1,4 +1,4 @@
-"""The query string of the bot's ``/sync`` requests (no nio here: see runtime/snapshot.py).
+"""The query string of the bot's ``/sync`` requests (no nio here: see runtime/matrix/snapshot.py).
 
 Synapse keeps each /sync answer for ~2 minutes (``sync_response_cache_duration``)
 keyed on (user, device, since, filter, timeout, full_state, ...), and it ignores

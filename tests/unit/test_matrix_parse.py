@@ -1,4 +1,4 @@
-"""The nio adapter's pure parts: error mapping and reading a raw /sync answer.
+"""runtime/matrix/parse.py: error mapping and reading a raw /sync answer.
 
 The adapter against a real Synapse is tested in tests/e2e/test_matrix_nio.py.
 """
@@ -15,8 +15,8 @@ from contracts.matrix import (
     MatrixRequestError,
     MatrixUnreachable,
 )
-from runtime import matrix_nio
-from runtime.matrix_nio import error_for, sync_batch_from_json
+from runtime.matrix import nio_adapter
+from runtime.matrix.parse import error_for, sync_batch_from_json
 
 BOT = "@bot:localhost"
 ROOM = "!room:localhost"
@@ -69,7 +69,7 @@ def test_error_for_rate_limit_takes_retry_after_from_retry_after_ms() -> None:
 
 
 def test_public_api_is_pinned() -> None:
-    assert sorted(matrix_nio.__all__) == ["NioMatrix", "error_for", "sync_batch_from_json"]
+    assert nio_adapter.__all__ == ["NioMatrix"]
 
 
 # --- sync_batch_from_json --------------------------------------------------------------
