@@ -119,7 +119,7 @@ async def test_a_slow_stream_is_one_message_edited_at_a_bounded_rate(
     elapsed = anyio.current_time() - started
     full = "".join(words)
     [first, *rest] = matrix.sent
-    assert "m.relates_to" not in first.content
+    assert first.content["m.relates_to"] == {"m.in_reply_to": {"event_id": TRIGGER}}
     assert first.content[REPLY_TO_FIELD] == TRIGGER
     edits = edits_of(matrix, first.event_id)
     assert edits == rest, "everything after the first message edits it"
