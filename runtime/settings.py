@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     matrix_device_name: str = "lambda-surface"
     matrix_db_path: Path = Path("lambda_matrix.db")
     matrix_store_path: Path = Path("matrix_store")
+    # Encrypts the crypto store's keys (nio's pickle key); without it a random key is
+    # kept in the store directory. Changing it makes the store unreadable.
+    matrix_store_passphrase: SecretStr | None = None
 
     surface_workspace_dir: Path = Path("workspace")
     surface_agent_registry: Path | None = None
@@ -51,6 +54,8 @@ class Settings(BaseSettings):
     surface_max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     surface_room_concurrency: int = Field(default=128, ge=1, le=1024)
     surface_stream_edit_interval: float = Field(default=1.0, ge=0.05, le=60)
+    surface_encrypt_rooms: bool = True
+    surface_decrypt_grace: float = Field(default=15.0, ge=0, le=600)
     surface_dev_data_dir: Path = Path(".local/dev-homeserver")
     surface_dev_port: int = Field(default=8008, ge=0, le=65535)
 

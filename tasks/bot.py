@@ -59,6 +59,7 @@ class _Pending:
 @dataclass(frozen=True)
 class BotConfig:
     is_allowed: Callable[[str], bool] = lambda _user_id: True
+    encrypt_rooms: bool = True  # new chat rooms start encrypted (SURFACE_ENCRYPT_ROOMS)
 
 
 MediaHandler = Callable[[LedgerEntry, RoomRecord], Awaitable[None]]
@@ -199,7 +200,9 @@ class SurfaceBot:
             agent_id=agent.id if agent else None,
             platform_chat_id=platform_chat_id,
         )
-        room_id = await create_chat_room(self.matrix, draft, origin_event_id=trigger)
+        room_id = await create_chat_room(
+            self.matrix, draft, origin_event_id=trigger, encrypted=self.config.encrypt_rooms
+        )
         room = draft.model_copy(update={"room_id": room_id})
         advanced = user.model_copy(update={"next_chat_index": user.next_chat_index + 1})
         self.store.add_chat_room(advanced, room)
