@@ -11,9 +11,16 @@ from typing import Any, Literal, cast
 import anyio
 import structlog
 
-from contracts.matrix import MatrixAuthError, MatrixPort, MatrixUnreachable, SyncBatch
+from contracts.matrix import (
+    MatrixAuthError,
+    MatrixPort,
+    MatrixUnreachable,
+    RoomCrypto,
+    SyncBatch,
+)
 from contracts.platform import PlatformClient
 from contracts.registry import AgentRegistry, builtin_registry, load_registry
+from contracts.store import LedgerEntry
 from runtime.http import HealthServer
 from runtime.matrix.snapshot import SnapshotPrefetch
 from runtime.metrics import PrometheusMetrics
@@ -26,6 +33,7 @@ from runtime.workspace import FsWorkspace
 from tasks.attachments import AttachmentStaging
 from tasks.bot import BotConfig, SurfaceBot
 from tasks.catalogue import Catalogue
+from tasks.encrypted import EncryptedEvents
 from tasks.materializer import Materializer
 from tasks.media import MediaBridge
 from tasks.platform_pool import PlatformPool
@@ -67,6 +75,9 @@ async def connect_matrix(settings: Settings, backend: Backend) -> MatrixPort:
         else None,
         "store_path": settings.matrix_store_path,
         "device_name": settings.matrix_device_name,
+        "store_passphrase": settings.matrix_store_passphrase.get_secret_value()
+        if settings.matrix_store_passphrase
+        else None,
     }
     delay = 1.0
     while True:
@@ -124,14 +135,32 @@ class Runtime:
     def __post_init__(self) -> None:
         host, port = self.settings.http_host_port
         self.http = HealthServer(host, port, ready=self.is_ready, metrics=self.render_metrics)
+        encrypted = EncryptedEvents(
+            self.bot.handle,
+            cast(RoomCrypto, self.matrix),
+            bot_user_id=self.matrix.user_id,
+            notify=self.say_undecryptable,
+            grace=self.settings.surface_decrypt_grace,
+        )
         self.sync = SyncTask(
             store=self.store,
             matrix=self.matrix,
-            handler=self.bot.handle,
+            handler=encrypted.handle,
             readiness=self.readiness,
             concurrency=self.settings.surface_room_concurrency,
             metrics=self.metrics,
             initial_batch=self.take_initial_batch,
+        )
+
+    async def say_undecryptable(self, entry: LedgerEntry) -> None:
+        """The one notice for a message that stayed unreadable (tasks/encrypted.py)."""
+        if not self.settings.is_allowed(entry.sender):
+            return
+        await Replier(self.matrix).say(
+            entry.room_id,
+            Catalogue(self.settings.surface_locale)("undecryptable"),
+            reply_to=entry.event_id,
+            purpose="undecryptable",
         )
 
     async def reconcile_task(
@@ -160,6 +189,11 @@ class Runtime:
         )
         if body is None:
             return None
+        # Through the adapter: the snapshot's to-device messages and key counts must reach
+        # the crypto store before any checkpoint moves past them.
+        batch_from_sync = getattr(self.matrix, "batch_from_sync", None)
+        if batch_from_sync is not None:
+            return cast(SyncBatch, await batch_from_sync(body))
         from runtime.matrix.parse import sync_batch_from_json  # loaded by connect_matrix already
 
         return sync_batch_from_json(body, user_id)
@@ -240,7 +274,9 @@ async def build_runtime(
                 registry=registry,
                 sequence=sequence,
                 catalogue=catalogue,
-                config=BotConfig(is_allowed=settings.is_allowed),
+                config=BotConfig(
+                    is_allowed=settings.is_allowed, encrypt_rooms=settings.surface_encrypt_rooms
+                ),
                 on_media=media.on_media,
                 take_attachments=media.take_attachments,
                 streamer=TurnStreamer(
