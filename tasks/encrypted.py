@@ -113,7 +113,7 @@ class EncryptedEvents:
             step = verdict(result, waited=waited, grace=self._grace)
             if step is Verdict.READ:
                 assert isinstance(result, MatrixEvent)
-                if waited > 0:
+                if requested:
                     log.info("decrypt.late_key", event_id=event.event_id, waited=round(waited, 2))
                 return result
             assert isinstance(result, Undecryptable)

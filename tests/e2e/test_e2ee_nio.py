@@ -1,0 +1,155 @@
+"""Encrypted rooms with a matrix-nio person (the js-sdk person's tests are in test_e2ee.py).
+
+A nio client with its own crypto store talks to the bot in encrypted rooms: onboarding
+from an encrypted DM, commands, a turn, and the bot's device cross-signed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nio
+import pytest
+
+from runtime.dev_homeserver import LocalHomeserver, RegisteredUser
+from runtime.matrix.cross_signing import CrossSigningState, cross_signing_state
+from tests.e2e.harness import BotProcess, UserClient, onboard
+
+ENCRYPTED = {"SURFACE_ENCRYPT_ROOMS": "true"}
+
+
+class EncryptedUser(UserClient):
+    """A UserClient with end-to-end encryption: nio decrypts what it syncs."""
+
+    @classmethod
+    async def login_encrypted(
+        cls, base_url: str, user: RegisteredUser, store: Path
+    ) -> EncryptedUser:
+        store.mkdir(parents=True, exist_ok=True)
+        config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False)
+        client = nio.AsyncClient(base_url, user.user_id, store_path=str(store), config=config)
+        client.restore_login(user.user_id, user.device_id, user.access_token)
+        me = cls(client, user)
+        me.dm_ids = []
+        await me.sync(0)
+        return me
+
+    dm_ids: list[str]
+
+    async def sync(self, timeout_ms: int = 1000) -> None:
+        await super().sync(timeout_ms)
+        client = self.client
+        if client.should_upload_keys:
+            await client.keys_upload()
+        if client.should_query_keys:
+            await client.keys_query()
+        if client.should_claim_keys:
+            await client.keys_claim(client.get_users_for_key_claiming())
+        await client.send_to_device_messages()
+
+    async def send(self, room_id: str, text: str) -> str:
+        response = await self.client.room_send(
+            room_id,
+            "m.room.message",
+            {"msgtype": "m.text", "body": text},
+            ignore_unverified_devices=True,
+        )
+        assert isinstance(response, nio.RoomSendResponse), response
+        return str(response.event_id)
+
+    async def start_dm(self, bot_user_id: str) -> str:
+        response = await self.client.room_create(
+            invite=[bot_user_id],
+            is_direct=True,
+            initial_state=[
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
+            ],
+        )
+        assert isinstance(response, nio.RoomCreateResponse), response
+        self.dm_ids.append(str(response.room_id))
+        return str(response.room_id)
+
+    def undecryptable(self) -> list[dict[str, Any]]:
+        return [e for e in self.seen.events if e.get("type") == "m.room.encrypted"]
+
+
+@pytest.fixture
+async def encrypted_alice(
+    synapse: LocalHomeserver, register: Callable[..., RegisteredUser], tmp_path: Path
+) -> AsyncIterator[EncryptedUser]:
+    user = await EncryptedUser.login_encrypted(
+        synapse.base_url, register("alice"), tmp_path / "alice-store"
+    )
+    yield user
+    await user.close()
+
+
+def keys_of(synapse: LocalHomeserver, bot: BotProcess) -> dict[str, Any]:
+    r = httpx.post(
+        f"{synapse.base_url}/_matrix/client/v3/keys/query",
+        json={"device_keys": {bot.bot.user_id: []}},
+        headers={"Authorization": f"Bearer {bot.bot.access_token}"},
+    )
+    r.raise_for_status()
+    answer: dict[str, Any] = r.json()
+    return answer
+
+
+def bot_device(bot: BotProcess) -> str:
+    import json
+
+    return str(json.loads((bot.store_path / "session.json").read_text())["device_id"])
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+async def test_encrypted_onboarding_commands_and_a_turn(
+    make_bot: Callable[..., BotProcess],
+    encrypted_alice: EncryptedUser,
+    synapse: LocalHomeserver,
+    backend: str,
+) -> None:
+    bot = make_bot(extra_env=ENCRYPTED, backend=backend)
+    alice = encrypted_alice
+
+    _space_id, chat_id = await onboard(alice, bot.bot.user_id)
+    [dm_id] = alice.dm_ids
+    state = await alice.get_state(chat_id)
+    assert any(e["type"] == "m.room.encryption" for e in state), "the chat room is encrypted"
+
+    def welcome() -> list[dict[str, Any]]:
+        return [m for m in alice.bot_messages(chat_id) if "first chat" in m["content"]["body"]]
+
+    await alice.wait_for(welcome, what="the encrypted welcome")
+    assert "Commands" in await alice.ask(chat_id, "!help")
+    assert "hello there" in await alice.ask(chat_id, "hello there")
+    assert alice.bot_messages(dm_id), "the DM notice arrived, encrypted and readable"
+    assert alice.undecryptable() == [], "everything the bot sent was readable"
+
+    device = bot_device(bot)
+    assert cross_signing_state(keys_of(synapse, bot), bot.bot.user_id, device) is (
+        CrossSigningState.SIGNED
+    )
+
+
+async def test_restart_keeps_the_device_and_reads_on(
+    make_bot: Callable[..., BotProcess], encrypted_alice: EncryptedUser
+) -> None:
+    bot = make_bot(extra_env=ENCRYPTED)
+    alice = encrypted_alice
+    _space_id, chat_id = await onboard(alice, bot.bot.user_id)
+    assert "one" in await alice.ask(chat_id, "one")
+    device = bot_device(bot)
+
+    bot.kill()
+    bot.start_ready()
+
+    assert "two" in await alice.ask(chat_id, "two")
+    assert bot_device(bot) == device
+    assert alice.undecryptable() == []
