@@ -330,8 +330,11 @@ class NioMatrix:
         )
         await anyio.to_thread.run_sync(write_session, session_path, session)
         log.info("matrix.login.password", user_id=user_id, device_id=session.device_id)
-        if old_device is not None and old_device != session.device_id:
-            await self._delete_device(old_device, user_id=user_id, password=password)
+        stale = await self._stale_devices(
+            session.device_id, device_name=device_name, known=old_device
+        )
+        for device in stale:
+            await self._delete_device(device, user_id=user_id, password=password)
 
     def _open_store(self, store_path: Path, user_id: str, device_id: str, token: str) -> None:
         """Load (or create) the device's crypto store; a wrong passphrase is fatal."""
@@ -347,6 +350,32 @@ class NioMatrix:
         query = await query_own_keys(self._raw, user_id)
         devices = as_dict(as_dict(query.get("device_keys")).get(user_id))
         return device_id in devices
+
+    async def _stale_devices(
+        self, current: str, *, device_name: str, known: str | None
+    ) -> list[str]:
+        """Earlier devices of this bot that a new login leaves behind.
+
+        The device whose store was lost (`known`), and, when ``session.json`` was lost
+        too, the other devices with the bot's device name: their keys are gone with the
+        store, and clients would keep encrypting for them.
+        """
+        stale = [known] if known and known != current else []
+        try:
+            body = as_dict(await self._raw.json("GET", _path("devices")))
+        except MatrixError as exc:
+            log.info("matrix.devices_unlisted", error=str(exc))
+            return stale
+        for device in body.get("devices") or ():
+            device = as_dict(device)
+            device_id = device.get("device_id")
+            if (
+                isinstance(device_id, str)
+                and device_id not in (current, known)
+                and device.get("display_name") == device_name
+            ):
+                stale.append(device_id)
+        return stale
 
     async def _delete_device(self, device_id: str, *, user_id: str, password: str) -> None:
         """Delete the bot's old device (password UIA); a failure is logged, not fatal."""

@@ -6,6 +6,7 @@ from an encrypted DM, commands, a turn, and the bot's device cross-signed.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,6 @@ class EncryptedUser(UserClient):
     async def login_encrypted(
         cls, base_url: str, user: RegisteredUser, store: Path
     ) -> EncryptedUser:
-        store.mkdir(parents=True, exist_ok=True)
         config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False)
         client = nio.AsyncClient(base_url, user.user_id, store_path=str(store), config=config)
         client.restore_login(user.user_id, user.device_id, user.access_token)
@@ -84,9 +84,9 @@ class EncryptedUser(UserClient):
 async def encrypted_alice(
     synapse: LocalHomeserver, register: Callable[..., RegisteredUser], tmp_path: Path
 ) -> AsyncIterator[EncryptedUser]:
-    user = await EncryptedUser.login_encrypted(
-        synapse.base_url, register("alice"), tmp_path / "alice-store"
-    )
+    store = tmp_path / "alice-store"
+    store.mkdir()
+    user = await EncryptedUser.login_encrypted(synapse.base_url, register("alice"), store)
     yield user
     await user.close()
 
@@ -100,6 +100,15 @@ def keys_of(synapse: LocalHomeserver, bot: BotProcess) -> dict[str, Any]:
     r.raise_for_status()
     answer: dict[str, Any] = r.json()
     return answer
+
+
+def devices_of(synapse: LocalHomeserver, bot: BotProcess) -> set[str]:
+    r = httpx.get(
+        f"{synapse.base_url}/_matrix/client/v3/devices",
+        headers={"Authorization": f"Bearer {bot.bot.access_token}"},
+    )
+    r.raise_for_status()
+    return {d["device_id"] for d in r.json()["devices"]}
 
 
 def bot_device(bot: BotProcess) -> str:
@@ -153,3 +162,36 @@ async def test_restart_keeps_the_device_and_reads_on(
     assert "two" in await alice.ask(chat_id, "two")
     assert bot_device(bot) == device
     assert alice.undecryptable() == []
+
+
+async def test_lost_store_and_database_new_device_catch_up_and_one_notice(
+    make_bot: Callable[..., BotProcess], encrypted_alice: EncryptedUser, synapse: LocalHomeserver
+) -> None:
+    bot = make_bot(extra_env={**ENCRYPTED, "SURFACE_DECRYPT_GRACE": "2"})
+    alice = encrypted_alice
+    _space_id, chat_id = await onboard(alice, bot.bot.user_id)
+    first = await alice.send(chat_id, "one")
+    await alice.wait_reply(first, expect="one")
+    old_device = bot_device(bot)
+
+    bot.kill()
+    shutil.rmtree(bot.store_path)
+    for path in bot.db_path.parent.glob(bot.db_path.name + "*"):
+        path.unlink()
+    # Sent to the old device only: the new one can never read it.
+    lost = await alice.send(chat_id, "sent while the bot was gone")
+    bot.start_ready()
+
+    new_device = bot_device(bot)
+    assert new_device != old_device
+    await alice.wait_reply(lost, expect="could not read", timeout=60)
+    second = await alice.send(chat_id, "two")
+    await alice.wait_reply(second, expect="two", timeout=60)
+
+    assert len(alice.replies_to(first)) == 1, "answered before the loss: not again"
+    assert len(alice.replies_to(lost)) == 1, "one notice, no more"
+    assert old_device not in devices_of(synapse, bot), "the old device was deleted"
+    assert cross_signing_state(keys_of(synapse, bot), bot.bot.user_id, new_device) is (
+        CrossSigningState.SIGNED
+    )
+    assert "could not read" in bot.log_text() or "decrypt.failed" in bot.log_text()
