@@ -2,6 +2,8 @@
 
 Without matrix-synapse installed these tests are skipped, unless SURFACE_REQUIRE_E2E=1
 (CI sets it) turns the skip into a failure so a broken environment cannot pass silently.
+The same holds for Node.js, which runs the matrix-js-sdk person (`make_person`); its npm
+packages are installed from tests/e2e/jsclient/package-lock.json on first use.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ import importlib.util
 import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from runtime.dev_homeserver import HomeserverConfig, LocalHomeserver, RegisteredUser
 from tests.e2e.harness import BotProcess, UserClient
+from tests.e2e.js_person import JsClientUnavailable, JsPerson, ensure_installed
 
 E2E_DIR = Path(__file__).parent
 
@@ -35,16 +39,20 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _require_synapse() -> None:
-    if importlib.util.find_spec("synapse") is not None:
-        return
-    reason = (
-        "matrix-synapse is not installed in this environment "
-        "(install the 'synapse' dependency group: `uv sync --group synapse`)"
-    )
+def _missing_prerequisite(reason: str) -> NoReturn:
+    """Skip, or fail under SURFACE_REQUIRE_E2E=1 (CI), because `reason`."""
     if os.environ.get("SURFACE_REQUIRE_E2E") == "1":
         pytest.fail(f"SURFACE_REQUIRE_E2E=1 but {reason}")
     pytest.skip(reason)
+
+
+def _require_synapse() -> None:
+    if importlib.util.find_spec("synapse") is not None:
+        return
+    _missing_prerequisite(
+        "matrix-synapse is not installed in this environment "
+        "(install the 'synapse' dependency group: `uv sync --group synapse`)"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +114,47 @@ async def alice(
     user = await UserClient.login(synapse.base_url, register("alice"))
     yield user
     await user.close()
+
+
+@pytest.fixture(scope="session")
+def jsclient() -> Path:
+    """tests/e2e/jsclient with its pinned npm packages installed (`npm ci` when stale)."""
+    try:
+        return ensure_installed()
+    except JsClientUnavailable as exc:
+        _missing_prerequisite(f"the matrix-js-sdk person cannot run: {exc}")
+
+
+MakePerson = Callable[..., Awaitable[JsPerson]]
+
+
+@pytest.fixture
+async def make_person(
+    synapse: LocalHomeserver,
+    register: Callable[..., RegisteredUser],
+    jsclient: Path,
+    tmp_path: Path,
+) -> AsyncIterator[MakePerson]:
+    """``await make_person(prefix="person", cross_signing=True, only_signed=True)``.
+
+    A new user on matrix-js-sdk Rust crypto, logged in (see tests/e2e/js_person.py); its
+    driver log is ``tmp_path/<localpart>.js.log``. Every person made is killed at the end.
+    """
+    async with AsyncExitStack() as stack:
+
+        async def make(
+            prefix: str = "person", *, cross_signing: bool = True, only_signed: bool = True
+        ) -> JsPerson:
+            user = register(prefix)
+            localpart = user.user_id.split(":")[0].lstrip("@")
+            return await stack.enter_async_context(
+                JsPerson.started(
+                    synapse.base_url,
+                    user,
+                    tmp_path / f"{localpart}.js.log",
+                    cross_signing=cross_signing,
+                    only_signed=only_signed,
+                )
+            )
+
+        yield make
