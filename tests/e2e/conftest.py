@@ -18,8 +18,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+import yaml
 
-from runtime.dev_homeserver import HomeserverConfig, LocalHomeserver, RegisteredUser
+from runtime.dev_homeserver import (
+    HomeserverConfig,
+    LocalHomeserver,
+    RegisteredUser,
+    generate_config,
+)
 from tests.e2e.harness import BotProcess, UserClient
 from tests.e2e.js_person import JsClientUnavailable, JsPerson, ensure_installed
 
@@ -61,6 +67,23 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHomeserve
     _require_synapse()
     data_dir = tmp_path_factory.mktemp("synapse")
     with LocalHomeserver(HomeserverConfig(data_dir=data_dir, port=0)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def encrypting_synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHomeserver]:
+    """A second session Synapse that encrypts every new room, as many homeservers do.
+
+    Started only when a test asks for it: test_e2ee.py overrides `synapse` with it, so its
+    bots, persons and users all live on this server.
+    """
+    _require_synapse()
+    config = HomeserverConfig(data_dir=tmp_path_factory.mktemp("synapse-encrypting"), port=0)
+    path = generate_config(config)  # LocalHomeserver keeps an existing file but its listener
+    settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+    settings["encryption_enabled_by_default_for_room_type"] = "all"
+    path.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
+    with LocalHomeserver(config) as server:
         yield server
 
 
@@ -126,6 +149,7 @@ def jsclient() -> Path:
 
 
 MakePerson = Callable[..., Awaitable[JsPerson]]
+_person_numbers = itertools.count(1)
 
 
 @pytest.fixture
@@ -135,23 +159,28 @@ async def make_person(
     jsclient: Path,
     tmp_path: Path,
 ) -> AsyncIterator[MakePerson]:
-    """``await make_person(prefix="person", cross_signing=True, only_signed=True)``.
+    """``await make_person(prefix="person", user=None, cross_signing=True, only_signed=True)``.
 
-    A new user on matrix-js-sdk Rust crypto, logged in (see tests/e2e/js_person.py); its
-    driver log is ``tmp_path/<localpart>.js.log``. Every person made is killed at the end.
+    A new user (or `user` again, on a new device) on matrix-js-sdk Rust crypto, logged in
+    (see tests/e2e/js_person.py); its driver log is ``tmp_path/<localpart>-<n>.js.log``.
+    Every person made is killed at the end.
     """
     async with AsyncExitStack() as stack:
 
         async def make(
-            prefix: str = "person", *, cross_signing: bool = True, only_signed: bool = True
+            prefix: str = "person",
+            *,
+            user: RegisteredUser | None = None,
+            cross_signing: bool = True,
+            only_signed: bool = True,
         ) -> JsPerson:
-            user = register(prefix)
+            user = user or register(prefix)
             localpart = user.user_id.split(":")[0].lstrip("@")
             return await stack.enter_async_context(
                 JsPerson.started(
                     synapse.base_url,
                     user,
-                    tmp_path / f"{localpart}.js.log",
+                    tmp_path / f"{localpart}-{next(_person_numbers)}.js.log",
                     cross_signing=cross_signing,
                     only_signed=only_signed,
                 )

@@ -73,9 +73,14 @@ class Download(TypedDict):
     data_b64: str
 
 
+class Device(TypedDict):
+    device_id: str
+    signed: bool  # cross-signed by its owner, as this person sees it
+
+
 class Undecryptable(TypedDict):
-    now: int  # undecryptable at this moment (Element shows "Unable to decrypt")
-    ever: int  # undecryptable at some point, including later repaired by a late key
+    now: int  # undecryptable at this moment, for any reason (Element: "Unable to decrypt")
+    ever: int  # lacked their room key at some point, even if a late key repaired them
     reasons: list[dict[str, str]]
 
 
@@ -332,6 +337,15 @@ class JsPerson:
     async def device_signed(self, user_id: str, device_id: str) -> bool:
         """Whether that device is cross-signed by its owner, as this person sees it."""
         return bool(await self.call("device_signed", user_id=user_id, device_id=device_id))
+
+    async def devices(
+        self, user_id: str, *, without: str | None = None, signed: int = 0, timeout: float = 30.0
+    ) -> list[Device]:
+        """`user_id`'s devices once `without` is gone and `signed` of them are cross-signed."""
+        found = await self.call(
+            "devices", timeout=timeout, user_id=user_id, without=without, signed=signed
+        )
+        return cast(list[Device], found)
 
 
 def sha256_hex(data: bytes) -> str:

@@ -20,6 +20,8 @@ import { logger } from "matrix-js-sdk/lib/logger.js";
 
 const { AllDevicesIsolationMode, OnlySignedDevicesIsolationMode } = sdk.Crypto;
 const REPLY_TO = "lambda.surface.reply_to"; // the bot's machine-readable "answer to" field
+// Failures of trust in the sender's device (as opposed to a missing or withheld room key).
+const TRUST_FAILURES = new Set(["UNSIGNED_SENDER_DEVICE", "UNKNOWN_SENDER_DEVICE"]);
 
 // --- logging: stdout is the protocol channel -----------------------------------------------
 
@@ -36,42 +38,29 @@ const log = (msg) => toStderr(`[person ${me.userId ?? "-"}] ${msg}`);
 
 const me = { client: null, userId: null, password: null };
 const seen = new Map(); // event id -> MatrixEvent, in arrival order (incl. edits, failures)
-const everFailed = new Set(); // event ids that were undecryptable at some point
+const everFailed = new Set(); // event ids that lacked their room key at some point
 const joinedByUs = new Set();
-const waiters = new Set(); // functions re-checked on every new or (re)decrypted event
+let sleepers = []; // resolved on every new or (re)decrypted event, sync, device update
 
 function wake() {
-  for (const check of [...waiters]) check();
+  const woken = sleepers;
+  sleepers = [];
+  for (const resolve of woken) resolve();
 }
 
-/** Resolve with `probe()`'s first truthy result; reject after `timeoutMs`. */
-function waitUntil(probe, timeoutMs, what) {
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      let result;
-      try {
-        result = probe();
-      } catch (err) {
-        done();
-        reject(err);
-        return;
-      }
-      if (result) {
-        done();
-        resolve(result);
-      }
-    };
-    const timer = setTimeout(() => {
-      done();
-      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
-    }, timeoutMs);
-    const done = () => {
-      clearTimeout(timer);
-      waiters.delete(check);
-    };
-    waiters.add(check);
-    check();
-  });
+/** `await probe()` until it is truthy (re-checked on every wake); throws after `timeoutMs`. */
+async function waitUntil(probe, timeoutMs, what) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const woken = new Promise((resolve) => sleepers.push(resolve)); // before probing: no lost wake
+    const result = await probe();
+    if (result) return result;
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    let timer;
+    await Promise.race([woken, new Promise((resolve) => (timer = setTimeout(resolve, left)))]);
+    clearTimeout(timer);
+  }
 }
 
 function client() {
@@ -151,7 +140,24 @@ function matching(criteria) {
 function remember(event) {
   if (!event.getId() || event.getId().startsWith("~")) return; // local echo
   seen.set(event.getId(), event);
-  if (event.isDecryptionFailure()) everFailed.add(event.getId());
+  if (event.isDecryptionFailure() && !TRUST_FAILURES.has(event.decryptionFailureReason)) {
+    everFailed.add(event.getId()); // a missing or withheld key, even if it comes later
+  }
+  wake();
+}
+
+// A strict client decides whether to trust the sender when it decrypts. A message that came
+// in before the sender's keys were downloaded (a join and a first message in the same sync)
+// fails as "unsigned/unknown device" and js-sdk 36 never looks again; a client reloaded
+// later would show it. So once we learn a user's keys, such events are decrypted again: a
+// device that really is not cross-signed fails again, for the same reason.
+function retryTrust(userIds) {
+  const users = new Set(userIds);
+  for (const event of seen.values()) {
+    if (users.has(event.getSender()) && TRUST_FAILURES.has(event.decryptionFailureReason)) {
+      event.attemptDecryption(client().getCrypto(), { isRetry: true }).catch(() => {});
+    }
+  }
   wake();
 }
 
@@ -224,6 +230,8 @@ const commands = {
     c.on(sdk.MatrixEventEvent.Decrypted, (event) => remember(event));
     c.on(sdk.RoomEvent.MyMembership, () => wake());
     c.on(sdk.ClientEvent.Sync, () => wake()); // a sync is fully applied: re-check everything
+    c.on(sdk.Crypto.CryptoEvent.DevicesUpdated, (userIds) => retryTrust(userIds));
+    c.on(sdk.Crypto.CryptoEvent.UserTrustStatusChanged, (userId) => retryTrust([userId]));
     const prepared = new Promise((resolve) =>
       c.on(sdk.ClientEvent.Sync, (state) => state === "PREPARED" && resolve()),
     );
@@ -347,7 +355,7 @@ const commands = {
     };
   },
 
-  /** Events from `sender` (in `room_id`) that cannot be decrypted now, and ever. */
+  /** Events from `sender` (in `room_id`) undecryptable now, and that ever lacked their key. */
   async undecryptable({ sender, room_id }) {
     const mine = [...seen.values()].filter(
       (e) => (!sender || e.getSender() === sender) && (!room_id || e.getRoomId() === room_id),
@@ -384,8 +392,27 @@ const commands = {
     const crypto = client().getCrypto();
     await crypto.getUserDeviceInfo([user_id], true);
     const status = await crypto.getDeviceVerificationStatus(user_id, device_id);
-    log(`device ${user_id} ${device_id}: ${JSON.stringify(status)}`);
     return Boolean(status?.signedByOwner);
+  },
+
+  /**
+   * `user_id`'s devices as we see them, [{device_id, signed}], once `without` (a device id)
+   * is gone and at least `signed` devices are cross-signed by their owner (waits up to
+   * `timeout` seconds for the device list to catch up).
+   */
+  async devices({ user_id, without, signed = 0, timeout = 30 }) {
+    const crypto = client().getCrypto();
+    const probe = async () => {
+      const map = (await crypto.getUserDeviceInfo([user_id], true)).get(user_id) ?? new Map();
+      const list = [];
+      for (const deviceId of map.keys()) {
+        const status = await crypto.getDeviceVerificationStatus(user_id, deviceId);
+        list.push({ device_id: deviceId, signed: Boolean(status?.signedByOwner) });
+      }
+      const ok = !map.has(without) && list.filter((d) => d.signed).length >= signed;
+      return ok ? list : null;
+    };
+    return waitUntil(probe, timeout * 1000, `devices of ${user_id}`);
   },
 
   async stop() {
