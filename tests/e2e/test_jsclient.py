@@ -2,15 +2,19 @@
 
 Two cross-signed persons in "exclude insecure devices" mode talk in an encrypted DM (text,
 a reply, an edit, an encrypted file); a device that is not cross-signed gets no room key
-from such a person, and its own messages are not trusted by one.
+from such a person, and its own messages are not trusted by one. The install step is
+checked with a fake `npm` that records its calls.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from tests.e2e.conftest import MakePerson
-from tests.e2e.js_person import sha256_hex
+from tests.e2e.js_person import JsClientUnavailable, ensure_installed, sha256_hex
 
 WITHHELD = "MEGOLM_KEY_WITHHELD_FOR_UNVERIFIED_DEVICE"
 UNSIGNED = "UNSIGNED_SENDER_DEVICE"
@@ -90,3 +94,55 @@ async def test_a_device_that_is_not_cross_signed_is_excluded_in_only_signed_mode
         await carol.wait(room_id=room, sender=alice.user_id, text="for signed devices only")
         await alice.wait(room_id=room, sender=carol.user_id, text="carol speaking")
         assert (await carol.undecryptable(sender=alice.user_id))["ever"] == 0
+
+
+# -- installation -------------------------------------------------------------------------------
+
+
+def _fake_tools(bin_dir: Path, node_version: str) -> Path:
+    """`node` printing `node_version` and an `npm` that records its calls and "installs"."""
+    calls = bin_dir / "npm-calls"
+    bin_dir.mkdir()
+    (bin_dir / "node").write_text(f"#!/bin/sh\necho {node_version}\n")
+    (bin_dir / "npm").write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\nmkdir -p node_modules\n'
+        "touch node_modules/.package-lock.json\n"
+    )
+    for tool in ("node", "npm"):
+        (bin_dir / tool).chmod(0o755)
+    return calls
+
+
+def test_install_runs_npm_ci_only_when_the_lock_is_newer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _fake_tools(tmp_path / "bin", "v20.1.0")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")  # the fakes come first
+    project = tmp_path / "jsclient"
+    project.mkdir()
+    lock = project / "package-lock.json"
+    lock.write_text("{}")
+
+    ensure_installed(project)
+    ensure_installed(project)  # installed and current: no npm at all (works offline)
+    assert calls.read_text().splitlines() == ["ci --no-audit --no-fund --loglevel=error"]
+
+    installed = project / "node_modules" / ".package-lock.json"
+    os.utime(installed, (lock.stat().st_mtime - 60,) * 2)  # the lock changed since
+    ensure_installed(project)
+    assert len(calls.read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize(("tools", "reason"), [((), "node and npm not found"), (("old",), "old")])
+def test_missing_or_old_node_is_reported_not_installed_around(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tools: tuple[str, ...], reason: str
+) -> None:
+    bin_dir = tmp_path / "bin"
+    if tools:
+        _fake_tools(bin_dir, "v18.20.0")
+    else:
+        bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+
+    with pytest.raises(JsClientUnavailable, match=reason):
+        ensure_installed(tmp_path)
