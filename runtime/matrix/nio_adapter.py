@@ -1,4 +1,5 @@
-"""The Matrix port on top of matrix-nio: the only module of the project that imports nio.
+"""The Matrix port on top of matrix-nio (with its crypto side, runtime.matrix.e2ee, the only
+modules of the project that import nio).
 
 The pure conversions (raw JSON to contracts values, error answers to exceptions) are
 in :mod:`runtime.matrix.parse`; raw HTTP requests go through the one helper in
