@@ -35,7 +35,6 @@ from typing import Any, Final
 import anyio
 import nio
 import structlog
-from nio.crypto.attachments import decrypt_attachment, encrypt_attachment
 
 from contracts.matrix import (
     JsonDict,
@@ -407,7 +406,7 @@ class E2ee:
     @staticmethod
     def encrypt_file(data: bytes) -> tuple[bytes, JsonDict]:
         """Ciphertext and the `file` object without its url."""
-        ciphertext, info = encrypt_attachment(data)
+        ciphertext, info = nio.crypto.attachments.encrypt_attachment(data)
         return ciphertext, dict(info)
 
     @staticmethod
@@ -417,7 +416,7 @@ class E2ee:
             key = as_dict(file.get("key"))["k"]
             sha256 = as_dict(file.get("hashes"))["sha256"]
             iv = file["iv"]
-            return bytes(decrypt_attachment(ciphertext, key, sha256, iv))
+            return bytes(nio.crypto.attachments.decrypt_attachment(ciphertext, key, sha256, iv))
         except (KeyError, TypeError, nio.EncryptionError) as exc:
             raise MatrixRequestError(
                 f"encrypted file cannot be decrypted: {exc}", errcode="M_BAD_FILE"
