@@ -28,6 +28,8 @@ Sends never wait for verification: every device of a member gets the room key
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -52,6 +54,7 @@ __all__ = ["E2ee"]
 log = structlog.get_logger(__name__)
 
 MEGOLM: Final = "m.megolm.v1.aes-sha2"
+_SEEN_TO_DEVICE_MAX: Final = 10_000
 
 Call = Callable[[Awaitable[Any]], Awaitable[Any]]
 PathOf = Callable[..., str]
@@ -91,6 +94,10 @@ class E2ee:
         self._plain_rooms: set[str] = set()
         self._withheld: dict[str, str] = {}  # session id -> code of m.room_key.withheld
         self._requested: set[str] = set()
+        # To-device events handled in this process: the start-up snapshot and the first
+        # incremental sync from an older checkpoint both carry the undeleted ones, and an
+        # Olm message decrypted twice looks like a broken session to nio.
+        self._seen_to_device: dict[str, None] = {}
         self._room_keys_received = 0
         self._keys_arrived: anyio.Event | None = None
         self._keys_lock: anyio.Lock | None = None
@@ -141,9 +148,17 @@ class E2ee:
             log.debug("e2ee.room_keys", received=arrived)
 
     def _to_device(self, raw: Any) -> int:
-        """Handle one to-device event; 1 if it brought a room key."""
+        """Handle one to-device event (once per process); 1 if it brought a room key."""
         if not isinstance(raw, dict) or not isinstance(raw.get("content"), dict):
             return 0
+        fingerprint = hashlib.sha256(
+            json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+        if fingerprint in self._seen_to_device:
+            return 0
+        self._seen_to_device[fingerprint] = None
+        if len(self._seen_to_device) > _SEEN_TO_DEVICE_MAX:
+            del self._seen_to_device[next(iter(self._seen_to_device))]
         if raw.get("type") == "m.room_key.withheld":
             content = raw["content"]
             session_id, code = content.get("session_id"), content.get("code")

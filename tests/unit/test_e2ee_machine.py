@@ -241,3 +241,22 @@ def test_without_a_passphrase_a_random_store_key_is_kept_private(tmp_path: Path)
     assert first and store_pickle_key(store, None) == first
     assert stat.S_IMODE((store / "store.key").stat().st_mode) == 0o600
     assert store_pickle_key(store, "configured") == "configured"
+
+
+async def test_a_to_device_event_seen_twice_is_handled_once() -> None:
+    bot = machine(BOT, "BOTDEV")
+    e2ee = e2ee_of(bot)
+    alice = Person(bot)
+    handled: list[Any] = []
+    handle = bot.olm.handle_to_device_event
+
+    def recording(event: Any) -> Any:
+        handled.append(event)
+        return handle(event)
+
+    bot.olm.handle_to_device_event = recording
+    answer = {"to_device": {"events": [alice.room_key_event()]}}
+    e2ee.absorb(answer, empty_batch(), complete_state=True)  # the start-up snapshot
+    e2ee.absorb(answer, empty_batch(), complete_state=False)  # the same, redelivered
+    assert e2ee.room_keys_received == 1
+    assert len(handled) == 1, "an Olm message decrypted twice looks like a broken session"
