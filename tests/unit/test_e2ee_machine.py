@@ -14,6 +14,7 @@ import anyio
 import nio
 import pytest
 from nio.crypto import OlmDevice, OutboundSession
+from nio.crypto.key_request import OutgoingKeyRequest
 from nio.store import SqliteMemoryStore
 
 from contracts.matrix import JoinedRoom, MatrixEvent, SyncBatch, Undecryptable
@@ -260,3 +261,58 @@ async def test_a_to_device_event_seen_twice_is_handled_once() -> None:
     e2ee.absorb(answer, empty_batch(), complete_state=False)  # the same, redelivered
     assert e2ee.room_keys_received == 1
     assert len(handled) == 1, "an Olm message decrypted twice looks like a broken session"
+
+
+def forwarded_key_event(alice: Person, *, chain: list[str] | None = None) -> dict[str, Any]:
+    """Alice re-sends her own session as a forwarded key (what Rust crypto does after a reset)."""
+    keys = alice.client.olm.account.identity_keys
+    inbound = alice.client.olm.inbound_group_store.get(ROOM, keys["curve25519"], alice.group.id)
+    content = alice.client.olm._olm_encrypt(
+        alice.olm_session,
+        alice.bot_device,
+        "m.forwarded_room_key",
+        {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "room_id": ROOM,
+            "sender_key": keys["curve25519"],
+            "session_id": alice.group.id,
+            "session_key": inbound.export_session(0),
+            "sender_claimed_ed25519_key": keys["ed25519"],
+            "forwarding_curve25519_key_chain": chain or [],
+        },
+    )
+    return {"type": "m.room.encrypted", "sender": ALICE, "content": content}
+
+
+def requested(bot: Any, alice: Person) -> None:
+    request = OutgoingKeyRequest(alice.group.id, alice.group.id, ROOM, "m.megolm.v1.aes-sha2")
+    bot.olm.outgoing_key_requests[alice.group.id] = request
+
+
+async def test_a_requested_key_forwarded_by_the_session_creator_is_accepted() -> None:
+    bot = machine(BOT, "BOTDEV")
+    e2ee = e2ee_of(bot)
+    alice = Person(bot)
+    message = alice.message("hello again")
+    requested(bot, alice)
+
+    e2ee.absorb(
+        {"to_device": {"events": [forwarded_key_event(alice)]}}, empty_batch(), complete_state=False
+    )
+
+    assert e2ee.room_keys_received == 1
+    assert isinstance(await e2ee.decrypt(message), MatrixEvent)
+
+
+async def test_a_forwarded_key_nobody_asked_for_or_from_a_chain_is_refused() -> None:
+    bot = machine(BOT, "BOTDEV")
+    e2ee = e2ee_of(bot)
+    alice = Person(bot)
+    unasked = forwarded_key_event(alice)
+    e2ee.absorb({"to_device": {"events": [unasked]}}, empty_batch(), complete_state=False)
+    assert isinstance(await e2ee.decrypt(alice.message("x", "$m2")), Undecryptable)
+
+    requested(bot, alice)
+    relayed = forwarded_key_event(alice, chain=["someone else's key"])
+    e2ee.absorb({"to_device": {"events": [relayed]}}, empty_batch(), complete_state=False)
+    assert isinstance(await e2ee.decrypt(alice.message("y", "$m3")), Undecryptable)
