@@ -17,9 +17,9 @@ from nio.crypto import OlmDevice, OutboundSession
 from nio.crypto.key_request import OutgoingKeyRequest
 from nio.store import SqliteMemoryStore
 
-from contracts.matrix import JoinedRoom, MatrixEvent, SyncBatch, Undecryptable
+from contracts.matrix import JoinedRoom, MatrixAuthError, MatrixEvent, SyncBatch, Undecryptable
 from runtime.matrix.e2ee import E2ee, _apply_membership
-from runtime.matrix.nio_adapter import store_pickle_key
+from runtime.matrix.nio_adapter import _store_error, store_pickle_key
 
 BOT, ALICE, ROOM = "@bot:example.org", "@alice:example.org", "!room:example.org"
 
@@ -316,3 +316,19 @@ async def test_a_forwarded_key_nobody_asked_for_or_from_a_chain_is_refused() -> 
     relayed = forwarded_key_event(alice, chain=["someone else's key"])
     e2ee.absorb({"to_device": {"events": [relayed]}}, empty_batch(), complete_state=False)
     assert isinstance(await e2ee.decrypt(alice.message("y", "$m3")), Undecryptable)
+
+
+def test_a_wrong_store_passphrase_is_a_fatal_configuration_error(tmp_path: Path) -> None:
+    def open_store(key: str) -> None:
+        config = nio.AsyncClientConfig(encryption_enabled=True, pickle_key=key)
+        client = nio.AsyncClient("http://hs.invalid", BOT, store_path=str(tmp_path), config=config)
+        client.restore_login(BOT, "BOTDEV", "token")
+
+    open_store("the passphrase it was created with")
+    with pytest.raises(ValueError, match="pickle") as caught:
+        open_store("another passphrase")
+    error = _store_error(tmp_path, caught.value)
+    assert isinstance(error, MatrixAuthError)
+    assert "MATRIX_STORE_PASSPHRASE" in str(error)
+    assert "another passphrase" not in str(error)
+    assert type(_store_error(tmp_path, OSError("disk"))) is OSError
