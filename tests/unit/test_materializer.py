@@ -566,3 +566,23 @@ async def test_upload_into_an_encrypted_room_sends_a_file_object(
     [uploaded] = matrix.uploads
     assert uploaded.data != PNG, "the homeserver only ever sees ciphertext"
     assert message.content["m.relates_to"] == {"m.in_reply_to": {"event_id": "$ask"}}
+
+
+async def test_an_encrypted_upload_replayed_after_a_crash_reuses_its_file_object(
+    matrix: FakeMatrix, workspace: FsWorkspace, tmp_path: Path
+) -> None:
+    room_id = matrix.add_room(matrix.user_id)
+    await matrix.send_state(room_id, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
+    workspace.write_atomic("out/chart.png", PNG)
+    matrix.fail["send_message"] = [MatrixRequestError("no", errcode="M_FORBIDDEN", status=403)]
+    with SqliteStore(tmp_path / "state.db") as store:
+        async with running_materializer(matrix, workspace, uploads=store) as first_run:
+            failed = await submit(first_run, upload("out/chart.png", room_id=room_id))
+        async with running_materializer(matrix, workspace, uploads=store) as after_restart:
+            again = await submit(after_restart, upload("out/chart.png", room_id=room_id))
+
+    assert isinstance(failed, JobFailed)
+    assert isinstance(again, Uploaded)
+    assert len(matrix.uploads) == 1, "the ciphertext is uploaded once"
+    [message] = matrix.sent
+    assert await matrix.download_encrypted(message.content["file"], max_bytes=LIMIT) == PNG
