@@ -123,6 +123,13 @@ def crypto_store_file(store_path: Path, user_id: str, device_id: str) -> Path:
     return store_path / f"{user_id}_{device_id}.db"
 
 
+def private_files(store_path: Path) -> None:
+    """Make the store's files (nio creates its database with the umask) readable by us only."""
+    for path in store_path.iterdir():
+        if path.is_file() and stat.S_IMODE(path.stat().st_mode) != 0o600:
+            path.chmod(0o600)
+
+
 def store_pickle_key(store_path: Path, passphrase: str | None) -> str:
     """The key that encrypts the crypto store: the passphrase, else a random kept one (0600)."""
     store_path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -399,6 +406,7 @@ class NioMatrix:
         """Keys uploaded if they never were, then the device cross-signed by the bot."""
         e2ee = E2ee(self._client, self._raw, self._call, _path)
         self._e2ee = e2ee
+        await anyio.to_thread.run_sync(private_files, store_path)
         if not e2ee.olm.account.shared:
             await e2ee.upload_keys()
         state = await ensure_cross_signed(
