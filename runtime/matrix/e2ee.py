@@ -23,7 +23,10 @@ The adapter does not run nio's sync loop, so it feeds the machine itself:
 - Attachments: AES-CTR v2 ``file`` objects (nio.crypto.attachments), hash checked.
 
 Sends never wait for verification: every device of a member gets the room key
-(``ignore_unverified_devices``); a bot cannot compare emoji with anyone.
+(``ignore_unverified_devices``); a bot cannot compare emoji with anyone. A room key is
+marked shared only once every to-device request carrying it succeeded (nio's own
+``share_group_session`` marks it shared even when a request failed, and the devices
+it missed could never read the message); a failure raises for the caller's retry.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ class E2ee:
         self._room_keys_received = 0
         self._keys_arrived: anyio.Event | None = None
         self._keys_lock: anyio.Lock | None = None
+        self._share_locks: dict[str, anyio.Lock] = {}
         self._accept_forwards_from_session_creators()
 
     @property
@@ -285,13 +289,35 @@ class E2ee:
         async with self._lock():
             await self._query_and_claim()
         if self.olm.should_share_group_session(room_id):
-            sharing = self._client.sharing_session.get(room_id)
-            if sharing is not None:
-                await sharing.wait()  # another send of this room is sharing it right now
-            else:
-                await self._call(
-                    self._client.share_group_session(room_id, ignore_unverified_devices=True)
+            lock = self._share_locks.setdefault(room_id, anyio.Lock())
+            async with lock:
+                if self.olm.should_share_group_session(room_id):
+                    await self._share_room_key(room_id, list(nio_room.users))
+
+    async def _share_room_key(self, room_id: str, users: list[str]) -> None:
+        """Send the room's Megolm key to every device of `users` over Olm.
+
+        Unlike nio's ``share_group_session`` a failed claim or to-device request raises
+        (for the caller's retry) instead of marking the key shared with devices that
+        never got it. The session stays unshared until every request succeeded; a retry
+        sends only to the devices still missing it.
+        """
+        client, olm = self._client, self.olm
+        missing = olm.get_missing_sessions(users)
+        if missing:
+            await self._call(client.keys_claim(missing))
+        for sharing_with, to_device in olm.share_group_session_parallel(
+            room_id, users, ignore_unverified_devices=True
+        ):
+            method, path, data = nio.Api.to_device(
+                client.access_token, "m.room.encrypted", to_device, uuid.uuid4()
+            )
+            await self._call(
+                client._send(
+                    nio.ShareGroupSessionResponse, method, path, data, (room_id, sharing_with)
                 )
+            )
+        olm.outbound_group_sessions[room_id].shared = True
 
     def encrypt(self, room_id: str, event_type: str, content: JsonDict) -> tuple[str, JsonDict]:
         """The `m.room.encrypted` event for this content (``m.relates_to`` in the clear)."""

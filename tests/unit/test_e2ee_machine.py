@@ -17,7 +17,14 @@ from nio.crypto import OlmDevice, OutboundSession
 from nio.crypto.key_request import OutgoingKeyRequest
 from nio.store import SqliteMemoryStore
 
-from contracts.matrix import JoinedRoom, MatrixAuthError, MatrixEvent, SyncBatch, Undecryptable
+from contracts.matrix import (
+    JoinedRoom,
+    MatrixAuthError,
+    MatrixEvent,
+    MatrixUnreachable,
+    SyncBatch,
+    Undecryptable,
+)
 from runtime.matrix.e2ee import E2ee, _apply_membership
 from runtime.matrix.nio_adapter import _store_error, store_pickle_key
 
@@ -332,3 +339,46 @@ def test_a_wrong_store_passphrase_is_a_fatal_configuration_error(tmp_path: Path)
     assert "MATRIX_STORE_PASSPHRASE" in str(error)
     assert "another passphrase" not in str(error)
     assert type(_store_error(tmp_path, OSError("disk"))) is OSError
+
+
+async def test_a_failed_key_share_stays_unshared_and_the_retry_sends_it() -> None:
+    bot = machine(BOT, "BOTDEV")
+    alice = machine(ALICE, "ALICEDEV")
+    account = alice.olm.account
+    account.generate_one_time_keys(1)
+    one_time_key = next(iter(account.one_time_keys["curve25519"].values()))
+    keys = account.identity_keys
+    device = OlmDevice(
+        ALICE, "ALICEDEV", {"ed25519": keys["ed25519"], "curve25519": keys["curve25519"]}
+    )
+    bot.olm.device_store.add(device)
+    bot.olm.store.save_device_keys({ALICE: {"ALICEDEV": device}})
+    bot.olm.session_store.add(
+        keys["curve25519"], OutboundSession(bot.olm.account, keys["curve25519"], one_time_key)
+    )
+    room = nio.MatrixRoom(ROOM, BOT, encrypted=True)
+    room.add_member(ALICE, None, None)
+    room.members_synced = True
+    bot.rooms[ROOM] = room
+    bot.olm.tracked_users.add(ALICE)
+    sent: list[str] = []
+    failures = [MatrixUnreachable("to-device timed out")]
+
+    async def call(request: Any) -> Any:
+        request.close()  # the fake homeserver answers instead
+        sent.append("to-device")
+        if failures:
+            raise failures.pop()
+        return nio.ShareGroupSessionResponse(ROOM, {(ALICE, "ALICEDEV")})
+
+    e2ee = E2ee(bot, raw=None, call=call, path=lambda *p: "/".join(p))  # type: ignore[arg-type]
+    with pytest.raises(MatrixUnreachable):
+        await e2ee.prepare_send(ROOM)
+    assert not bot.olm.outbound_group_sessions[ROOM].shared
+    assert bot.olm.should_share_group_session(ROOM)
+
+    await e2ee.prepare_send(ROOM)
+    assert bot.olm.outbound_group_sessions[ROOM].shared
+    assert sent == ["to-device", "to-device"], "the retry sent the key again"
+    event_type, content = e2ee.encrypt(ROOM, "m.room.message", {"body": "hi"})
+    assert event_type == "m.room.encrypted" and content["algorithm"] == "m.megolm.v1.aes-sha2"
