@@ -176,7 +176,16 @@ class E2ee:
             return 0
         if event is None or isinstance(event, nio.BadEvent | nio.UnknownBadEvent):
             return 0
-        decrypted = self.olm.handle_to_device_event(event)
+        try:
+            decrypted = self.olm.handle_to_device_event(event)
+        except Exception as exc:  # one bad message must not stop the sync (it would recur)
+            log.warning(
+                "e2ee.to_device_failed",
+                type=raw.get("type"),
+                sender=raw.get("sender"),
+                error=type(exc).__name__,
+            )
+            return 0
         if isinstance(decrypted, nio.RoomKeyEvent):  # ForwardedRoomKeyEvent is one too
             self._withheld.pop(decrypted.session_id, None)
             return 1
@@ -375,6 +384,8 @@ class E2ee:
             withheld = self._withheld.get(session_id)
             reason = f"withheld by the sender: {withheld}" if withheld else str(exc)
             return Undecryptable(reason=reason, session_id=session_id)
+        except Exception as exc:  # a malformed event is unreadable, not a crash
+            return Undecryptable(reason=f"malformed: {type(exc).__name__}", session_id=session_id)
         source = as_dict(getattr(decrypted, "source", None))
         if isinstance(decrypted, nio.BadEvent | nio.UnknownBadEvent) or not source:
             return Undecryptable(reason="the decrypted payload is malformed", session_id=session_id)

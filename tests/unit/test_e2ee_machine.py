@@ -382,3 +382,24 @@ async def test_a_failed_key_share_stays_unshared_and_the_retry_sends_it() -> Non
     assert sent == ["to-device", "to-device"], "the retry sent the key again"
     event_type, content = e2ee.encrypt(ROOM, "m.room.message", {"body": "hi"})
     assert event_type == "m.room.encrypted" and content["algorithm"] == "m.megolm.v1.aes-sha2"
+
+
+async def test_a_to_device_event_the_machine_chokes_on_is_skipped_not_fatal() -> None:
+    bot = machine(BOT, "BOTDEV")
+    e2ee = e2ee_of(bot)
+    alice = Person(bot)
+
+    def choke(event: Any) -> Any:
+        raise KeyError("ciphertext")
+
+    good = alice.room_key_event()
+    handle = bot.olm.handle_to_device_event
+    bot.olm.handle_to_device_event = lambda event: (
+        choke(event) if event.source is not good else handle(event)
+    )
+    poison = {"type": "m.room.encrypted", "sender": ALICE, "content": {**good["content"]}}
+    poison["content"]["ciphertext"] = {"x": {"type": 0, "body": "not olm"}}
+
+    e2ee.absorb({"to_device": {"events": [poison, good]}}, empty_batch(), complete_state=False)
+
+    assert e2ee.room_keys_received == 1, "the good key after the bad event still arrived"
