@@ -213,7 +213,9 @@ async function downloadMxc(mxc) {
 // --- commands -----------------------------------------------------------------------------------
 
 const commands = {
-  async login({ base_url, user_id, password, cross_signing = true, only_signed = true }) {
+  /** Log in with the password from $JSCLIENT_PASSWORD (kept out of the protocol). */
+  async login({ base_url, user_id, cross_signing = true, only_signed = true }) {
+    const password = process.env.JSCLIENT_PASSWORD;
     const anonymous = sdk.createClient({ baseUrl: base_url });
     const session = await anonymous.login("m.login.password", {
       identifier: { type: "m.id.user", user: user_id },
