@@ -20,6 +20,7 @@ import base64
 import hashlib
 import itertools
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -153,8 +154,12 @@ class JsPerson:
             raise JsClientUnavailable("node not found on PATH")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log_file:
+            # The password goes by environment, so no command (or traceback of one) shows it.
             process = await anyio.open_process(
-                [node, str(DRIVER)], cwd=JSCLIENT_DIR, stderr=cast(IO[bytes], log_file)
+                [node, str(DRIVER)],
+                cwd=JSCLIENT_DIR,
+                stderr=cast(IO[bytes], log_file),
+                env={**os.environ, "JSCLIENT_PASSWORD": user.password},
             )
         person = cls(process, user, log_path)
         try:
@@ -163,7 +168,6 @@ class JsPerson:
                 timeout=60,
                 base_url=base_url,
                 user_id=user.user_id,
-                password=user.password,
                 cross_signing=cross_signing,
                 only_signed=only_signed,
             )

@@ -63,6 +63,12 @@ async function waitUntil(probe, timeoutMs, what) {
   }
 }
 
+/** Wait until a sync shows us joined to `roomId`: only then does the crypto know its state. */
+function joinedInSync(roomId) {
+  const joined = () => client().getRoom(roomId)?.getMyMembership() === "join";
+  return waitUntil(joined, 30_000, `our join of ${roomId} to come down the sync`);
+}
+
 function client() {
   if (!me.client) throw new Error("not logged in");
   return me.client;
@@ -207,7 +213,9 @@ async function downloadMxc(mxc) {
 // --- commands -----------------------------------------------------------------------------------
 
 const commands = {
-  async login({ base_url, user_id, password, cross_signing = true, only_signed = true }) {
+  /** Log in with the password from $JSCLIENT_PASSWORD (kept out of the protocol). */
+  async login({ base_url, user_id, cross_signing = true, only_signed = true }) {
+    const password = process.env.JSCLIENT_PASSWORD;
     const anonymous = sdk.createClient({ baseUrl: base_url });
     const session = await anonymous.login("m.login.password", {
       identifier: { type: "m.id.user", user: user_id },
@@ -264,6 +272,7 @@ const commands = {
   async join({ room_id }) {
     joinedByUs.add(room_id);
     await client().joinRoom(room_id);
+    await joinedInSync(room_id);
     return room_id;
   },
 
@@ -284,6 +293,7 @@ const commands = {
       initial_state,
     });
     joinedByUs.add(room_id);
+    await joinedInSync(room_id);
     const direct = client().getAccountData("m.direct")?.getContent() ?? {};
     direct[user_id] = [...(direct[user_id] ?? []), room_id];
     await client().setAccountData("m.direct", direct);
