@@ -105,10 +105,14 @@ async def test_restart_keeps_the_device_and_reads_on(
     assert alice.undecryptable() == []
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
 async def test_lost_store_and_database_new_device_catch_up_and_one_notice(
-    make_bot: Callable[..., BotProcess], encrypted_alice: EncryptedUser, synapse: LocalHomeserver
+    make_bot: Callable[..., BotProcess],
+    encrypted_alice: EncryptedUser,
+    synapse: LocalHomeserver,
+    backend: str,
 ) -> None:
-    bot = make_bot(extra_env={**ENCRYPTED, "SURFACE_DECRYPT_GRACE": "2"})
+    bot = make_bot(extra_env={**ENCRYPTED, "SURFACE_DECRYPT_GRACE": "2"}, backend=backend)
     alice = encrypted_alice
     _space_id, chat_id = await onboard(alice, bot.bot.user_id)
     first = await alice.send(chat_id, "one")
