@@ -116,6 +116,36 @@ class StateEventSpec:
     state_key: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Undecryptable:
+    """An `m.room.encrypted` event the bot cannot read (now); `reason` is for the log."""
+
+    reason: str
+    session_id: str | None = None
+
+
+class RoomCrypto(Protocol):
+    """End-to-end encryption as the tasks see it (the nio adapter implements it).
+
+    `room_keys_received` counts room keys that arrived since start; `wait_room_keys`
+    returns once it is above `seen`, so a caller that read the counter before a failed
+    decryption never misses a key that arrived in between.
+    """
+
+    @property
+    def room_keys_received(self) -> int: ...
+
+    async def decrypt(self, event: MatrixEvent) -> MatrixEvent | Undecryptable:
+        """The plain event inside `event` (same id, sender, room and time), or why not."""
+        ...
+
+    async def request_room_key(self, event: MatrixEvent) -> None:
+        """Ask the sender's devices for the key of `event` (once per session)."""
+        ...
+
+    async def wait_room_keys(self, seen: int) -> int: ...
+
+
 class MatrixPort(Protocol):
     """The homeserver operations the bot uses. All raise MatrixError subclasses."""
 
@@ -190,3 +220,19 @@ class MatrixPort(Protocol):
         ...
 
     async def download(self, mxc_uri: str, *, max_bytes: int) -> bytes: ...
+
+    async def room_is_encrypted(self, room_id: str) -> bool:
+        """Whether messages to this room are encrypted (`m.room.encryption` in its state)."""
+        ...
+
+    async def upload_encrypted(self, data: bytes, *, content_type: str, filename: str) -> JsonDict:
+        """Encrypt and upload media; returns the `file` object (url, key, iv, hashes)."""
+        ...
+
+    async def download_encrypted(self, file: JsonDict, *, max_bytes: int) -> bytes:
+        """Download media sent as a `file` object and decrypt it (hash checked).
+
+        Raises MatrixRequestError (errcode M_BAD_FILE) when the file object is malformed
+        or the data does not match its hash.
+        """
+        ...

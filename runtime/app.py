@@ -32,9 +32,15 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from contracts.matrix import MatrixAuthError, MatrixPort, MatrixUnreachable, SyncBatch
+from contracts.matrix import (
+    MatrixAuthError,
+    MatrixPort,
+    MatrixUnreachable,
+    RoomCrypto,
+    SyncBatch,
+)
 from contracts.registry import AgentRegistry, builtin_registry, load_registry
-from contracts.store import StoreBusy
+from contracts.store import LedgerEntry, StoreBusy
 from runtime.http import HealthServer
 from runtime.legacy_db import MigrationResult, migrate_legacy_database
 from runtime.matrix.snapshot import SnapshotPrefetch
@@ -55,6 +61,7 @@ from runtime.workspace import FsWorkspace
 from tasks.attachments import AttachmentStaging
 from tasks.bot import BotConfig, SurfaceBot
 from tasks.catalogue import Catalogue
+from tasks.encrypted import EncryptedEvents
 from tasks.materializer import Materializer
 from tasks.media import MediaBridge
 from tasks.platform_pool import PlatformPool
@@ -102,6 +109,9 @@ async def connect_matrix(settings: Settings, backend: Backend) -> MatrixPort:
         else None,
         "store_path": settings.matrix_store_path,
         "device_name": settings.matrix_device_name,
+        "store_passphrase": settings.matrix_store_passphrase.get_secret_value()
+        if settings.matrix_store_passphrase
+        else None,
     }
 
     async def connect() -> MatrixPort:
@@ -157,10 +167,17 @@ class Runtime:
     def __post_init__(self) -> None:
         host, port = self.settings.http_host_port
         self.http = HealthServer(host, port, ready=self.is_ready, metrics=self.render_metrics)
+        encrypted = EncryptedEvents(
+            self.bot.handle,
+            cast(RoomCrypto, self.matrix),
+            bot_user_id=self.matrix.user_id,
+            notify=self.say_undecryptable,
+            grace=self.settings.surface_decrypt_grace,
+        )
         self.sync = SyncTask(
             store=self.store,
             matrix=self.matrix,
-            handler=self.bot.handle,
+            handler=encrypted.handle,
             concurrency=self.settings.surface_room_concurrency,
             metrics=self.metrics,
         )
@@ -200,6 +217,17 @@ class Runtime:
             ],
             SupervisorConfig(grace_period=self.settings.surface_shutdown_grace),
             install_signal_handlers=self.install_signal_handlers,
+        )
+
+    async def say_undecryptable(self, entry: LedgerEntry) -> None:
+        """The one notice for a message that stayed unreadable (tasks/encrypted.py)."""
+        if not self.settings.is_allowed(entry.sender):
+            return
+        await Replier(self.matrix).say(
+            entry.room_id,
+            Catalogue(self.settings.surface_locale)("undecryptable"),
+            reply_to=entry.event_id,
+            purpose="undecryptable",
         )
 
     def is_ready(self) -> bool:
@@ -265,6 +293,7 @@ async def build_runtime(
             config=BotConfig(
                 is_allowed=settings.is_allowed,
                 max_chats_per_user=settings.surface_max_chats_per_user,
+                encrypt_rooms=settings.surface_encrypt_rooms,
             ),
             on_media=media.on_media,
             take_attachments=media.take_attachments,

@@ -4,7 +4,8 @@
                                             MATRIX_HOMESERVER is not set)
     surface reconcile [--dry-run]           rebuild local state from Matrix, print the report
     surface reset --mode MODE [--dry-run] [--yes]   dev/QA: forget local (and server) state
-    surface check-config [--probe]          validate settings and the agent registry
+    surface check-config [--probe]          validate settings and the agent registry (probe:
+                                            agents' health, the device's cross-signing)
     surface dev-homeserver                  a local Synapse for manual testing
 
 Exit codes: 0 ok, 1 runtime failure, 2 configuration error.
@@ -89,7 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     reset.set_defaults(func=cmd_reset)
 
     check = sub.add_parser("check-config", help="validate settings and the agent registry")
-    check.add_argument("--probe", action="store_true", help="also call each http agent's health")
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="also call each http agent's health and check that the bot's device is cross-signed",
+    )
     check.set_defaults(func=cmd_check_config)
 
     dev = sub.add_parser("dev-homeserver", help="run a local Synapse for manual testing")
@@ -337,6 +342,12 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     problems.extend(check_agents(registry, os.environ))
     if args.probe:
         problems.extend(anyio.run(probe_agents, registry))
+        from runtime.matrix.probe import probe_cross_signing
+
+        cross_signing = anyio.run(probe_cross_signing, settings)
+        print(cross_signing.summary)
+        if cross_signing.problem is not None:
+            problems.append(cross_signing.problem)
     if problems:
         print("configuration problems:", file=sys.stderr)
         for problem in problems:

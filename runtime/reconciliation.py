@@ -13,6 +13,7 @@ task's first run (``TaskSpec.takes_from``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import anyio
 from anyio.abc import TaskStatus
@@ -66,4 +67,10 @@ class Reconciliation:
         )
         if body is None:
             return None
+        # Through the adapter when it has a crypto side: the snapshot's to-device
+        # messages and key counts must reach the crypto store before any checkpoint
+        # moves past them.
+        batch_from_sync = getattr(self.matrix, "batch_from_sync", None)
+        if batch_from_sync is not None:
+            return cast(SyncBatch, await batch_from_sync(body))
         return sync_batch_from_json(body, user_id)

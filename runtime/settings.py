@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     matrix_device_name: str = "lambda-surface"
     matrix_db_path: Path = Path("lambda_matrix.db")
     matrix_store_path: Path = Path("matrix_store")
+    # Encrypts the crypto store's keys (nio's pickle key); without it a random key is
+    # kept in the store directory. Changing it makes the store unreadable.
+    matrix_store_passphrase: SecretStr | None = None
 
     surface_workspace_dir: Path = Path("workspace")
     surface_agent_registry: Path | None = None
@@ -85,6 +88,8 @@ class Settings(BaseSettings):
         "are cancelled (and replayed after the restart); keep it below the container's "
         "stop timeout minus 5 s of cleanup.",
     )
+    surface_encrypt_rooms: bool = True
+    surface_decrypt_grace: float = Field(default=15.0, ge=0, le=600)
     surface_dev_data_dir: Path = Path(".local/dev-homeserver")
     surface_dev_port: int = Field(default=8008, ge=0, le=65535)
 

@@ -133,6 +133,10 @@ EN: dict[str, str] = {
     "archived_room": "This chat is archived. Type `!new` to start a fresh one.",
     "file_received": "📎 Got **{name}**. It goes to the agent with your next message.",
     "file_error": "⚠️ I could not take that file: {reason}",
+    "undecryptable": (
+        "⚠️ I could not read your message (it reached me encrypted without its key). "
+        "Please send it again."
+    ),
     "space_name": "Lambda — {name}",
     "chat_name": "Chat {index}",
 }
@@ -257,6 +261,10 @@ RU: dict[str, str] = {
     "archived_room": "Этот чат в архиве. Наберите `!new`, чтобы начать новый.",
     "file_received": "📎 Получен файл **{name}**. Он уйдёт агенту с вашим следующим сообщением.",
     "file_error": "⚠️ Не удалось принять файл: {reason}",
+    "undecryptable": (
+        "⚠️ Не удалось прочитать ваше сообщение (оно пришло зашифрованным без ключа). "
+        "Пожалуйста, отправьте его ещё раз."
+    ),
     "space_name": "Lambda — {name}",
     "chat_name": "Чат {index}",
 }

@@ -30,6 +30,7 @@ on cancellation.
 from __future__ import annotations
 
 import hashlib
+import json
 import mimetypes
 import re
 from collections.abc import Awaitable, Callable
@@ -109,6 +110,8 @@ class DownloadJob:
     mimetype: str | None
     size: int | None  # as declared by the sender's client; checked again after download
     timestamp_ms: int
+    # Encrypted media: the event's `file` object (url, key, iv, hashes); `mxc` is its url.
+    file: JsonDict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +188,7 @@ def media_msgtype(mimetype: str) -> str:
 
 
 def download_job_for(event: MatrixEvent, *, user_id: str | None = None) -> DownloadJob | None:
-    """The job for a media message, or None when `event` is not an unencrypted media message.
+    """The job for a media message (plain `url` or encrypted `file`), or None when it is not one.
 
     The file name is the content's ``filename`` (when the body is a caption)
     or its ``body``; `user_id` defaults to the sender.
@@ -194,8 +197,13 @@ def download_job_for(event: MatrixEvent, *, user_id: str | None = None) -> Downl
     if event.type != "m.room.message" or content.get("msgtype") not in MEDIA_MSGTYPES:
         return None
     url = content.get("url")
+    file = content.get("file")
+    if not isinstance(url, str) and isinstance(file, dict):
+        url = file.get("url")  # encrypted media
+    else:
+        file = None
     if not isinstance(url, str) or not url.startswith("mxc://"):
-        return None  # encrypted media (`file`) or a malformed event
+        return None  # a malformed event
     filename = content.get("filename")
     if not isinstance(filename, str) or not filename:
         body = content.get("body")
@@ -213,6 +221,7 @@ def download_job_for(event: MatrixEvent, *, user_id: str | None = None) -> Downl
         mimetype=mimetype if isinstance(mimetype, str) else None,
         size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
         timestamp_ms=event.origin_server_ts,
+        file=file,
     )
 
 
@@ -406,9 +415,13 @@ class Materializer:
             self._downloaded += 1
             return Downloaded(job, rel_path, size, reused=True)
         try:
-            data = await self._with_retries(
-                partial(self._matrix.download, job.mxc, max_bytes=self._max_bytes), "download"
-            )
+            if job.file is not None:
+                fetch = partial(
+                    self._matrix.download_encrypted, job.file, max_bytes=self._max_bytes
+                )
+            else:
+                fetch = partial(self._matrix.download, job.mxc, max_bytes=self._max_bytes)
+            data = await self._with_retries(fetch, "download")
         except MatrixError as error:
             if error.errcode == "M_TOO_LARGE":
                 raise FileTooLarge(name, limit=self._max_bytes) from error
@@ -435,15 +448,24 @@ class Materializer:
         name = safe_component(path.name)
         mimetype = _choose_mimetype(job.mimetype, path.name)
         msgtype = media_msgtype(mimetype)
-        mxc = await self._upload_media(job, data, mimetype, name)
+        encrypted = await self._with_retries(
+            partial(self._matrix.room_is_encrypted, job.room_id), "room_is_encrypted"
+        )
+        media = await self._upload_media(job, data, mimetype, name, encrypted=encrypted)
+        mxc = media if isinstance(media, str) else str(media["url"])
         content: JsonDict = {
             "msgtype": msgtype,
             "body": name,
             "filename": name,
-            "url": mxc,
             "info": {"mimetype": mimetype, "size": len(data)},
             REPLY_TO_KEY: job.reply_to_event_id,
+            # In the clear even in an encrypted room: catch-up reads it (tasks/catchup.py).
+            "m.relates_to": {"m.in_reply_to": {"event_id": job.reply_to_event_id}},
         }
+        if isinstance(media, str):
+            content["url"] = media
+        else:
+            content["file"] = media
         event_id = await self._with_retries(
             partial(self._matrix.send_message, job.room_id, content, txn_id=job.txn_id),
             "send_message",
@@ -459,16 +481,28 @@ class Materializer:
         self._uploaded += 1
         return Uploaded(job, event_id, mxc, msgtype, mimetype, len(data))
 
-    async def _upload_media(self, job: UploadJob, data: bytes, mimetype: str, name: str) -> str:
-        """The media's mxc URI: the one this job uploaded before a crash, else a new upload."""
+    async def _upload_media(
+        self, job: UploadJob, data: bytes, mimetype: str, name: str, *, encrypted: bool
+    ) -> str | JsonDict:
+        """The media's mxc URI (or, encrypted, its `file` object): the one this job uploaded
+        before a crash, else a new upload. The memo keeps a `file` object as JSON text."""
         if self._uploads is not None:
             known = self._uploads.uploaded_media(job.txn_id)
-            if known is not None:
+            if known is not None and known.startswith("{") == encrypted:
                 log.info("materializer.upload_reused", room_id=job.room_id, txn_id=job.txn_id)
-                return known
-        mxc = await self._with_retries(
-            partial(self._matrix.upload, data, content_type=mimetype, filename=name), "upload"
-        )
+                return json.loads(known) if encrypted else known
+        media: str | JsonDict
+        if encrypted:
+            media = await self._with_retries(
+                partial(self._matrix.upload_encrypted, data, content_type=mimetype, filename=name),
+                "upload",
+            )
+            memo = json.dumps(media)
+        else:
+            media = await self._with_retries(
+                partial(self._matrix.upload, data, content_type=mimetype, filename=name), "upload"
+            )
+            memo = media
         if self._uploads is not None:
-            self._uploads.remember_upload(job.txn_id, job.reply_to_event_id, mxc)
-        return mxc
+            self._uploads.remember_upload(job.txn_id, job.reply_to_event_id, memo)
+        return media

@@ -57,7 +57,7 @@ class MediaBridge:
         if job is None:
             await self._replier.say(
                 room.room_id,
-                self._t("file_error", reason="encrypted or malformed media"),
+                self._t("file_error", reason="malformed media"),
                 reply_to=entry.event_id,
             )
             return

@@ -1,7 +1,8 @@
 """Sending the bot's messages: Markdown to Matrix HTML, idempotent sends, streamed edits.
 
-Every message the bot sends because of a user event carries that event's id
-(`lambda.surface.reply_to`) and a transaction id derived from it, so a resend
+Every message the bot sends because of a user event carries that event's id (as a
+rich reply, `m.relates_to.m.in_reply_to`, and in `lambda.surface.reply_to`) and a
+transaction id derived from it, so a resend
 after a crash is de-duplicated by the homeserver, and after a loss of local
 state the bot can still tell what it already answered.
 """
@@ -73,6 +74,9 @@ def message_content(text: str, *, reply_to: str | None, notice: bool = False) ->
     }
     if reply_to:
         content[REPLY_TO_FIELD] = reply_to
+        # A rich reply: the relation stays in the clear in an encrypted room, so catch-up
+        # after a loss of the crypto store still sees what was answered (tasks/catchup.py).
+        content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
     return content
 
 

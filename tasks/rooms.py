@@ -55,6 +55,15 @@ def power_levels() -> JsonDict:
     }
 
 
+def encryption_state() -> StateEventSpec:
+    """End-to-end encryption from the room's first event (Megolm, the spec's defaults).
+
+    Only messages are encrypted; state events (markers, names, Space links) stay in the
+    clear, so reconciliation reads them as before.
+    """
+    return StateEventSpec(type="m.room.encryption", content={"algorithm": "m.megolm.v1.aes-sha2"})
+
+
 def space_marker_state(marker: SpaceMarker) -> StateEventSpec:
     return StateEventSpec(type=SPACE_MARKER_TYPE, content=marker.model_dump(mode="json"))
 
@@ -95,9 +104,16 @@ async def create_space(
 
 
 async def create_chat_room(
-    matrix: MatrixPort, room: RoomRecord, *, origin_event_id: str | None = None
+    matrix: MatrixPort,
+    room: RoomRecord,
+    *,
+    origin_event_id: str | None = None,
+    encrypted: bool = True,
 ) -> str:
     """Create a chat room pointing to the user's Space (m.space.parent); returns the room id.
+
+    `encrypted` puts `m.room.encryption` into the initial state. The Space itself is
+    never encrypted: nobody writes messages there.
 
     The Space's side of the link (`link_child`) is the caller's to add once it has
     recorded the room, so a retry after a failed link finds the room instead of
@@ -118,6 +134,7 @@ async def create_chat_room(
                 state_key=room.space_id,
                 content={"via": via, "canonical": True},
             ),
+            *([encryption_state()] if encrypted else []),
         ],
         power_level_overrides=power_levels(),
     )

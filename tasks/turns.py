@@ -85,6 +85,9 @@ log = structlog.get_logger(__name__)
 # (room_id, triggering event id, the file, its 1-based index in the turn)
 FileHandler = Callable[[str, str, EmittedFile, int], Awaitable[None]]
 
+# An encrypted event's own fields (algorithm, sender key, session and device ids, the
+# relation in the clear) and the plaintext's wrapper (type, room id) around the content.
+ENCRYPTION_OVERHEAD_BYTES = 1_024
 # Below this many bytes of content per event, a refused send is not tried smaller again.
 MIN_EVENT_BUDGET = 4_096
 # A part's first message and final text are retried here, within the turn, so a
@@ -194,7 +197,7 @@ class TurnStreamer:
         never an ExceptionGroup) when the homeserver refuses for good (M_FORBIDDEN, ...).
         """
         outcome = TurnOutcome()
-        answer = _Answer(turn.idempotency_key, budget=self._max_event_bytes - EVENT_ENVELOPE_BYTES)
+        answer = _Answer(turn.idempotency_key, budget=await self._event_budget(room_id))
         typing = _TypingState()
         send, receive = anyio.create_memory_object_stream[PlatformEvent | PlatformError](16)
         try:
@@ -426,6 +429,21 @@ class TurnStreamer:
             return False
         content = edit_content(_SOME_EVENT_ID, shown, reply_to=answer.trigger)
         return content_bytes(content) <= answer.budget
+
+    async def _event_budget(self, room_id: str) -> int:
+        """Bytes of content one event of the answer may have in this room.
+
+        In an encrypted room the content travels as base64 of its Megolm ciphertext
+        (4/3 of the JSON) beside the cipher's own fields, so less of it fits.
+        """
+        budget = self._max_event_bytes - EVENT_ENVELOPE_BYTES
+        try:
+            encrypted = await self._matrix.room_is_encrypted(room_id)
+        except MatrixError:
+            encrypted = True  # the smaller budget is safe either way
+        if encrypted:
+            budget = budget * 3 // 4 - ENCRYPTION_OVERHEAD_BYTES
+        return budget
 
     async def _typing(self, room_id: str, on: bool) -> None:
         try:

@@ -58,6 +58,9 @@ class BotProcess(ChildProcess):
             "SURFACE_LOG_LEVEL": "info",
             "SURFACE_ALLOWED_USERS": f"@*:{synapse.server_name}",
             "SURFACE_STREAM_EDIT_INTERVAL": "0.2",
+            # The nio test users here have no crypto: plain rooms unless a test asks
+            # (extra_env SURFACE_ENCRYPT_ROOMS=true; tests/e2e/test_e2ee*.py).
+            "SURFACE_ENCRYPT_ROOMS": "false",
             "PYTHONUNBUFFERED": "1",
         }
         if registry is not None:

@@ -1,4 +1,5 @@
-"""The Matrix port on top of matrix-nio: the only module of the project that imports nio.
+"""The Matrix port on top of matrix-nio (with its crypto side, runtime.matrix.e2ee, the only
+modules of the project that import nio).
 
 The pure conversions (raw JSON to contracts values, error answers to exceptions) are
 in :mod:`runtime.matrix.parse`; raw HTTP requests go through the one helper in
@@ -44,13 +45,27 @@ get its previous run's snapshot and miss the rooms it created since, and a bot k
 during a long-poll would, after restart, be served the cached empty answer for its
 checkpoint over and over until the cache expires.
 
-No end-to-end encryption; ``close()`` never logs out (the device and its transaction
-ids must outlive the process).
+End-to-end encryption (:mod:`runtime.matrix.e2ee`): the crypto store lives in the store
+directory beside ``session.json``, its keys encrypted with ``MATRIX_STORE_PASSPHRASE`` (or
+a random key kept there in ``store.key``). Each sync answer's crypto content is absorbed
+before :meth:`sync` returns, so the caller's checkpoint never runs ahead of the keys.
+Messages to encrypted rooms are encrypted (relations stay in the clear); encrypted media
+goes through :meth:`upload_encrypted` / :meth:`download_encrypted`. At start the device
+is cross-signed by the bot itself (:mod:`runtime.matrix.cross_signing`).
+
+A lost crypto store cannot be recreated for the same device (its one-time keys are still
+on the server): when ``session.json`` names a device whose keys the server knows but whose
+store is gone, the bot logs in with the password as a **new device**, deletes the old one
+(password UIA) and cross-signs the new one. Old encrypted history stays unreadable.
+
+``close()`` never logs out (the device and its transaction ids must outlive the process).
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import stat
 from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -63,6 +78,7 @@ import structlog
 from contracts.matrix import (
     JsonDict,
     MatrixAuthError,
+    MatrixError,
     MatrixEvent,
     MatrixRequestError,
     MatrixSyncTokenInvalid,
@@ -70,7 +86,15 @@ from contracts.matrix import (
     MessagesPage,
     StateEventSpec,
     SyncBatch,
+    Undecryptable,
 )
+from runtime.matrix.cross_signing import (
+    CROSS_SIGNING_FILE,
+    CrossSigningState,
+    ensure_cross_signed,
+    query_own_keys,
+)
+from runtime.matrix.e2ee import E2ee
 from runtime.matrix.parse import (
     as_dict,
     error_for,
@@ -93,10 +117,53 @@ _DOWNLOAD_CHUNK: Final = 64 * 1024
 _CLIENT_V3: Final = "/_matrix/client/v3"
 _CLIENT_V1: Final = "/_matrix/client/v1"
 _MEDIA_V3: Final = "/_matrix/media/v3"
+STORE_KEY_FILE: Final = "store.key"
+
+
+def crypto_store_file(store_path: Path, user_id: str, device_id: str) -> Path:
+    """nio's crypto database for this device (DefaultStore's naming)."""
+    return store_path / f"{user_id}_{device_id}.db"
+
+
+def private_files(store_path: Path) -> None:
+    """Make the store's files (nio creates its database with the umask) readable by us only."""
+    for path in store_path.iterdir():
+        if path.is_file() and stat.S_IMODE(path.stat().st_mode) != 0o600:
+            path.chmod(0o600)
+
+
+def store_pickle_key(store_path: Path, passphrase: str | None) -> str:
+    """The key that encrypts the crypto store: the passphrase, else a random kept one (0600)."""
+    store_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if passphrase:
+        return passphrase
+    key_file = store_path / STORE_KEY_FILE
+    try:
+        return key_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(32)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(key)
+        out.flush()
+        os.fsync(out.fileno())
+    log.info("e2ee.store_key_created", path=str(key_file))
+    return key
 
 
 def _path(*parts: str, base: str = _CLIENT_V3, query: Mapping[str, Any] | None = None) -> str:
     return str(nio.Api._build_path(list(parts), dict(query) if query else None, base))
+
+
+def _store_error(store_path: Path, error: Exception) -> Exception:
+    """A crypto store that does not open: a wrong passphrase is fatal configuration."""
+    if "pickle" in type(error).__name__.lower() or "pickle" in str(error).lower():
+        return MatrixAuthError(
+            f"MATRIX_STORE_PASSPHRASE does not open the crypto store in {store_path}: set "
+            "the passphrase it was created with"
+        )
+    return error
 
 
 # --- the adapter ----------------------------------------------------------------------
@@ -119,6 +186,8 @@ class NioMatrix:
         self._initial_sync_timeout = initial_sync_timeout
         self._media_timeout = media_timeout
         self._sync_seq = secrets.randbelow(SNAPSHOT_TIMEOUT_SPREAD)
+        self._e2ee: E2ee | None = None
+        self.cross_signing: CrossSigningState | None = None
 
     @classmethod
     async def connect(
@@ -130,6 +199,7 @@ class NioMatrix:
         access_token: str | None,
         store_path: Path,
         device_name: str,
+        store_passphrase: str | None = None,
         request_timeout: float = 30.0,
         initial_sync_timeout: float = 120.0,
         media_timeout: float = 120.0,
@@ -141,16 +211,24 @@ class NioMatrix:
         homeserver; if its token was revoked, the password logs in again as the same
         device. Raises MatrixAuthError (fatal: wrong password, revoked token without a
         password, the token belongs to another user) or MatrixUnreachable (retry).
+
+        Then the crypto store is opened (a wrong ``store_passphrase`` is a
+        MatrixAuthError: fatal), the device's keys are uploaded if they never were, and
+        the device is cross-signed (see the module docstring).
         """
         homeserver = homeserver.rstrip("/")
+        pickle_key = await anyio.to_thread.run_sync(store_pickle_key, store_path, store_passphrase)
         config = nio.AsyncClientConfig(
             max_timeouts=0,
             max_limit_exceeded=0,
             request_timeout=request_timeout,
             store_sync_tokens=False,
-            encryption_enabled=False,
+            encryption_enabled=True,
+            pickle_key=pickle_key,
         )
-        client = nio.AsyncClient(homeserver, user_id, device_id="", store_path="", config=config)
+        client = nio.AsyncClient(
+            homeserver, user_id, device_id="", store_path=str(store_path), config=config
+        )
         matrix = cls(
             client,
             request_timeout=request_timeout,
@@ -163,9 +241,10 @@ class NioMatrix:
                 user_id=user_id,
                 password=password,
                 access_token=access_token,
-                session_path=store_path / SESSION_FILE,
+                store_path=store_path,
                 device_name=device_name,
             )
+            await matrix._start_e2ee(password=password, store_path=store_path)
         except BaseException:
             await matrix.close()
             raise
@@ -178,21 +257,32 @@ class NioMatrix:
         user_id: str,
         password: str | None,
         access_token: str | None,
-        session_path: Path,
+        store_path: Path,
         device_name: str,
     ) -> None:
         client = self._client
+        session_path = store_path / SESSION_FILE
         if access_token:
-            client.restore_login(user_id, "", access_token)
-            await self._verify_whoami(user_id)
-            log.info("matrix.login.token", user_id=user_id, device_id=client.device_id)
+            client.user_id, client.access_token = user_id, access_token
+            device_id = await self._verify_whoami(user_id)
+            if await self._store_lost(store_path, user_id, device_id):
+                log.error(
+                    "e2ee.store_lost_token_only",
+                    user_id=user_id,
+                    device_id=device_id,
+                    fix="set MATRIX_PASSWORD (the bot then logs in as a new device) or "
+                    "configure an access token of a new device",
+                )
+            self._open_store(store_path, user_id, device_id, access_token)
+            log.info("matrix.login.token", user_id=user_id, device_id=device_id)
             return
 
         stored = await anyio.to_thread.run_sync(read_session, session_path)
         device_id = ""
+        old_device: str | None = None
         if stored is not None and stored.matches(user_id=user_id, homeserver=homeserver):
             device_id = stored.device_id
-            client.restore_login(user_id, stored.device_id, stored.access_token)
+            client.user_id, client.access_token = user_id, stored.access_token
             try:
                 await self._verify_whoami(user_id)
             except MatrixAuthError as exc:
@@ -200,19 +290,46 @@ class NioMatrix:
                     raise
                 log.warning("matrix.session.token_rejected", user_id=user_id, device_id=device_id)
             else:
-                log.info("matrix.session.restored", user_id=user_id, device_id=device_id)
-                return
+                lost = await self._store_lost(store_path, user_id, device_id)
+                if not lost or password is None:
+                    if lost:
+                        log.error(
+                            "e2ee.store_lost_no_password",
+                            user_id=user_id,
+                            device_id=device_id,
+                            fix="set MATRIX_PASSWORD so the bot can log in as a new device",
+                        )
+                    self._open_store(store_path, user_id, device_id, stored.access_token)
+                    log.info("matrix.session.restored", user_id=user_id, device_id=device_id)
+                    return
+                log.warning(
+                    "e2ee.store_lost",
+                    user_id=user_id,
+                    device_id=device_id,
+                    action="logging in as a new device; old encrypted history stays unreadable",
+                )
+                old_device, device_id = device_id, ""
 
         if password is None:
             raise MatrixAuthError(
                 f"no usable session in {session_path} and no password or access token "
                 f"configured for {user_id}"
             )
+        if device_id and not crypto_store_file(store_path, user_id, device_id).exists():
+            # The old device's token was revoked and its store is gone too: it cannot be
+            # reused once it has keys on the server, and we cannot ask without a token.
+            old_device, device_id = device_id, ""
         # Without a token in the header, and with the old device id so the device (and
-        # the transaction ids the server remembers for it) stays the same.
+        # the transaction ids the server remembers for it) stays the same. nio opens
+        # the crypto store when the login answer arrives.
         client.access_token = ""
         client.device_id = device_id
-        response = await self._call(client.login(password, device_name=device_name), login=True)
+        try:
+            response = await self._call(client.login(password, device_name=device_name), login=True)
+        except MatrixError:
+            raise
+        except Exception as exc:
+            raise _store_error(store_path, exc) from exc
         if response.user_id != user_id:
             raise MatrixAuthError(f"logged in as {response.user_id}, expected {user_id}")
         session = StoredSession(
@@ -223,11 +340,110 @@ class NioMatrix:
         )
         await anyio.to_thread.run_sync(write_session, session_path, session)
         log.info("matrix.login.password", user_id=user_id, device_id=session.device_id)
+        stale = await self._stale_devices(
+            session.device_id, device_name=device_name, known=old_device
+        )
+        for device in stale:
+            await self._delete_device(device, user_id=user_id, password=password)
 
-    async def _verify_whoami(self, user_id: str) -> None:
+    def _open_store(self, store_path: Path, user_id: str, device_id: str, token: str) -> None:
+        """Load (or create) the device's crypto store; a wrong passphrase is fatal."""
+        try:
+            self._client.restore_login(user_id, device_id, token)
+        except Exception as exc:
+            raise _store_error(store_path, exc) from exc
+
+    async def _store_lost(self, store_path: Path, user_id: str, device_id: str) -> bool:
+        """The device has keys on the server but no crypto store here (it cannot be reused)."""
+        if crypto_store_file(store_path, user_id, device_id).exists():
+            return False
+        query = await query_own_keys(self._raw, user_id)
+        devices = as_dict(as_dict(query.get("device_keys")).get(user_id))
+        return device_id in devices
+
+    async def _stale_devices(
+        self, current: str, *, device_name: str, known: str | None
+    ) -> list[str]:
+        """Earlier devices of this bot that a new login leaves behind.
+
+        The device whose store was lost (`known`), and, when ``session.json`` was lost
+        too, the other devices with the bot's device name: their keys are gone with the
+        store, and clients would keep encrypting for them.
+        """
+        stale = [known] if known and known != current else []
+        try:
+            body = as_dict(await self._raw.json("GET", _path("devices")))
+        except MatrixError as exc:
+            log.info("matrix.devices_unlisted", error=str(exc))
+            return stale
+        for device in body.get("devices") or ():
+            device = as_dict(device)
+            device_id = device.get("device_id")
+            if (
+                isinstance(device_id, str)
+                and device_id not in (current, known)
+                and device.get("display_name") == device_name
+            ):
+                stale.append(device_id)
+        return stale
+
+    async def _delete_device(self, device_id: str, *, user_id: str, password: str) -> None:
+        """Delete the bot's old device (password UIA); a failure is logged, not fatal."""
+        body: JsonDict = {
+            "devices": [device_id],
+            "auth": {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": user_id},
+                "password": password,
+            },
+        }
+        try:
+            await self._raw.json("POST", _path("delete_devices"), body)
+        except MatrixError as exc:
+            log.warning("matrix.old_device_not_deleted", device_id=device_id, error=str(exc))
+        else:
+            log.info("matrix.old_device_deleted", device_id=device_id)
+
+    async def _start_e2ee(self, *, password: str | None, store_path: Path) -> None:
+        """Keys uploaded if they never were, then the device cross-signed by the bot."""
+        e2ee = E2ee(self._client, self._raw, self._call, _path)
+        self._e2ee = e2ee
+        await anyio.to_thread.run_sync(private_files, store_path)
+        if not e2ee.olm.account.shared:
+            await e2ee.upload_keys()
+        state = await ensure_cross_signed(
+            self._raw,
+            user_id=self.user_id,
+            device_id=self.device_id,
+            password=password,
+            key_file=store_path / CROSS_SIGNING_FILE,
+        )
+        self.cross_signing = state
+        if password is None:
+            log.warning(
+                "e2ee.token_only",
+                consequence="without MATRIX_PASSWORD the bot cannot replace its cross-signing "
+                "keys or log in as a new device after losing its store; clients that accept "
+                "only signed devices will not talk to an unsigned bot",
+            )
+        if state is CrossSigningState.SIGNED:
+            log.info("e2ee.ready", device_id=self.device_id, cross_signed=True)
+        else:
+            log.warning(
+                "e2ee.device_not_cross_signed",
+                device_id=self.device_id,
+                state=state.value,
+                consequence="clients that accept only signed devices (Element's 'exclude "
+                "insecure devices') will not send this bot their room keys",
+                fix="set MATRIX_PASSWORD" if password is None else "see the log above",
+            )
+
+    async def _verify_whoami(self, user_id: str) -> str:
+        """Check the token is the bot's; returns the token's device id."""
         response = await self._call(self._client.whoami())
         if response.user_id != user_id:
             raise MatrixAuthError(f"the access token belongs to {response.user_id}, not {user_id}")
+        return str(response.device_id or "")
 
     async def close(self) -> None:
         """Close the HTTP session. Never logs out: the device must survive restarts."""
@@ -320,7 +536,20 @@ class NioMatrix:
                 raise
             # Our query is fixed; a 400 on it is about the token (Synapse: M_UNKNOWN).
             raise MatrixSyncTokenInvalid(str(exc), errcode=exc.errcode, status=400) from exc
-        return sync_batch_from_json(body, self.user_id)
+        return await self.batch_from_sync(body, complete_state=snapshot)
+
+    async def batch_from_sync(self, body: Any, *, complete_state: bool = True) -> SyncBatch:
+        """A sync answer as a SyncBatch, its crypto content absorbed (persisted) first.
+
+        Every sync answer goes through here, also one fetched elsewhere (the start-up
+        snapshot, runtime/matrix/snapshot.py): its to-device messages and key counts
+        must reach the crypto store before the caller stores its token.
+        """
+        batch = sync_batch_from_json(body, self.user_id)
+        if self._e2ee is not None:
+            self._e2ee.absorb(body, batch, complete_state=complete_state)
+            await self._e2ee.housekeeping()
+        return batch
 
     # --- rooms ----------------------------------------------------------------------
 
@@ -367,11 +596,22 @@ class NioMatrix:
     async def send_message(
         self, room_id: str, content: JsonDict, *, txn_id: str, event_type: str = "m.room.message"
     ) -> str:
-        """Send a message event; the same txn_id from the same device is sent once."""
+        """Send a message event; the same txn_id from the same device is sent once.
+
+        In an encrypted room the content is encrypted (``m.relates_to`` stays in the
+        clear); the room key is shared with every device of every joined or invited
+        member first.
+        """
+        e2ee = self._e2ee
+        if e2ee is not None and await e2ee.is_encrypted(room_id):
+            await e2ee.prepare_send(room_id)
+            event_type, content = e2ee.encrypt(room_id, event_type, content)
+        client = self._client
+        method, path, data = nio.Api.room_send(
+            client.access_token, room_id, event_type, content, txn_id
+        )
         response = await self._call(
-            self._client.room_send(
-                room_id, event_type, content, tx_id=txn_id, ignore_unverified_devices=True
-            )
+            client._send(nio.RoomSendResponse, method, path, data, (room_id,))
         )
         return str(response.event_id)
 
@@ -470,6 +710,46 @@ class NioMatrix:
         if not isinstance(uri, str):
             raise MatrixUnreachable("upload answer without content_uri", status=status)
         return uri
+
+    # --- end-to-end encryption (RoomCrypto and encrypted media) -------------------------
+
+    def _crypto(self) -> E2ee:
+        if self._e2ee is None:
+            raise MatrixRequestError("end-to-end encryption is not set up", errcode="M_UNKNOWN")
+        return self._e2ee
+
+    @property
+    def room_keys_received(self) -> int:
+        return self._e2ee.room_keys_received if self._e2ee is not None else 0
+
+    async def decrypt(self, event: MatrixEvent) -> MatrixEvent | Undecryptable:
+        if self._e2ee is None:
+            return Undecryptable(reason="end-to-end encryption is not set up")
+        return await self._e2ee.decrypt(event)
+
+    async def request_room_key(self, event: MatrixEvent) -> None:
+        await self._crypto().request_room_key(event)
+
+    async def wait_room_keys(self, seen: int) -> int:
+        return await self._crypto().wait_room_keys(seen)
+
+    async def room_is_encrypted(self, room_id: str) -> bool:
+        return self._e2ee is not None and await self._e2ee.is_encrypted(room_id)
+
+    async def upload_encrypted(self, data: bytes, *, content_type: str, filename: str) -> JsonDict:
+        """Encrypt (AES-CTR, attachment v2) and upload; returns the `file` object."""
+        ciphertext, file = await anyio.to_thread.run_sync(E2ee.encrypt_file, data)
+        file["url"] = await self.upload(
+            ciphertext, content_type="application/octet-stream", filename=filename
+        )
+        return file
+
+    async def download_encrypted(self, file: JsonDict, *, max_bytes: int) -> bytes:
+        url = file.get("url")
+        if not isinstance(url, str):
+            raise MatrixRequestError("encrypted file without url", errcode="M_BAD_FILE")
+        ciphertext = await self.download(url, max_bytes=max_bytes)
+        return await anyio.to_thread.run_sync(E2ee.decrypt_file, ciphertext, file)
 
     async def download(self, mxc_uri: str, *, max_bytes: int) -> bytes:
         """Download media (authenticated media API).

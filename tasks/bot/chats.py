@@ -85,9 +85,11 @@ class ChatRooms:
         sequence: PlatformChatSequence,
         catalogue: Catalogue,
         max_chats: int | None = None,
+        encrypt_rooms: bool = True,
     ) -> None:
         self.store = store
         self.max_chats = max_chats
+        self.encrypt_rooms = encrypt_rooms
         self.matrix = matrix
         self.platform = platform
         self.registry = registry
@@ -167,7 +169,9 @@ class ChatRooms:
             agent_id=agent.id if agent else None,
             platform_chat_id=platform_chat_id,
         )
-        room_id = await create_chat_room(self.matrix, draft, origin_event_id=trigger)
+        room_id = await create_chat_room(
+            self.matrix, draft, origin_event_id=trigger, encrypted=self.encrypt_rooms
+        )
         return draft.model_copy(update={"room_id": room_id})
 
     async def _find_created(self, trigger: str) -> RoomRecord | None:

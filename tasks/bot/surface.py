@@ -46,6 +46,7 @@ TEXT_MSGTYPES = frozenset({"m.text", "m.emote"})
 class BotConfig:
     is_allowed: Callable[[str], bool] = lambda _user_id: True
     max_chats_per_user: int | None = None  # open (not archived) chats; None: no limit
+    encrypt_rooms: bool = True  # new chat rooms start encrypted (SURFACE_ENCRYPT_ROOMS)
 
 
 MediaHandler = Callable[[LedgerEntry, RoomRecord], Awaitable[None]]
@@ -75,6 +76,7 @@ class SurfaceBot:
             sequence=sequence,
             catalogue=catalogue,
             max_chats=config.max_chats_per_user,
+            encrypt_rooms=config.encrypt_rooms,
         )
         self.services = Services(
             store=store,

@@ -2,6 +2,8 @@
 
 Without matrix-synapse installed these tests are skipped, unless SURFACE_REQUIRE_E2E=1
 (CI sets it) turns the skip into a failure so a broken environment cannot pass silently.
+The same holds for Node.js, which runs the matrix-js-sdk person (`make_person`); its npm
+packages are installed from tests/e2e/jsclient/package-lock.json on first use.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import importlib.util
 import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -20,6 +23,7 @@ from runtime.dev.accounts import RegisteredUser
 from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import HomeserverConfig, LocalHomeserver
 from runtime.dev.user import UserClient
+from tests.e2e.js_person import JsClientUnavailable, JsPerson, ensure_installed
 
 E2E_DIR = Path(__file__).parent
 
@@ -37,16 +41,20 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _require_synapse() -> None:
-    if importlib.util.find_spec("synapse") is not None:
-        return
-    reason = (
-        "matrix-synapse is not installed in this environment "
-        "(install the 'synapse' dependency group: `uv sync --group synapse`)"
-    )
+def _missing_prerequisite(reason: str) -> NoReturn:
+    """Skip, or fail under SURFACE_REQUIRE_E2E=1 (CI), because `reason`."""
     if os.environ.get("SURFACE_REQUIRE_E2E") == "1":
         pytest.fail(f"SURFACE_REQUIRE_E2E=1 but {reason}")
     pytest.skip(reason)
+
+
+def _require_synapse() -> None:
+    if importlib.util.find_spec("synapse") is not None:
+        return
+    _missing_prerequisite(
+        "matrix-synapse is not installed in this environment "
+        "(install the 'synapse' dependency group: `uv sync --group synapse`)"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +81,23 @@ def limited_synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalH
     _require_synapse()
     data_dir = tmp_path_factory.mktemp("limited-synapse")
     config = HomeserverConfig(data_dir=data_dir, port=0, overrides={"rc_message": LIMITED_MESSAGES})
+    with LocalHomeserver(config) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def encrypting_synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHomeserver]:
+    """A second session Synapse that encrypts every new room, as many homeservers do.
+
+    Started only when a test asks for it: test_e2ee.py overrides `synapse` with it, so its
+    bots, persons and users all live on this server.
+    """
+    _require_synapse()
+    config = HomeserverConfig(
+        data_dir=tmp_path_factory.mktemp("synapse-encrypting"),
+        port=0,
+        overrides={"encryption_enabled_by_default_for_room_type": "all"},
+    )
     with LocalHomeserver(config) as server:
         yield server
 
@@ -127,3 +152,53 @@ async def alice(
     user = await UserClient.login(synapse.base_url, register("alice"))
     yield user
     await user.close()
+
+
+@pytest.fixture(scope="session")
+def jsclient() -> Path:
+    """tests/e2e/jsclient with its pinned npm packages installed (`npm ci` when stale)."""
+    try:
+        return ensure_installed()
+    except JsClientUnavailable as exc:
+        _missing_prerequisite(f"the matrix-js-sdk person cannot run: {exc}")
+
+
+MakePerson = Callable[..., Awaitable[JsPerson]]
+_person_numbers = itertools.count(1)
+
+
+@pytest.fixture
+async def make_person(
+    synapse: LocalHomeserver,
+    register: Callable[..., RegisteredUser],
+    jsclient: Path,
+    tmp_path: Path,
+) -> AsyncIterator[MakePerson]:
+    """``await make_person(prefix="person", user=None, cross_signing=True, only_signed=True)``.
+
+    A new user (or `user` again, on a new device) on matrix-js-sdk Rust crypto, logged in
+    (see tests/e2e/js_person.py); its driver log is ``tmp_path/<localpart>-<n>.js.log``.
+    Every person made is killed at the end.
+    """
+    async with AsyncExitStack() as stack:
+
+        async def make(
+            prefix: str = "person",
+            *,
+            user: RegisteredUser | None = None,
+            cross_signing: bool = True,
+            only_signed: bool = True,
+        ) -> JsPerson:
+            user = user or register(prefix)
+            localpart = user.user_id.split(":")[0].lstrip("@")
+            return await stack.enter_async_context(
+                JsPerson.started(
+                    synapse.base_url,
+                    user,
+                    tmp_path / f"{localpart}-{next(_person_numbers)}.js.log",
+                    cross_signing=cross_signing,
+                    only_signed=only_signed,
+                )
+            )
+
+        yield make

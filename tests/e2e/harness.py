@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -121,3 +122,61 @@ def override_ratelimit(
         body = {"messages_per_second": per_second, "burst_count": burst_count}
         response = httpx.post(url, json=body, headers=headers, timeout=10)
     response.raise_for_status()
+
+
+class EncryptedUser(UserClient):
+    """A UserClient with end-to-end encryption: nio decrypts what it syncs."""
+
+    @classmethod
+    async def login_encrypted(
+        cls, base_url: str, user: RegisteredUser, store: Path
+    ) -> EncryptedUser:
+        config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False)
+        client = nio.AsyncClient(base_url, user.user_id, store_path=str(store), config=config)
+        client.restore_login(user.user_id, user.device_id, user.access_token)
+        me = cls(client, user)
+        me.dm_ids = []
+        await me.sync(0)
+        return me
+
+    dm_ids: list[str]
+
+    async def sync(self, timeout_ms: int = 1000) -> None:
+        await super().sync(timeout_ms)
+        client = self.client
+        if client.should_upload_keys:
+            await client.keys_upload()
+        if client.should_query_keys:
+            await client.keys_query()
+        if client.should_claim_keys:
+            await client.keys_claim(client.get_users_for_key_claiming())
+        await client.send_to_device_messages()
+
+    async def send(self, room_id: str, text: str) -> str:
+        response = await self.client.room_send(
+            room_id,
+            "m.room.message",
+            {"msgtype": "m.text", "body": text},
+            ignore_unverified_devices=True,
+        )
+        assert isinstance(response, nio.RoomSendResponse), response
+        return str(response.event_id)
+
+    async def start_dm(self, bot_user_id: str) -> str:
+        response = await self.client.room_create(
+            invite=[bot_user_id],
+            is_direct=True,
+            initial_state=[
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
+            ],
+        )
+        assert isinstance(response, nio.RoomCreateResponse), response
+        self.dm_ids.append(str(response.room_id))
+        return str(response.room_id)
+
+    def undecryptable(self) -> list[dict[str, Any]]:
+        return [e for e in self.seen.events if e.get("type") == "m.room.encrypted"]

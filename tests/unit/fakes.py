@@ -10,6 +10,7 @@ state instead of the stripped subset, and a limited sync returns the full state.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from contracts.matrix import (
     MessagesPage,
     StateEventSpec,
     SyncBatch,
+    Undecryptable,
 )
 
 # What a /sync without a filter returns per room (Synapse's default is 10).
@@ -591,3 +593,93 @@ class FakeMatrix:
         mxc = self.add_media(data, "upload")
         self.uploads.append(UploadedMedia(mxc, data, content_type, filename))
         return mxc
+
+    # -- MatrixPort: encryption (a stand-in cipher: XOR with the key byte) -------------------
+
+    async def room_is_encrypted(self, room_id: str) -> bool:
+        self._maybe_fail("room_is_encrypted")
+        room = self.rooms.get(room_id)
+        return room is not None and room.state_content("m.room.encryption") is not None
+
+    async def upload_encrypted(self, data: bytes, *, content_type: str, filename: str) -> JsonDict:
+        self._maybe_fail("upload_encrypted")
+        key = len(self.media) % 250 + 1
+        ciphertext = fake_cipher(data, key)
+        mxc = self.add_media(ciphertext, "encrypted")
+        self.uploads.append(UploadedMedia(mxc, ciphertext, content_type, filename))
+        return fake_file_object(mxc, ciphertext, key)
+
+    async def download_encrypted(self, file: JsonDict, *, max_bytes: int) -> bytes:
+        ciphertext = await self.download(str(file["url"]), max_bytes=max_bytes)
+        if hashlib.sha256(ciphertext).hexdigest() != file["hashes"]["sha256"]:
+            raise MatrixRequestError("hash mismatch", errcode="M_BAD_FILE")
+        return fake_cipher(ciphertext, int(file["key"]["k"]))
+
+
+def fake_cipher(data: bytes, key: int) -> bytes:
+    return bytes(b ^ key for b in data)
+
+
+def fake_file_object(mxc: str, ciphertext: bytes, key: int) -> JsonDict:
+    """A `file` object for the fake cipher (the real one carries a JWK and an IV)."""
+    return {
+        "url": mxc,
+        "key": {"k": str(key)},
+        "iv": "fake",
+        "hashes": {"sha256": hashlib.sha256(ciphertext).hexdigest()},
+        "v": "v2",
+    }
+
+
+@dataclass
+class FakeCrypto:
+    """`contracts.matrix.RoomCrypto`, in memory: reads an event once its session key is here.
+
+    `readable` maps an encrypted event id to the plain event inside it; the event's
+    `session_id` names its key; `deliver_key` is a room key arriving with a sync.
+    """
+
+    readable: dict[str, MatrixEvent] = field(default_factory=dict)
+    keys: set[str] = field(default_factory=set)
+    requested: list[str] = field(default_factory=list)  # event ids whose key was requested
+    decrypt_calls: int = 0
+    room_keys_received: int = 0
+    _arrived: anyio.Event | None = None
+
+    def encrypted(self, plain: MatrixEvent, *, session_id: str = "S1") -> MatrixEvent:
+        """The `m.room.encrypted` event that holds `plain`."""
+        self.readable[plain.event_id] = plain
+        return MatrixEvent(
+            event_id=plain.event_id,
+            room_id=plain.room_id,
+            sender=plain.sender,
+            type="m.room.encrypted",
+            content={"algorithm": "m.megolm.v1.aes-sha2", "session_id": session_id},
+            origin_server_ts=plain.origin_server_ts,
+        )
+
+    def deliver_key(self, session_id: str) -> None:
+        self.keys.add(session_id)
+        self.room_keys_received += 1
+        if self._arrived is not None:
+            self._arrived.set()
+            self._arrived = None
+
+    async def decrypt(self, event: MatrixEvent) -> MatrixEvent | Undecryptable:
+        self.decrypt_calls += 1
+        await anyio.lowlevel.checkpoint()
+        session_id = str(event.content.get("session_id"))
+        if session_id in self.keys and event.event_id in self.readable:
+            return self.readable[event.event_id]
+        return Undecryptable(reason="no session", session_id=session_id)
+
+    async def request_room_key(self, event: MatrixEvent) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.requested.append(event.event_id)
+
+    async def wait_room_keys(self, seen: int) -> int:
+        while self.room_keys_received <= seen:
+            if self._arrived is None:
+                self._arrived = anyio.Event()
+            await self._arrived.wait()
+        return self.room_keys_received

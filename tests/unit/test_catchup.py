@@ -168,3 +168,42 @@ def test_bot_messages_and_state_events_are_not_user_messages() -> None:
     assert not is_user_message(bot_reply(m1), BOT)
     assert not is_user_message(state, BOT)
     assert find_unanswered([room_create(), bot_reply("$x"), state], BOT).unanswered == []
+
+
+def encrypted_user_message() -> MatrixEvent:
+    return MatrixEvent(
+        event_id=f"$e{next(_ids)}",
+        room_id=ROOM,
+        sender=ALICE,
+        type="m.room.encrypted",
+        content={"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "..."},
+    )
+
+
+def encrypted_bot_reply(to: MatrixEvent) -> MatrixEvent:
+    """What an encrypted reply looks like to a bot that lost its keys: only the relation."""
+    return MatrixEvent(
+        event_id=f"$eb{next(_ids)}",
+        room_id=ROOM,
+        sender=BOT,
+        type="m.room.encrypted",
+        content={
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "ciphertext": "...",
+            "m.relates_to": {"m.in_reply_to": {"event_id": to.event_id}},
+        },
+    )
+
+
+def test_encrypted_history_is_anchored_by_the_relation_in_the_clear() -> None:
+    answered = encrypted_user_message()
+    pending = encrypted_user_message()
+    events = [answered, encrypted_bot_reply(answered), pending]
+    result = find_unanswered(events, BOT)
+    assert result.anchored
+    assert [e.event_id for e in result.unanswered] == [pending.event_id]
+
+
+def test_an_encrypted_message_from_a_user_counts_as_a_user_message() -> None:
+    assert is_user_message(encrypted_user_message(), BOT)
+    assert not is_user_message(encrypted_bot_reply(encrypted_user_message()), BOT)

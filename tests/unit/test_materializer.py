@@ -235,6 +235,7 @@ async def test_upload_sends_an_image_with_mimetype_size_and_reply_to(
         "url": result.mxc,
         "info": {"mimetype": "image/png", "size": len(PNG)},
         REPLY_TO_KEY: "$ask",
+        "m.relates_to": {"m.in_reply_to": {"event_id": "$ask"}},
     }
     [uploaded] = matrix.uploads
     assert (uploaded.data, uploaded.content_type) == (PNG, "image/png")
@@ -563,7 +564,7 @@ def test_download_job_for_a_media_event() -> None:
     "content",
     [
         {"msgtype": "m.text", "body": "hi"},
-        {"msgtype": "m.file", "body": "f", "file": {"url": "mxc://x/enc"}},
+        {"msgtype": "m.file", "body": "f", "file": {"url": "https://evil.example/enc"}},
         {"msgtype": "m.file", "body": "f", "url": "https://evil.example/x"},
     ],
 )
@@ -598,3 +599,74 @@ def test_upload_txn_id_is_deterministic_per_file_of_a_turn() -> None:
     assert upload_txn_id("$e", 0, "a.png") == upload_txn_id("$e", 0, "a.png")
     assert upload_txn_id("$e", 0, "a.png") != upload_txn_id("$e", 1, "a.png")
     assert upload_txn_id("$e", 0, "a.png") != upload_txn_id("$f", 0, "a.png")
+
+
+# -- encrypted media ------------------------------------------------------------------
+
+
+async def test_encrypted_media_is_decrypted_into_the_workspace(
+    materializer: Materializer, matrix: FakeMatrix, workspace: FsWorkspace
+) -> None:
+    file = await matrix.upload_encrypted(PNG, content_type="image/png", filename="p.png")
+    event = _media_event({"msgtype": "m.image", "body": "p.png", "file": file})
+    job = download_job_for(event)
+    assert job is not None and job.mxc == file["url"]
+
+    result = await submit(materializer, job)
+
+    assert isinstance(result, Downloaded)
+    assert (workspace.root / result.rel_path).read_bytes() == PNG
+
+
+async def test_encrypted_media_with_a_wrong_hash_is_refused(
+    materializer: Materializer, matrix: FakeMatrix, workspace: FsWorkspace
+) -> None:
+    file = await matrix.upload_encrypted(PNG, content_type="image/png", filename="p.png")
+    file["hashes"] = {"sha256": "0" * 64}
+    job = download_job_for(_media_event({"msgtype": "m.image", "body": "p.png", "file": file}))
+    assert job is not None
+
+    result = await submit(materializer, job)
+
+    assert isinstance(result, JobFailed)
+    assert list(workspace.root.rglob("*.png")) == []
+
+
+async def test_upload_into_an_encrypted_room_sends_a_file_object(
+    materializer: Materializer, matrix: FakeMatrix, workspace: FsWorkspace
+) -> None:
+    room_id = matrix.add_room(matrix.user_id)
+    await matrix.send_state(room_id, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
+    workspace.write_atomic(f"{room_directory(USER, room_id)}/out/chart.png", PNG)
+    workspace.write_atomic("out/chart.png", PNG)
+
+    result = await submit(materializer, upload("out/chart.png", room_id=room_id))
+
+    assert isinstance(result, Uploaded)
+    [message] = matrix.sent
+    assert "url" not in message.content
+    file = message.content["file"]
+    assert await matrix.download_encrypted(file, max_bytes=LIMIT) == PNG
+    [uploaded] = matrix.uploads
+    assert uploaded.data != PNG, "the homeserver only ever sees ciphertext"
+    assert message.content["m.relates_to"] == {"m.in_reply_to": {"event_id": "$ask"}}
+
+
+async def test_an_encrypted_upload_replayed_after_a_crash_reuses_its_file_object(
+    matrix: FakeMatrix, workspace: FsWorkspace, tmp_path: Path
+) -> None:
+    room_id = matrix.add_room(matrix.user_id)
+    await matrix.send_state(room_id, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
+    workspace.write_atomic("out/chart.png", PNG)
+    matrix.fail["send_message"] = [MatrixRequestError("no", errcode="M_FORBIDDEN", status=403)]
+    with SqliteStore(tmp_path / "state.db") as store:
+        first_run = make_materializer(matrix, workspace, uploads=store)
+        failed = await submit(first_run, upload("out/chart.png", room_id=room_id))
+        after_restart = make_materializer(matrix, workspace, uploads=store)
+        again = await submit(after_restart, upload("out/chart.png", room_id=room_id))
+
+    assert isinstance(failed, JobFailed)
+    assert isinstance(again, Uploaded)
+    assert len(matrix.uploads) == 1, "the ciphertext is uploaded once"
+    [message] = matrix.sent
+    assert await matrix.download_encrypted(message.content["file"], max_bytes=LIMIT) == PNG

@@ -36,7 +36,7 @@ from contracts.platform import (
 )
 from tasks.catalogue import Catalogue
 from tasks.failures import error_ref
-from tasks.replies import txn_id_for
+from tasks.replies import MAX_EVENT_BYTES, content_bytes, txn_id_for
 from tasks.turns import TurnStreamer
 
 ROOM = "!chat:example.org"
@@ -131,7 +131,7 @@ async def test_a_slow_stream_is_one_message_edited_at_a_bounded_rate(
     elapsed = anyio.current_time() - started
     full = "".join(words)
     [first, *rest] = matrix.sent
-    assert "m.relates_to" not in first.content
+    assert first.content["m.relates_to"] == {"m.in_reply_to": {"event_id": TRIGGER}}
     assert first.content[REPLY_TO_FIELD] == TRIGGER
     edits = edits_of(matrix, first.event_id)
     assert edits == rest, "everything after the first message edits it"
@@ -469,6 +469,21 @@ async def test_a_long_answer_arrives_whole_in_several_messages() -> None:
     assert all(p.endswith("\n\n") for p in parts[:-1]), "cut at a paragraph break"
 
 
+async def test_an_answer_in_an_encrypted_room_leaves_room_for_the_ciphertext() -> None:
+    matrix = FakeMatrix()
+    room_id = matrix.add_room(matrix.user_id)
+    await matrix.send_state(room_id, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
+
+    await streamer(matrix, ScriptedPlatform([TurnDone(text=LONG)])).run(room_id, turn())
+
+    parts = answers(matrix)
+    assert "".join(parts) == LONG
+    # Encrypted, a content of n bytes travels as about 4n/3 bytes of base64.
+    sizes = [content_bytes(m.content) for m in matrix.sent]
+    assert all(4 * size // 3 + 1_024 <= MAX_EVENT_BYTES for size in sizes)
+    assert max(sizes) > 4 * MAX_EVENT_BYTES // 3 // 3, "the parts are not needlessly small"
+
+
 @pytest.mark.virtual_time
 async def test_a_streamed_answer_moves_on_before_an_edit_outgrows_the_limit(
     time_is_virtual: bool,
@@ -489,7 +504,7 @@ async def test_a_streamed_answer_moves_on_before_an_edit_outgrows_the_limit(
     assert all(
         m.content["m.relates_to"]["event_id"] in originals
         for m in matrix.sent
-        if "m.relates_to" in m.content
+        if "m.new_content" in m.content  # an edit (every message is also a rich reply)
     )
 
 

@@ -1,7 +1,8 @@
 """The fullstack stack in real containers: onboarding through Synapse, then restarts.
 
-Every test talks to the bot only as a Matrix user would (matrix-nio against the
-published Synapse port) and drives the containers with `docker compose`. Each test uses
+Every test talks to the bot only as a Matrix user would (matrix-nio with end-to-end
+encryption against the published Synapse port: the stack's bot encrypts its rooms) and
+drives the containers with `docker compose`. Each test uses
 its own registered user (deploy/fullstack/users.env), so tests do not depend on each
 other's rooms, while all share one stack.
 """
@@ -12,6 +13,7 @@ import functools
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -19,6 +21,7 @@ import pytest
 
 from runtime.dev.user import UserClient, onboard
 from tests.e2e.compose.stack import Stack, login
+from tests.e2e.harness import EncryptedUser
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(420)]
 
@@ -33,12 +36,15 @@ async def blocking(fn: Callable[..., T], *args: Any) -> T:
 
 
 @pytest.fixture
-async def connect(stack: Stack) -> AsyncIterator[Connect]:
-    """`await connect("alice")`: a logged-in test user, closed after the test."""
+async def connect(stack: Stack, tmp_path: Path) -> AsyncIterator[Connect]:
+    """`await connect("alice")`: a logged-in test user with its own crypto store."""
     clients: list[UserClient] = []
 
     async def connect_user(localpart: str) -> UserClient:
-        user = await UserClient.login(stack.synapse_url(), await blocking(login, stack, localpart))
+        store = tmp_path / f"{localpart}-store"
+        store.mkdir()
+        registered = await blocking(login, stack, localpart)
+        user = await EncryptedUser.login_encrypted(stack.synapse_url(), registered, store)
         # While a container restarts the user does not sync, and the next /sync batch can
         # hold more than Synapse's default 10 timeline events: the older ones (replies)
         # would be cut off as a "limited" gap and look lost.
