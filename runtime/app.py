@@ -280,6 +280,7 @@ async def build_runtime(
                 edit_interval=settings.surface_stream_edit_interval,
                 on_file=media.on_file,
                 metrics=metrics,
+                sent=store,
             ),
         )
         yield Runtime(

@@ -4,7 +4,12 @@ An answer too large for one event continues in further messages (each part's
 event sized in bytes, see tasks/answer_parts.py): a part shown by editing moves
 on to a new message before an edit would outgrow the limit. Every part has its
 own transaction ids, derived from the trigger and the part's number, so a
-replayed turn sends nothing twice.
+replayed turn sends nothing twice. A part's first message, once sent, is
+remembered until the turn is done (`SentMessages`, the store), and so is a
+part's final text having gone out: a replayed turn edits that message instead of
+sending it again (a resent transaction id only returns the old event, with
+whatever partial text it had then), and leaves a finished part alone (a new
+progress edit would show less than its final text).
 
 Homeserver trouble never loses the answer: a part's first message and its final
 text are sent until they go through (after a 429 the `retry_after` the server
@@ -37,6 +42,7 @@ import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 import structlog
@@ -70,6 +76,7 @@ from tasks.replies import (
     content_bytes,
     edit_content,
     message_content,
+    txn_id_for,
 )
 from tasks.retry import Backoff, retry
 
@@ -85,6 +92,13 @@ MIN_EVENT_BUDGET = 4_096
 SEND_BACKOFF = Backoff(initial=0.5, factor=2.0, max=30.0, jitter=0.1)
 # Sizing an edit needs the id of the message it replaces; real ones are 44 characters.
 _SOME_EVENT_ID = "$" + "x" * 63
+
+
+class SentMessages(Protocol):
+    """A pending turn's answer messages, by transaction id (the store keeps them)."""
+
+    def sent_message(self, txn_id: str) -> str | None: ...
+    def remember_sent_message(self, txn_id: str, trigger_event_id: str, event_id: str) -> None: ...
 
 
 @dataclass
@@ -110,6 +124,7 @@ class _Answer:
     event_id: str | None = None  # the current part's message, once sent
     shown: str = ""  # what the current part shows now
     edits: int = 0  # edits of the current part so far
+    finished: bool = False  # the current part shows its final text (maybe since an earlier run)
 
     def next_part(self, finished: Part) -> None:
         self.start += len(finished.source)
@@ -118,6 +133,7 @@ class _Answer:
         self.event_id = None
         self.shown = ""
         self.edits = 0
+        self.finished = False
 
     def shrink(self) -> bool:
         """The homeserver refused an event as too large: halve the budget if it may."""
@@ -159,6 +175,7 @@ class TurnStreamer:
         max_event_bytes: int = MAX_EVENT_BYTES,
         on_file: FileHandler | None = None,
         metrics: Metrics | None = None,
+        sent: SentMessages | None = None,
     ) -> None:
         self._matrix = matrix
         self._platform = platform
@@ -169,6 +186,7 @@ class TurnStreamer:
         self._max_event_bytes = max_event_bytes
         self._on_file = on_file
         self._metrics = metrics or NullMetrics()
+        self._sent = sent
 
     async def run(self, room_id: str, turn: UserTurn, *, replace: str | None = None) -> TurnOutcome:
         """Stream one turn; platform failures become a clear message in the room.
@@ -335,11 +353,22 @@ class TurnStreamer:
         A part's first message is sent patiently in every case: once it may have
         reached the homeserver, the same transaction id must be sent again until
         we know its event id. Progress edits are tried once; final edits patiently.
+        A replay edits the first message an earlier run sent (whatever it shows),
+        and leaves alone a part an earlier run finished.
         """
         if answer.event_id is not None and shown == answer.shown:
             return  # already shown (by the last progress edit)
         trigger, thread = answer.trigger, answer.thread
         prefix = "answer" if answer.part == 0 else f"answer-part{answer.part}"
+        first_txn, final_txn = txn_id_for(trigger, prefix), txn_id_for(trigger, f"{prefix}-final")
+        if answer.event_id is None and self._sent is not None:
+            earlier = self._sent.sent_message(first_txn)
+            if earlier is not None:
+                _message_sent(answer, outcome, earlier)
+                answer.finished = self._sent.sent_message(final_txn) is not None
+        if answer.finished:
+            answer.shown = shown
+            return
         if answer.event_id is None:
             event_id = await self._patiently(
                 lambda: self._replier.say(
@@ -347,12 +376,10 @@ class TurnStreamer:
                 ),
                 what=prefix,
             )
-            answer.event_id = event_id
-            outcome.message_event_ids.append(event_id)
-            if outcome.message_event_id is None:
-                outcome.message_event_id = event_id
+            self._remember(first_txn, trigger, event_id)
+            _message_sent(answer, outcome, event_id)
         else:
-            original = answer.event_id
+            original = event_id = answer.event_id
             answer.edits += 1
             purpose = f"{prefix}-final" if last else f"{prefix}-edit-{answer.edits}"
 
@@ -366,7 +393,14 @@ class TurnStreamer:
             else:
                 await _refusal_as_too_large(edit)
             outcome.edits += 1
+        if last:
+            self._remember(final_txn, trigger, event_id)
+            answer.finished = True
         answer.shown = shown
+
+    def _remember(self, txn_id: str, trigger: str, event_id: str) -> None:
+        if self._sent is not None:
+            self._sent.remember_sent_message(txn_id, trigger, event_id)
 
     async def _patiently(self, send: Callable[[], Awaitable[str]], *, what: str) -> str:
         """`send()` until it goes through (tasks/retry.py: a 429 waits its `retry_after`,
@@ -411,6 +445,13 @@ class TurnStreamer:
             await self._matrix.set_typing(room_id, on, timeout_ms=30000)
         except Exception as exc:  # typing is cosmetic: never fail a turn for it
             log.debug("typing.failed", room_id=room_id, error=repr(exc))
+
+
+def _message_sent(answer: _Answer, outcome: TurnOutcome, event_id: str) -> None:
+    answer.event_id = event_id
+    outcome.message_event_ids.append(event_id)
+    if outcome.message_event_id is None:
+        outcome.message_event_id = event_id
 
 
 def _closing(
