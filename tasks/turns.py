@@ -204,8 +204,10 @@ class TurnStreamer:
             event_id=replace,
         )
         if replace is not None:
-            outcome.message_event_id = replace
-            outcome.message_event_ids.append(replace)
+            _message_sent(answer, outcome, replace)
+            if self._sent is not None:  # a replay: an earlier run may have finished the edit
+                finished = self._sent.sent_message(txn_id_for(answer.trigger, "answer-final"))
+                answer.finished = finished is not None
         typing = _TypingState()
         send, receive = anyio.create_memory_object_stream[PlatformEvent | PlatformError](16)
         try:
