@@ -191,6 +191,17 @@ class MatrixPort(Protocol):
 
     async def set_typing(self, room_id: str, typing: bool, *, timeout_ms: int = 30000) -> None: ...
 
+    async def send_receipt(self, room_id: str, event_id: str) -> None:
+        """Mark the room read up to `event_id` (an `m.read` receipt); repeating it is harmless."""
+        ...
+
+    async def get_event(self, room_id: str, event_id: str) -> MatrixEvent:
+        """One event of a room the bot is in, as the server has it (`unsigned` included).
+
+        Raises MatrixRequestError (404) for an event the bot cannot see.
+        """
+        ...
+
     async def join(self, room_id: str) -> None: ...
 
     async def leave(self, room_id: str, reason: str | None = None) -> None: ...

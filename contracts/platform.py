@@ -66,8 +66,21 @@ PlatformEvent = Annotated[
 ]
 
 
+class QuotedMessage(_Event):
+    """The earlier message a user's message replies to (a Matrix rich reply)."""
+
+    event_id: str
+    sender: str
+    text: str
+
+
 class UserTurn(_Event):
-    """One user message sent to an agent."""
+    """One user message sent to an agent.
+
+    `thread_id` (the thread's root event id) and `quoted` are set only when the
+    message was written in a thread or replies to an earlier message; an agent that
+    does not care may ignore both.
+    """
 
     agent_id: str
     platform_chat_id: str
@@ -75,6 +88,8 @@ class UserTurn(_Event):
     attachments: tuple[str, ...] = ()  # workspace-relative paths
     idempotency_key: str  # the triggering Matrix event id
     sender: str | None = None
+    thread_id: str | None = None
+    quoted: QuotedMessage | None = None
 
 
 class Snapshot(_Event):

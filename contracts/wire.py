@@ -6,7 +6,10 @@ JSON over HTTP. Every request carries the header `X-Surface-Wire-Version: 1`
 is configured with a token, `Authorization: Bearer <token>`. Every JSON body
 below is the named model of this module; every response carries the header
 too. Models are closed: an unknown field is an error, so any addition bumps
-the version.
+the version, with one exception: optional fields of `TurnRequest` added within
+v1 (`thread_id`, `quoted`) are left out of the body when unset
+(`TurnRequest.to_json`), so a platform from before them still accepts every turn
+that does not use them.
 
 Endpoints:
 
@@ -60,6 +63,7 @@ from contracts.platform import (
     ContextInfo,
     EmittedFile,
     PlatformEvent,
+    QuotedMessage,
     Snapshot,
     StatusUpdate,
     TextDelta,
@@ -120,6 +124,16 @@ class TurnRequest(_Wire):
         min_length=1, description="Names the turn; a repeat gets the recorded reply."
     )
     sender: str | None = Field(default=None, description="Matrix user id of the author.")
+    thread_id: str | None = Field(
+        default=None,
+        description="Root event id of the Matrix thread the message was written in; "
+        "absent outside a thread (added within v1).",
+    )
+    quoted: QuotedMessage | None = Field(
+        default=None,
+        description="The earlier message this one replies to, as context; absent when "
+        "the message is no reply (added within v1).",
+    )
 
     @field_validator("attachments")
     @classmethod
@@ -141,7 +155,13 @@ class TurnRequest(_Wire):
             attachments=list(turn.attachments),
             idempotency_key=turn.idempotency_key,
             sender=turn.sender,
+            thread_id=turn.thread_id,
+            quoted=turn.quoted,
         )
+
+    def to_json(self) -> str:
+        """The request body; unset optional fields are left out (see the module doc)."""
+        return self.model_dump_json(exclude_none=True)
 
 
 class DisconnectRequest(_Wire):
@@ -253,6 +273,7 @@ def decode_event(line: str | bytes) -> PlatformEvent:
 
 _MODELS: tuple[type[BaseModel], ...] = (
     TurnRequest,
+    QuotedMessage,
     TextDelta,
     EmittedFile,
     StatusUpdate,

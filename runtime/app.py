@@ -294,6 +294,7 @@ async def build_runtime(
                 is_allowed=settings.is_allowed,
                 max_chats_per_user=settings.surface_max_chats_per_user,
                 encrypt_rooms=settings.surface_encrypt_rooms,
+                edit_window=settings.surface_edit_window,
             ),
             on_media=media.on_media,
             take_attachments=media.take_attachments,

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     surface_room_concurrency: int = Field(default=128, ge=1, le=1024)
     surface_stream_edit_interval: float = Field(default=1.0, ge=0.05, le=60)
     surface_max_chats_per_user: int = Field(default=200, ge=1, le=100_000)
+    surface_edit_window: float = Field(
+        default=600.0,
+        ge=0,
+        le=86400,
+        description="Seconds after an answer's last change in which editing the question "
+        "asks the agent again and edits the answer; 0: only while the answer streams.",
+    )
     surface_ledger_retention_days: float = Field(default=7.0, gt=0, le=3650)
     surface_turn_timeout: float = Field(
         default=600.0,

@@ -4,7 +4,9 @@ Every message the bot sends because of a user event carries that event's id (as 
 rich reply, `m.relates_to.m.in_reply_to`, and in `lambda.surface.reply_to`) and a
 transaction id derived from it, so a resend
 after a crash is de-duplicated by the homeserver, and after a loss of local
-state the bot can still tell what it already answered.
+state the bot can still tell what it already answered. An answer to a message
+written in a thread goes into that thread (`thread`: an `m.thread` relation with
+the in-thread reply fallback to the triggering message).
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def content_bytes(content: JsonDict) -> int:
     return len(encoded.encode("utf-8", "surrogatepass"))
 
 
-def message_content(text: str, *, reply_to: str | None, notice: bool = False) -> JsonDict:
+def message_content(
+    text: str, *, reply_to: str | None, notice: bool = False, thread: str | None = None
+) -> JsonDict:
     content: JsonDict = {
         "msgtype": "m.notice" if notice else "m.text",
         "body": text,
@@ -77,7 +81,19 @@ def message_content(text: str, *, reply_to: str | None, notice: bool = False) ->
         # A rich reply: the relation stays in the clear in an encrypted room, so catch-up
         # after a loss of the crypto store still sees what was answered (tasks/catchup.py).
         content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+    if thread:
+        content["m.relates_to"] = thread_relation(thread, reply_to or thread)
     return content
+
+
+def thread_relation(root: str, latest: str) -> JsonDict:
+    """In the thread of `root`; clients without threads show it as a reply to `latest`."""
+    return {
+        "rel_type": "m.thread",
+        "event_id": root,
+        "is_falling_back": True,
+        "m.in_reply_to": {"event_id": latest},
+    }
 
 
 def edit_content(original_event_id: str, text: str, *, reply_to: str | None) -> JsonDict:
@@ -109,11 +125,21 @@ class Replier:
         reply_to: str,
         purpose: str = "reply",
         notice: bool = True,
+        thread: str | None = None,
     ) -> str:
         return await self._matrix.send_message(
             room_id,
-            message_content(text, reply_to=reply_to, notice=notice),
+            message_content(text, reply_to=reply_to, notice=notice, thread=thread),
             txn_id=txn_id_for(reply_to, purpose),
+        )
+
+    async def react(self, room_id: str, target: str, key: str, *, reply_to: str) -> str:
+        """Annotate `target` with the emoji `key` (an `m.reaction`), once per trigger and key."""
+        return await self._matrix.send_message(
+            room_id,
+            {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}},
+            txn_id=txn_id_for(reply_to, f"react:{key}"),
+            event_type="m.reaction",
         )
 
     async def edit(

@@ -1,7 +1,8 @@
 """The sync task: long-poll /sync, record events durably, dispatch them per room.
 
-Exactly-once: the events of a sync response and the new checkpoint are stored
-in one transaction (ledger); an event is marked done after it was handled; on
+Exactly-once: the events of a sync response the bot acts on (user messages,
+edits among them, and user reactions: `is_recorded`) and the new checkpoint are
+stored in one transaction (ledger); an event is marked done after it was handled; on
 start, pending entries from before a crash are handled first. One room's
 events run in order; different rooms run concurrently, bounded.
 
@@ -102,13 +103,25 @@ def own_join_index(events: Sequence[MatrixEvent], bot_user_id: str) -> int | Non
     return None
 
 
+def is_recorded(event: MatrixEvent, bot_user_id: str) -> bool:
+    """An event the bot acts on, so the ledger records it: a user's message (an edit is
+    one too) or a user's reaction (it may answer a question, tasks/bot/surface.py).
+
+    Catch-up after a loss of local state looks for unanswered messages only: the
+    questions reactions answer are not durable (tasks/bot/pending.py).
+    """
+    if is_user_message(event, bot_user_id):
+        return True
+    return event.type == "m.reaction" and event.sender != bot_user_id and not event.is_state
+
+
 def live_messages(room: JoinedRoom, bot_user_id: str) -> list[MatrixEvent]:
-    """User messages of an incremental sync, skipping those before the bot's own join."""
+    """Recorded events of an incremental sync, skipping those before the bot's own join."""
     events = list(room.timeline)
     joined_at = own_join_index(events, bot_user_id)
     if joined_at is not None:
         events = events[joined_at + 1 :]
-    return [e for e in events if is_user_message(e, bot_user_id)]
+    return [e for e in events if is_recorded(e, bot_user_id)]
 
 
 class RoomDispatcher:
@@ -382,7 +395,7 @@ class SyncTask:
                 pages=pages,
                 events=len(older),
             )
-        return [*(e for e in older if is_user_message(e, bot)), *messages]
+        return [*(e for e in older if is_recorded(e, bot)), *messages]
 
 
 async def _mark_done(store: Store, event_id: str) -> None:

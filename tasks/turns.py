@@ -120,6 +120,7 @@ class _Answer:
 
     trigger: str
     budget: int  # bytes of content an event may have
+    thread: str | None = None  # the thread the answer goes into (tasks/replies.py)
     start: int = 0  # where the current part begins in the answer's text
     reopen: str = ""  # the fence line the current part reopens
     part: int = 0  # the current part's number (its transaction ids derive from it)
@@ -190,14 +191,26 @@ class TurnStreamer:
         self._metrics = metrics or NullMetrics()
         self._sent = sent
 
-    async def run(self, room_id: str, turn: UserTurn) -> TurnOutcome:
+    async def run(self, room_id: str, turn: UserTurn, *, replace: str | None = None) -> TurnOutcome:
         """Stream one turn; platform failures become a clear message in the room.
 
+        `replace`: show the answer by editing this earlier message of the bot (an
+        edited question's new answer) instead of sending a new one.
         Returns once the whole answer is in the room. Raises MatrixError (unwrapped,
         never an ExceptionGroup) when the homeserver refuses for good (M_FORBIDDEN, ...).
         """
         outcome = TurnOutcome()
-        answer = _Answer(turn.idempotency_key, budget=await self._event_budget(room_id))
+        answer = _Answer(
+            turn.idempotency_key,
+            budget=await self._event_budget(room_id),
+            thread=turn.thread_id,
+            event_id=replace,
+        )
+        if replace is not None:
+            _message_sent(answer, outcome, replace)
+            if self._sent is not None:  # a replay: an earlier run may have finished the edit
+                finished = self._sent.sent_message(txn_id_for(answer.trigger, "answer-final"))
+                answer.finished = finished is not None
         typing = _TypingState()
         send, receive = anyio.create_memory_object_stream[PlatformEvent | PlatformError](16)
         try:
@@ -213,10 +226,11 @@ class TurnStreamer:
             if failure is not None:
                 raise failure
             await self._flush(room_id, answer, outcome, final=True)
+            thread = answer.thread
             if notice is not None:
                 await self._patiently(
                     lambda: self._replier.say(
-                        room_id, notice, reply_to=answer.trigger, purpose="error"
+                        room_id, notice, reply_to=answer.trigger, purpose="error", thread=thread
                     ),
                     what="error",
                 )
@@ -349,7 +363,7 @@ class TurnStreamer:
         """
         if answer.event_id is not None and shown == answer.shown:
             return  # already shown (by the last progress edit)
-        trigger = answer.trigger
+        trigger, thread = answer.trigger, answer.thread
         prefix = "answer" if answer.part == 0 else f"answer-part{answer.part}"
         first_txn, final_txn = txn_id_for(trigger, prefix), txn_id_for(trigger, f"{prefix}-final")
         if answer.event_id is None and self._sent is not None:
@@ -363,7 +377,7 @@ class TurnStreamer:
         if answer.event_id is None:
             event_id = await self._patiently(
                 lambda: self._replier.say(
-                    room_id, shown, reply_to=trigger, purpose=prefix, notice=False
+                    room_id, shown, reply_to=trigger, purpose=prefix, notice=False, thread=thread
                 ),
                 what=prefix,
             )
@@ -414,6 +428,7 @@ class TurnStreamer:
                 self._t("answer_too_large", chars=chars),
                 reply_to=answer.trigger,
                 purpose=f"answer-part{answer.part}-too-large",
+                thread=answer.thread,
             ),
             what="too-large",
         )
@@ -421,7 +436,7 @@ class TurnStreamer:
     def _fits_message(self, answer: _Answer, shown: str) -> bool:
         if len(shown) > answer.budget:  # every character is at least one byte of `body`
             return False
-        content = message_content(shown, reply_to=answer.trigger)
+        content = message_content(shown, reply_to=answer.trigger, thread=answer.thread)
         return content_bytes(content) <= answer.budget
 
     def _fits_edit(self, answer: _Answer, shown: str) -> bool:

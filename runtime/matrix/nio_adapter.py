@@ -618,6 +618,19 @@ class NioMatrix:
     async def set_typing(self, room_id: str, typing: bool, *, timeout_ms: int = 30000) -> None:
         await self._call(self._client.room_typing(room_id, typing, timeout=timeout_ms))
 
+    async def send_receipt(self, room_id: str, event_id: str) -> None:
+        """An ``m.read`` receipt (nio's ``room_read_markers`` also moves the fully-read marker)."""
+        path = _path("rooms", room_id, "receipt", "m.read", event_id)
+        await self._raw.json("POST", path, {})
+
+    async def get_event(self, room_id: str, event_id: str) -> MatrixEvent:
+        """``/rooms/{room}/event/{event}``, raw (the latest edit is in ``unsigned``)."""
+        body = await self._raw.json("GET", _path("rooms", room_id, "event", event_id))
+        event = event_from_json(body, room_id)
+        if event is None:
+            raise MatrixUnreachable("event answer is not an event", status=200)
+        return event
+
     async def join(self, room_id: str) -> None:
         await self._call(self._client.join(room_id))
 

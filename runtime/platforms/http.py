@@ -256,7 +256,7 @@ class HttpPlatform:
     async def send_turn(self, turn: UserTurn) -> AsyncGenerator[PlatformEvent, None]:
         """Stream one turn; see the module docstring for what is retried."""
         path = "v1/turns"
-        body = TurnRequest.from_turn(turn).model_dump_json()
+        body = TurnRequest.from_turn(turn).to_json()
         # Only the part before the first event is retried: after it, a resend
         # could show the user output twice.
         opened = await self._retrying(

@@ -6,7 +6,7 @@ Also the one guard for "is an agent bound to this room?": `binding_of` decides,
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from contracts.matrix import MatrixPort
@@ -19,7 +19,7 @@ from tasks.bot.pending import PendingAnswers
 from tasks.catalogue import Catalogue
 from tasks.replies import Replier
 
-Say = Callable[[str], Awaitable[None]]
+Say = Callable[[str], Awaitable[str]]  # returns the event id of what it said
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +53,21 @@ def binding_of(room: RoomRecord, registry: AgentRegistry) -> Binding | None:
 
 
 async def explain_unbound(
-    bot: Services, room: RoomRecord, trigger: str, *, purpose: str = "reply"
+    bot: Services,
+    room: RoomRecord,
+    trigger: str,
+    *,
+    purpose: str = "reply",
+    thread: str | None = None,
 ) -> None:
     """Tell the user this room has no usable agent, and how to choose one."""
     key = "agent_none" if room.agent_id is None else "agent_missing"
     await bot.replier.say(
-        room.room_id, bot.t(key, id=room.agent_id), reply_to=trigger, purpose=purpose
+        room.room_id,
+        bot.t(key, id=room.agent_id),
+        reply_to=trigger,
+        purpose=purpose,
+        thread=thread,
     )
 
 
@@ -75,6 +84,11 @@ class CommandContext:
     @property
     def trigger(self) -> str:
         return self.entry.event_id
+
+    async def react(self, target: str, keys: Sequence[str]) -> None:
+        """Put the reactions `keys` on the bot's message `target` (once per trigger and key)."""
+        for key in keys:
+            await self.bot.replier.react(self.room.room_id, target, key, reply_to=self.trigger)
 
     async def bound_agent(self) -> Binding | None:
         """The room's binding; None after explaining to the user what is missing."""
@@ -94,10 +108,10 @@ class CommandContext:
 Handler = Callable[[CommandContext], Awaitable[None]]
 
 
-def sayer(replier: Replier, room_id: str, trigger: str) -> Say:
-    """A `say` that answers `trigger` in `room_id`."""
+def sayer(replier: Replier, room_id: str, trigger: str, *, thread: str | None = None) -> Say:
+    """A `say` that answers `trigger` in `room_id` (in `thread`, when it was written in one)."""
 
-    async def say(text: str) -> None:
-        await replier.say(room_id, text, reply_to=trigger)
+    async def say(text: str) -> str:
+        return await replier.say(room_id, text, reply_to=trigger, thread=thread)
 
     return say

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from contracts.platform import PlatformError
 from tasks.bot.chats import ChatLimitReached
 from tasks.bot.context import CommandContext, explain_unbound
-from tasks.bot.pending import Pending
+from tasks.bot.pending import NO_KEY, NUMBER_KEYS, YES_KEY, Pending
 from tasks.bot.rejoin import chats_overview
 from tasks.commands import clean_name
 from tasks.failures import log_platform_error, platform_error_text
@@ -62,13 +62,15 @@ async def rename(ctx: CommandContext) -> None:
 
 
 async def archive(ctx: CommandContext) -> None:
-    ctx.bot.pending.ask(ctx.room.room_id, "archive")
-    await ctx.say(ctx.bot.t("archive_confirm", name=ctx.room.display_name))
+    asked = await ctx.say(ctx.bot.t("archive_confirm", name=ctx.room.display_name))
+    ctx.bot.pending.ask(ctx.room.room_id, "archive", message_id=asked)
+    await ctx.react(asked, (YES_KEY, NO_KEY))  # a click on one answers (`reaction`)
 
 
 async def clear(ctx: CommandContext) -> None:
-    ctx.bot.pending.ask(ctx.room.room_id, "clear")
-    await ctx.say(ctx.bot.t("clear_confirm"))
+    asked = await ctx.say(ctx.bot.t("clear_confirm"))
+    ctx.bot.pending.ask(ctx.room.room_id, "clear", message_id=asked)
+    await ctx.react(asked, (YES_KEY, NO_KEY))
 
 
 async def yes(ctx: CommandContext) -> None:
@@ -160,7 +162,6 @@ async def load(ctx: CommandContext) -> None:
     if not snaps:
         await ctx.say(bot.t("snapshots_empty"))
         return
-    bot.pending.offer_snapshots(ctx.room.room_id, snaps)
     lines = [bot.t("snapshots_header"), ""]
     for n, snap in enumerate(snaps, start=1):
         lines.append(
@@ -168,7 +169,9 @@ async def load(ctx: CommandContext) -> None:
                 "snapshots_line", n=n, name=snap.name, created_at=snap.created_at, turns=snap.turns
             )
         )
-    await ctx.say("\n".join(lines))
+    listed = await ctx.say("\n".join(lines))
+    bot.pending.offer_snapshots(ctx.room.room_id, snaps, message_id=listed)
+    await ctx.react(listed, NUMBER_KEYS[: len(snaps)])  # 1️⃣ … 🔟: a click picks
 
 
 async def load_choice(ctx: CommandContext, choice: int, pending: Pending) -> None:

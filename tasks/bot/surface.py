@@ -2,8 +2,13 @@
 
 `SurfaceBot.handle` is called by the sync task for each recorded event, one
 room at a time in order. It sorts the entry out (invite, command, answer to a
-pending question, file, message for the agent) and hands it to the part that
-does the work. The allow list is checked for every event, not only invites: a
+pending question, file, message for the agent, an edited question, a reaction
+answering a question) and hands it to the part that does the work. Each
+message it takes is marked read (an `m.read` receipt, best effort). A message
+written in a thread is answered in that thread; a rich reply gives the agent the
+quoted message (tasks/bot/quotes.py); an edit of the last question is asked again
+(tasks/bot/edits.py); ✅ / ❌ / 1️⃣ … 🔟 on the bot's question answer it
+(tasks/bot/pending.py). The allow list is checked for every event, not only invites: a
 user taken off it gets one notice per room of theirs (durably once) and no
 answers; their rooms stay. Handling must be safe to repeat after a crash: sends use
 transaction ids derived from the triggering event, room creation checks for a
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from contracts.matrix import MEDIA_MSGTYPES, MatrixPort
+from contracts.matrix import MEDIA_MSGTYPES, MatrixError, MatrixEvent, MatrixPort
 from contracts.platform import PlatformClient
 from contracts.registry import AgentRegistry
 from contracts.state import RoomRecord, RoomType
@@ -26,13 +31,15 @@ from tasks.bot import handlers, notices
 from tasks.bot.chats import ChatRooms
 from tasks.bot.context import CommandContext, Services, sayer
 from tasks.bot.direct import DirectChat
+from tasks.bot.edits import EDIT_WINDOW, edited_question
 from tasks.bot.onboarding import Onboarding
-from tasks.bot.pending import PendingAnswers, parse_choice
+from tasks.bot.pending import PendingAnswers, parse_choice, reaction_answer, reaction_choice
 from tasks.bot.repair import RoomKind, RoomRepair, Unmanaged
 from tasks.bot.routing import AgentRouting, AttachmentSource
 from tasks.bot.table import COMMANDS
 from tasks.catalogue import Catalogue
 from tasks.commands import Command, parse_command, usage_of
+from tasks.relations import annotation, replaced, replied_to, strip_reply_fallback, thread_root
 from tasks.replies import Replier
 from tasks.sequence import PlatformChatSequence
 from tasks.turns import TurnStreamer
@@ -47,6 +54,7 @@ class BotConfig:
     is_allowed: Callable[[str], bool] = lambda _user_id: True
     max_chats_per_user: int | None = None  # open (not archived) chats; None: no limit
     encrypt_rooms: bool = True  # new chat rooms start encrypted (SURFACE_ENCRYPT_ROOMS)
+    edit_window: float = EDIT_WINDOW  # seconds an answered question may be edited and re-asked
 
 
 MediaHandler = Callable[[LedgerEntry, RoomRecord], Awaitable[None]]
@@ -112,6 +120,7 @@ class SurfaceBot:
         self.direct = DirectChat(self.services)
         self._on_media = on_media
         self._is_allowed = config.is_allowed
+        self._edit_window = config.edit_window
 
     async def handle(self, entry: LedgerEntry) -> None:
         """Handle one recorded event. Raises only for failures worth a retry (MatrixError)."""
@@ -119,6 +128,8 @@ class SurfaceBot:
             await self.handle_invite(entry)
         elif entry.type == "m.room.message":
             await self.handle_message(entry)
+        elif entry.type == "m.reaction":
+            await self.handle_reaction(entry)
 
     async def handle_invite(self, entry: LedgerEntry) -> None:
         """Onboard (or decline) the inviter; a returning user's direct chat invites them back."""
@@ -142,6 +153,9 @@ class SurfaceBot:
         if not self._is_allowed(entry.sender):
             await self.refuse(entry)
             return
+        edit_of = replaced(entry.content)
+        if edit_of is None:
+            await self.mark_read(entry)
         found = await self.repair.sort_out(entry.room_id)
         if isinstance(found, Unmanaged):
             if found.kind is RoomKind.DIRECT and found.owner is not None:
@@ -155,6 +169,9 @@ class SurfaceBot:
         if room.room_type is not RoomType.CHAT or entry.sender != room.matrix_user_id:
             return
         notices.forget(store, notices.NOT_ALLOWED, room.room_id)  # allowed (again)
+        if edit_of is not None or "m.new_content" in entry.content:
+            await self.handle_edit(entry, room)
+            return
         msgtype = entry.content.get("msgtype")
         if msgtype in MEDIA_MSGTYPES:
             if self._on_media is not None:
@@ -163,8 +180,10 @@ class SurfaceBot:
         body = entry.content.get("body")
         if msgtype not in TEXT_MSGTYPES or not isinstance(body, str) or not body.strip():
             return
-        if "m.new_content" in entry.content:  # the user edited a message: not a new turn
-            return
+        quoted_id = replied_to(entry.content)
+        if quoted_id is not None:
+            body = strip_reply_fallback(body)
+        self.routing.quotes.remember(entry.event_id, entry.sender, body)
         command = parse_command(body, COMMANDS)
         if command is not None:
             await self.run_command(command, entry, room)
@@ -175,7 +194,68 @@ class SurfaceBot:
             ctx = self._context(entry, room, argument=body.strip())
             await handlers.load_choice(ctx, choice, pending)
             return
-        await self.routing.route(entry, room, body)
+        quoted = None
+        if quoted_id is not None:
+            quoted = await self.routing.quotes.quoted(room.room_id, quoted_id)
+        thread = thread_root(entry.content)
+        await self.routing.route(entry, room, body, thread=thread, quoted=quoted)
+
+    async def handle_edit(self, entry: LedgerEntry, room: RoomRecord) -> None:
+        """The user edited a message: an edited question is asked again, its answer edited."""
+        question = await edited_question(
+            self.services.matrix,
+            _as_event(entry),
+            is_command=lambda text: parse_command(text, COMMANDS) is not None,
+            window=self._edit_window,
+        )
+        if question is None:
+            return
+        quoted = None
+        if question.quoted is not None:
+            quoted = await self.routing.quotes.quoted(room.room_id, question.quoted)
+        log.info("edit.asking_again", room_id=room.room_id, original=question.original.event_id)
+        await self.routing.route(
+            entry,
+            room,
+            question.text,
+            thread=question.thread,
+            quoted=quoted,
+            replace=question.answer_id,
+        )
+
+    async def handle_reaction(self, entry: LedgerEntry) -> None:
+        """✅ / ❌ on the bot's pending question, or a number on its `!load` list, answers it."""
+        reaction = annotation(entry.content)
+        room = self.services.store.get_room(entry.room_id)
+        if (
+            reaction is None
+            or room is None
+            or room.room_type is not RoomType.CHAT
+            or entry.sender != room.matrix_user_id
+            or not self._is_allowed(entry.sender)
+        ):
+            return
+        pending = self.services.pending.get(room.room_id)
+        if pending is None or pending.message_id != reaction.target:
+            return  # a reaction like any other, or on a question no longer asked
+        ctx = self._context(entry, room, argument="")
+        if pending.question is not None:
+            answer = reaction_answer(reaction.key)
+            if answer is True:
+                await handlers.yes(ctx)
+            elif answer is False:
+                await handlers.no(ctx)
+        elif pending.snapshots:
+            choice = reaction_choice(reaction.key)
+            if choice is not None:
+                await handlers.load_choice(ctx, choice, pending)
+
+    async def mark_read(self, entry: LedgerEntry) -> None:
+        """An `m.read` receipt for a message the bot took; cosmetic, so never a failure."""
+        try:
+            await self.services.matrix.send_receipt(entry.room_id, entry.event_id)
+        except MatrixError as exc:
+            log.debug("receipt.failed", room_id=entry.room_id, error=str(exc))
 
     async def refuse(self, entry: LedgerEntry) -> None:
         """A message from someone not (or no longer) allowed: one notice in a room of theirs."""
@@ -203,5 +283,17 @@ class SurfaceBot:
             await COMMANDS[command.name].handler(ctx)
 
     def _context(self, entry: LedgerEntry, room: RoomRecord, *, argument: str) -> CommandContext:
-        say = sayer(self.services.replier, room.room_id, entry.event_id)
+        thread = thread_root(entry.content)
+        say = sayer(self.services.replier, room.room_id, entry.event_id, thread=thread)
         return CommandContext(self.services, room, entry, argument, say)
+
+
+def _as_event(entry: LedgerEntry) -> MatrixEvent:
+    return MatrixEvent(
+        event_id=entry.event_id,
+        room_id=entry.room_id,
+        sender=entry.sender,
+        type=entry.type,
+        content=entry.content,
+        origin_server_ts=entry.origin_server_ts,
+    )

@@ -63,6 +63,10 @@ class Peer(Protocol):
 
     async def set_display_name(self, name: str) -> None: ...
 
+    async def read_receipt(self, room_id: str, user_id: str) -> str | None:
+        """The event ``user_id``'s ``m.read`` receipt is on, as the peer sees it; None if none."""
+        ...
+
 
 @dataclass(frozen=True)
 class World:
@@ -282,6 +286,51 @@ class MatrixPortContract:
             await world.port.set_typing(room_id, True)
 
         assert (caught.value.errcode, caught.value.status) == ("M_FORBIDDEN", 403)
+
+    # -- receipts and single events -------------------------------------------------------
+
+    async def test_a_read_receipt_reaches_the_other_members(self, world: World) -> None:
+        port, peer = world.port, world.peer
+        room_id = await shared_room(world)
+        event_id = await peer.send_message(room_id, text("read me"))
+
+        await port.send_receipt(room_id, event_id)
+        await port.send_receipt(room_id, event_id)  # repeating it is harmless
+
+        assert await peer.read_receipt(room_id, port.user_id) == event_id
+
+    async def test_get_event_has_the_original_content_and_its_latest_edit(
+        self, world: World
+    ) -> None:
+        port, peer = world.port, world.peer
+        room_id = await shared_room(world)
+        original = await peer.send_message(room_id, text("first"))
+        edited = {
+            "msgtype": "m.text",
+            "body": "* second",
+            "m.new_content": text("second"),
+            "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+        }
+        edit_id = await peer.send_message(room_id, edited)
+
+        event = await port.get_event(room_id, original)
+
+        assert (event.event_id, event.sender, event.content["body"]) == (
+            original,
+            peer.user_id,
+            "first",
+        )
+        replacement = event.unsigned["m.relations"]["m.replace"]
+        assert replacement["event_id"] == edit_id
+        assert replacement["content"]["m.new_content"]["body"] == "second"
+
+    async def test_get_event_of_an_unknown_event_is_not_found(self, world: World) -> None:
+        room_id = await shared_room(world)
+
+        with pytest.raises(MatrixRequestError) as caught:
+            await world.port.get_event(room_id, "$nothing-of-that-name")
+
+        assert caught.value.status == 404
 
     # -- sync -------------------------------------------------------------------------------
 

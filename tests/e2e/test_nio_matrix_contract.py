@@ -8,6 +8,7 @@ is on the peer's side.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,21 @@ class HttpPeer:
     async def set_display_name(self, name: str) -> None:
         path = f"/profile/{_q(self.user_id)}/displayname"
         await self._request("PUT", path, {"displayname": name})
+
+    async def read_receipt(self, room_id: str, user_id: str) -> str | None:
+        """From an initial /sync of that room: its receipts are ephemeral events."""
+        room_filter = {"room": {"rooms": [room_id], "timeline": {"limit": 1}}}
+        query = {"filter": json.dumps(room_filter), "timeout": "0"}
+        response = await self._http.get("/_matrix/client/v3/sync", params=query)
+        response.raise_for_status()
+        room = response.json().get("rooms", {}).get("join", {}).get(room_id, {})
+        for event in room.get("ephemeral", {}).get("events", []):
+            if event.get("type") != "m.receipt":
+                continue
+            for event_id, kinds in event.get("content", {}).items():
+                if user_id in kinds.get("m.read", {}):
+                    return str(event_id)
+        return None
 
 
 @pytest.fixture

@@ -140,6 +140,12 @@ async def test_pending_confirmation_lost_on_restart_does_not_break_chat(
 ) -> None:
     _, chat = await onboard(alice, bot.bot.user_id)
     await alice.ask(chat, "!clear", expect="!yes")
+    # The question is fully asked (and its entry done) once its ✅ / ❌ are there: a kill
+    # before that replays `!clear` after the restart, which asks again.
+    await alice.wait_for(
+        lambda: len([e for e in alice.seen.events if e.get("type") == "m.reaction"]) == 2,
+        what="the question's reactions",
+    )
 
     bot.kill()
     bot.start_ready()

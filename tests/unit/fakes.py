@@ -10,6 +10,7 @@ state instead of the stripped subset, and a limited sync returns the full state.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -161,6 +162,7 @@ class FakeMatrix:
     account_data_writes: list[tuple[str, JsonDict]] = field(default_factory=list)
     display_names: dict[str, str] = field(default_factory=dict)
     typing: list[tuple[str, bool]] = field(default_factory=list)
+    receipts: list[tuple[str, str]] = field(default_factory=list)  # (room id, event id)
     invites: list[tuple[str, str]] = field(default_factory=list)  # (room id, user id)
     joined: list[str] = field(default_factory=list)  # rooms the bot joined, in order
     left: list[tuple[str, str | None]] = field(default_factory=list)  # (room id, reason)
@@ -472,6 +474,45 @@ class FakeMatrix:
         if room_id in self.rooms:  # rooms the fake was not told about: still recorded
             self._joined_room(room_id)
         self.typing.append((room_id, typing))
+
+    async def send_receipt(self, room_id: str, event_id: str) -> None:
+        await self._call("send_receipt")
+        self._event_in(self._joined_room(room_id), event_id)
+        self.receipts.append((room_id, event_id))
+
+    async def get_event(self, room_id: str, event_id: str) -> MatrixEvent:
+        """Like Synapse: the original content; its latest edit (by the same sender) in
+        ``unsigned["m.relations"]["m.replace"]``."""
+        await self._call("get_event")
+        room = self._joined_room(room_id)
+        event = self._event_in(room, event_id)
+        edits = [
+            e
+            for _, e in room.timeline
+            if e.sender == event.sender
+            and isinstance(relates := e.content.get("m.relates_to"), dict)
+            and relates.get("rel_type") == "m.replace"
+            and relates.get("event_id") == event_id
+        ]
+        if not edits:
+            return event
+        latest = edits[-1]
+        edit_json: JsonDict = {
+            "event_id": latest.event_id,
+            "sender": latest.sender,
+            "type": latest.type,
+            "content": latest.content,
+            "origin_server_ts": latest.origin_server_ts,
+            "room_id": room_id,
+        }
+        unsigned = {**event.unsigned, "m.relations": {"m.replace": edit_json}}
+        return dataclasses.replace(event, unsigned=unsigned)
+
+    def _event_in(self, room: FakeRoom, event_id: str) -> MatrixEvent:
+        for _, event in room.timeline:
+            if event.event_id == event_id:
+                return event
+        raise MatrixRequestError(f"no event {event_id}", errcode="M_NOT_FOUND", status=404)
 
     async def join(self, room_id: str) -> None:
         await self._call("join")

@@ -103,6 +103,13 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "attachments": ["in/photo.png"],
         "idempotency_key": "$ev:example.org",
         "sender": "@alice:example.org",
+        "thread_id": "$root:example.org",
+        "quoted": {"event_id": "$q:example.org", "sender": "@bot:example.org", "text": "earlier"},
+    },
+    "contracts.platform.QuotedMessage": {
+        "event_id": "$q:example.org",
+        "sender": "@alice:example.org",
+        "text": "what was said",
     },
     "contracts.platform.Snapshot": {
         "snapshot_id": "s1",

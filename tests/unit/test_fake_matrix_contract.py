@@ -55,6 +55,12 @@ class FakePeer:
     async def set_display_name(self, name: str) -> None:
         self._fake.display_names[self._user_id] = name
 
+    async def read_receipt(self, room_id: str, user_id: str) -> str | None:
+        if user_id != self._fake.user_id:
+            return None
+        read = [event_id for room, event_id in self._fake.receipts if room == room_id]
+        return read[-1] if read else None
+
 
 @pytest.fixture
 def world() -> World:

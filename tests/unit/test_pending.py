@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.platform import Snapshot
-from tasks.bot.pending import PendingAnswers, parse_choice
+from tasks.bot.pending import (
+    NUMBER_KEYS,
+    PendingAnswers,
+    parse_choice,
+    reaction_answer,
+    reaction_choice,
+)
 
 SNAP = Snapshot(snapshot_id="1", name="first", created_at="2026-01-01", turns=3)
 
@@ -85,3 +91,11 @@ def test_every_number_up_to_four_digits_is_a_choice(n: int) -> None:
 @pytest.mark.parametrize("text", ["²", "٣", "9" * 5000, "12345", "1.5", "-1", "+1", "1 2", ""])
 def test_texts_that_are_not_small_ascii_numbers_are_no_choice(text: str) -> None:
     assert parse_choice(text) is None
+
+
+def test_reaction_keys_answer_with_or_without_the_variation_selector() -> None:
+    assert [reaction_answer(k) for k in ("✅", "✅\ufe0f", "❌", "👍")] == [True, True, False, None]
+    assert [reaction_choice(k) for k in NUMBER_KEYS] == list(range(1, 11))
+    assert reaction_choice("3\u20e3") == 3
+    assert reaction_choice("3") is None
+    assert reaction_choice("✅") is None

@@ -134,3 +134,18 @@ def test_render_markdown_keeps_nothing_from_one_text_to_the_next() -> None:
 
     assert 'href="https://example.org/"' in first
     assert "href" not in second
+
+
+def test_a_message_in_a_thread_relates_to_its_root_with_the_reply_fallback() -> None:
+    content = message_content("hi", reply_to="$asked", thread="$root")
+
+    assert content["m.relates_to"] == {
+        "rel_type": "m.thread",
+        "event_id": "$root",
+        "is_falling_back": True,
+        "m.in_reply_to": {"event_id": "$asked"},
+    }
+    # Outside a thread: a plain rich reply.
+    assert message_content("hi", reply_to="$asked")["m.relates_to"] == {
+        "m.in_reply_to": {"event_id": "$asked"}
+    }

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from contracts.markers import REPLY_TO_FIELD
 from contracts.matrix import (
+    JsonDict,
     MatrixAuthError,
     MatrixEvent,
     MatrixRateLimited,
@@ -735,3 +736,36 @@ def test_only_a_membership_change_counts_as_the_bots_join() -> None:
     assert is_own_join(member({"membership": "invite"}), "@bot:x")
     assert not is_own_join(member({"membership": "join"}), "@bot:x")  # a profile change
     assert not is_own_join(member(None), "@other:x")
+
+
+# -- what is recorded: messages, edits, reactions (issue 18) ------------------------------
+
+
+async def test_user_reactions_and_edits_are_recorded_but_not_the_bots_own(
+    store: SqliteStore, matrix: FakeMatrix
+) -> None:
+    room_id = await joined_room(store, matrix)
+    asked = matrix.add_message(room_id, ALICE, "question")
+    annotation = {"m.relates_to": {"rel_type": "m.annotation", "event_id": asked.event_id}}
+    own = matrix.add_event(room_id, matrix.user_id, "m.reaction", {**annotation})
+    reaction = matrix.add_event(room_id, ALICE, "m.reaction", {**annotation})
+    edited: JsonDict = {
+        "msgtype": "m.text",
+        "body": "* question?",
+        "m.new_content": {"msgtype": "m.text", "body": "question?"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": asked.event_id},
+    }
+    edit = matrix.add_event(room_id, ALICE, "m.room.message", edited)
+    recorder = Recorder(store)
+    task = sync_task(store, matrix, recorder)
+
+    async with running(task):
+        await recorder.wait_for(3)
+        await wait_idle(task)
+
+    assert [e.event_id for e in recorder.handled] == [
+        asked.event_id,
+        reaction.event_id,
+        edit.event_id,
+    ]
+    assert not store.is_known(own.event_id)

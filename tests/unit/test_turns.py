@@ -590,3 +590,31 @@ async def test_a_replay_after_the_final_edit_sends_nothing_new() -> None:
 
     assert matrix.sent == first
     assert answers(matrix) == [m.content["body"] for m in first]
+
+
+async def test_a_turn_replacing_an_earlier_answer_edits_it_and_sends_no_new_message() -> None:
+    matrix = FakeMatrix()
+    script: list[PlatformEvent | float | Exception] = [TextDelta(text="new answer"), TurnDone()]
+
+    outcome = await streamer(matrix, ScriptedPlatform(script)).run(
+        ROOM, turn(), replace="$old-answer"
+    )
+
+    [edit] = matrix.sent
+    assert edit.content["m.relates_to"] == {"rel_type": "m.replace", "event_id": "$old-answer"}
+    assert edit.content["m.new_content"]["body"] == "new answer"
+    assert edit.txn_id == txn_id_for(TRIGGER, "answer-final")
+    assert outcome.message_event_id == "$old-answer"
+
+
+async def test_a_turn_in_a_thread_sends_its_answer_into_the_thread() -> None:
+    matrix = FakeMatrix()
+    script: list[PlatformEvent | float | Exception] = [TextDelta(text="hi"), TurnDone()]
+    threaded = turn().model_copy(update={"thread_id": "$root"})
+
+    await streamer(matrix, ScriptedPlatform(script)).run(ROOM, threaded)
+
+    [message] = matrix.sent
+    assert message.content["m.relates_to"]["rel_type"] == "m.thread"
+    assert message.content["m.relates_to"]["event_id"] == "$root"
+    assert message.content["m.relates_to"]["m.in_reply_to"] == {"event_id": TRIGGER}

@@ -8,7 +8,14 @@ import pytest
 from pydantic import ValidationError
 
 from contracts import wire
-from contracts.platform import EmittedFile, TextDelta, TurnDone, TurnFailed, UserTurn
+from contracts.platform import (
+    EmittedFile,
+    QuotedMessage,
+    TextDelta,
+    TurnDone,
+    TurnFailed,
+    UserTurn,
+)
 from contracts.wire import (
     SCHEMA_PATH,
     ErrorResponse,
@@ -156,3 +163,21 @@ def test_public_names_are_pinned() -> None:
     )
     for name in wire.__all__:
         assert hasattr(wire, name), name
+
+
+def test_a_turn_in_a_thread_with_a_quote_validates_and_unset_fields_are_left_out() -> None:
+    plain = UserTurn(agent_id="a", platform_chat_id="1", text="x", idempotency_key="$k")
+    threaded = plain.model_copy(
+        update={
+            "thread_id": "$root",
+            "quoted": QuotedMessage(event_id="$q", sender="@b:x", text="earlier"),
+        }
+    )
+
+    plain_body = json.loads(TurnRequest.from_turn(plain).to_json())
+    threaded_body = json.loads(TurnRequest.from_turn(threaded).to_json())
+
+    assert "thread_id" not in plain_body and "quoted" not in plain_body  # a v1 server accepts it
+    _validator("TurnRequest").validate(threaded_body)
+    assert threaded_body["thread_id"] == "$root"
+    assert TurnRequest.model_validate(threaded_body).quoted == threaded.quoted
