@@ -95,7 +95,11 @@ async def create_space(
 
 
 async def create_chat_room(
-    matrix: MatrixPort, room: RoomRecord, *, origin_event_id: str | None = None
+    matrix: MatrixPort,
+    room: RoomRecord,
+    *,
+    origin_event_id: str | None = None,
+    topic: str | None = None,
 ) -> str:
     """Create a chat room pointing to the user's Space (m.space.parent); returns the room id.
 
@@ -120,6 +124,7 @@ async def create_chat_room(
             ),
         ],
         power_level_overrides=power_levels(),
+        topic=topic,
     )
     return room_id
 

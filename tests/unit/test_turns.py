@@ -633,7 +633,7 @@ async def test_a_long_stream_edits_a_message_at_most_max_edits_times(
         matrix, ScriptedPlatform(script), edit_interval=scale, max_edits=10
     ).run(ROOM, turn())
 
-    [first, *edits] = matrix.sent
+    [_, *edits] = matrix.sent
     assert len(edits) <= 10, "the cap holds, the final edit included"
     assert edits[-1].txn_id == txn_id_for(TRIGGER, "answer-final")
     assert answers(matrix) == [outcome.text]
