@@ -190,7 +190,7 @@ class Store(Protocol):
 
     def pending_entries(self) -> list[LedgerEntry]: ...
     def mark_done(self, event_id: str) -> None:
-        """Mark the entry handled, drop its content and forget the media its turn uploaded.
+        """Mark the entry handled, drop its content and forget the media and messages its turn sent.
 
         A done entry keeps its event id (is_known), room, sender, type and the time
         it was done: all exactly-once needs.
@@ -211,6 +211,11 @@ class Store(Protocol):
     # media uploaded for a pending turn: a replayed turn reuses it instead of uploading again
     def uploaded_media(self, txn_id: str) -> str | None: ...
     def remember_upload(self, txn_id: str, trigger_event_id: str, mxc: str) -> None: ...
+
+    # the answer messages a pending turn sent: a replayed turn edits them instead of
+    # sending them again (a resent transaction id returns the old event, old text and all)
+    def sent_message(self, txn_id: str) -> str | None: ...
+    def remember_sent_message(self, txn_id: str, trigger_event_id: str, event_id: str) -> None: ...
 
     # which room was created for which triggering event (invite, `!new`): a re-handled
     # trigger finds its room instead of creating a second one

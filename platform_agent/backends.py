@@ -6,7 +6,11 @@ one TurnFailed; the service adds the final TurnDone after recording the turn.
 Echo test hooks (in the user's text):
     `!emit <name>`     write `agent-out/<name>` into the workspace and emit it
     `!slow <seconds>`  sleep before answering (timeout tests)
-    `!stream <seconds>` pause this long between the reply's deltas (streaming tests)
+    `!stream <seconds> [<pieces>]`  pause this long between the reply's deltas, and send
+                       it in about that many pieces (default 3; streaming tests)
+
+A hook works anywhere in the text except at its start: through the bot, a message
+starting with `!` is one of the bot's commands and never reaches the agent.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ BackendEvent = TextDelta | EmittedFile | StatusUpdate | TurnFailed
 EMIT_DIR = "agent-out"
 _EMIT = re.compile(r"!emit\s+(\S+)")
 _SLOW = re.compile(r"!slow\s+(\d+(?:\.\d+)?)")
-_STREAM = re.compile(r"!stream\s+(\d+(?:\.\d+)?)")
+_STREAM = re.compile(r"!stream\s+(\d+(?:\.\d+)?)(?:\s+(\d{1,4})\b)?")
+DEFAULT_PIECES = 3
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -101,7 +106,8 @@ class EchoBackend:
             reply += "\n\nattachments: " + ", ".join(request.attachments)
         stream = _STREAM.search(request.text)
         pause = min(float(stream.group(1)), self.max_slow_seconds) if stream else 0.0
-        for index, piece in enumerate(split_deltas(reply)):
+        pieces = int(stream.group(2)) if stream and stream.group(2) else DEFAULT_PIECES
+        for index, piece in enumerate(split_deltas(reply, max(1, pieces))):
             if index and pause:
                 await anyio.sleep(pause)
             yield TextDelta(text=piece)

@@ -282,6 +282,7 @@ async def build_runtime(
                 max_edits=settings.surface_stream_max_edits,
                 on_file=media.on_file,
                 metrics=metrics,
+                sent=store,
             ),
         )
         yield Runtime(

@@ -455,6 +455,16 @@ class SqliteStore:
                 (txn_id, trigger_event_id, mxc),
             )
 
+    # -- answer messages of pending turns --------------------------------------------------
+    # Kept in the uploads table: the same lifetime (forgotten when the turn is done) and the
+    # same key (a transaction id, never shared between an upload and a message).
+
+    def sent_message(self, txn_id: str) -> str | None:
+        return self.uploaded_media(txn_id)
+
+    def remember_sent_message(self, txn_id: str, trigger_event_id: str, event_id: str) -> None:
+        self.remember_upload(txn_id, trigger_event_id, event_id)
+
     # -- room origins (kept in meta) ----------------------------------------------------------
 
     def room_origin(self, trigger_event_id: str) -> str | None:

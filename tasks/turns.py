@@ -17,7 +17,12 @@ An answer too large for one event continues in further messages (each part's
 event sized in bytes, see tasks/answer_parts.py): a part shown by editing moves
 on to a new message before an edit would outgrow the limit. Every part has its
 own transaction ids, derived from the trigger and the part's number, so a
-replayed turn sends nothing twice.
+replayed turn sends nothing twice. A part's first message, once sent, is
+remembered until the turn is done (`SentMessages`, the store), and so is a
+part's final text having gone out: a replayed turn edits that message instead of
+sending it again (a resent transaction id only returns the old event, with
+whatever partial text it had then), and leaves a finished part alone (a new
+progress edit would show less than its final text).
 
 Homeserver trouble never loses the answer: a part's first message and its final
 text are sent until they go through (after a 429 the `retry_after` the server
@@ -50,6 +55,7 @@ import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 import structlog
@@ -83,6 +89,7 @@ from tasks.replies import (
     content_bytes,
     edit_content,
     message_content,
+    txn_id_for,
 )
 from tasks.retry import Backoff, retry
 
@@ -103,6 +110,13 @@ FIRST_MESSAGE_WAIT = 15.0
 MAX_EDITS = 50
 # Sizing an edit needs the id of the message it replaces; real ones are 44 characters.
 _SOME_EVENT_ID = "$" + "x" * 63
+
+
+class SentMessages(Protocol):
+    """A pending turn's answer messages, by transaction id (the store keeps them)."""
+
+    def sent_message(self, txn_id: str) -> str | None: ...
+    def remember_sent_message(self, txn_id: str, trigger_event_id: str, event_id: str) -> None: ...
 
 
 @dataclass
@@ -128,6 +142,7 @@ class _Answer:
     shown: str = ""  # what the current part shows now
     edits: int = 0  # edits of the current part so far
     hold_until: float = 0.0  # the first message waits no longer than this (clock time)
+    finished: bool = False  # the current part shows its final text (maybe since an earlier run)
 
     def next_part(self, finished: Part) -> None:
         self.start += len(finished.source)
@@ -136,6 +151,7 @@ class _Answer:
         self.event_id = None
         self.shown = ""
         self.edits = 0
+        self.finished = False
 
     def shrink(self) -> bool:
         """The homeserver refused an event as too large: halve the budget if it may."""
@@ -180,6 +196,7 @@ class TurnStreamer:
         max_event_bytes: int = MAX_EVENT_BYTES,
         on_file: FileHandler | None = None,
         metrics: Metrics | None = None,
+        sent: SentMessages | None = None,
     ) -> None:
         self._matrix = matrix
         self._platform = platform
@@ -195,6 +212,7 @@ class TurnStreamer:
         self._max_event_bytes = max_event_bytes
         self._on_file = on_file
         self._metrics = metrics or NullMetrics()
+        self._sent = sent
 
     async def run(self, room_id: str, turn: UserTurn) -> TurnOutcome:
         """Stream one turn; platform failures become a clear message in the room.
@@ -371,11 +389,22 @@ class TurnStreamer:
         A part's first message is sent patiently in every case: once it may have
         reached the homeserver, the same transaction id must be sent again until
         we know its event id. Progress edits are tried once; final edits patiently.
+        A replay edits the first message an earlier run sent (whatever it shows),
+        and leaves alone a part an earlier run finished.
         """
         if answer.event_id is not None and shown == answer.shown:
             return  # already shown (by the last progress edit)
         trigger = answer.trigger
         prefix = "answer" if answer.part == 0 else f"answer-part{answer.part}"
+        first_txn, final_txn = txn_id_for(trigger, prefix), txn_id_for(trigger, f"{prefix}-final")
+        if answer.event_id is None and self._sent is not None:
+            earlier = self._sent.sent_message(first_txn)
+            if earlier is not None:
+                _message_sent(answer, outcome, earlier)
+                answer.finished = self._sent.sent_message(final_txn) is not None
+        if answer.finished:
+            answer.shown = shown
+            return
         if answer.event_id is None:
             event_id = await self._patiently(
                 lambda: self._replier.say(
@@ -383,12 +412,10 @@ class TurnStreamer:
                 ),
                 what=prefix,
             )
-            answer.event_id = event_id
-            outcome.message_event_ids.append(event_id)
-            if outcome.message_event_id is None:
-                outcome.message_event_id = event_id
+            self._remember(first_txn, trigger, event_id)
+            _message_sent(answer, outcome, event_id)
         else:
-            original = answer.event_id
+            original = event_id = answer.event_id
             answer.edits += 1
             purpose = f"{prefix}-final" if last else f"{prefix}-edit-{answer.edits}"
 
@@ -402,7 +429,14 @@ class TurnStreamer:
             else:
                 await _refusal_as_too_large(edit)
             outcome.edits += 1
+        if last:
+            self._remember(final_txn, trigger, event_id)
+            answer.finished = True
         answer.shown = shown
+
+    def _remember(self, txn_id: str, trigger: str, event_id: str) -> None:
+        if self._sent is not None:
+            self._sent.remember_sent_message(txn_id, trigger, event_id)
 
     async def _patiently(self, send: Callable[[], Awaitable[str]], *, what: str) -> str:
         """`send()` until it goes through (tasks/retry.py: a 429 waits its `retry_after`,
@@ -456,6 +490,13 @@ def progress_interval(base: float, edits: int, max_edits: int) -> float:
     """
     step = max(1, max_edits // 5)
     return base * 2.0 ** (edits // step)
+
+
+def _message_sent(answer: _Answer, outcome: TurnOutcome, event_id: str) -> None:
+    answer.event_id = event_id
+    outcome.message_event_ids.append(event_id)
+    if outcome.message_event_id is None:
+        outcome.message_event_id = event_id
 
 
 def _closing(

@@ -27,8 +27,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Final, Self
@@ -105,12 +105,18 @@ RATE_LIMITS: Final[dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class HomeserverConfig:
-    """Where and how the local Synapse runs. ``port=0`` picks a free port at start."""
+    """Where and how the local Synapse runs. ``port=0`` picks a free port at start.
+
+    ``overrides``: top-level keys of homeserver.yaml set over the dev configuration, on
+    every start (a test's own limits, e.g. ``{"rc_message": {"per_second": 0.5,
+    "burst_count": 2}}`` rate limits every user's messages).
+    """
 
     data_dir: Path
     port: int = 8008
     host: str = "127.0.0.1"
     server_name: str = "localhost"
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -120,9 +126,10 @@ def generate_config(cfg: HomeserverConfig) -> Path:
     """Write ``data_dir/homeserver.yaml`` for a loopback-only, federation-less dev Synapse.
 
     A new file gets the full dev configuration (see module docstring). An existing file is
-    kept as the user may have edited it: only the listener is re-applied so a reused data
-    dir can run on a new host/port, and a missing ``registration_shared_secret`` is added;
-    an existing secret is never rotated. ``port=0`` picks a free port.
+    kept as the user may have edited it: only the listener (and ``cfg.overrides``) are
+    re-applied so a reused data dir can run on a new host/port, and a missing
+    ``registration_shared_secret`` is added; an existing secret is never rotated.
+    ``port=0`` picks a free port.
 
     Raises HomeserverStartError if Synapse's own config generator fails.
     Returns the path of the config file.
@@ -135,6 +142,7 @@ def generate_config(cfg: HomeserverConfig) -> Path:
     if path.exists():
         config = _load_yaml(path)
         config["listeners"] = [_listener(cfg)]
+        config.update(cfg.overrides)
         config.setdefault("registration_shared_secret", secrets.token_urlsafe(32))
         log.info("homeserver.config_reused", path=str(path), port=cfg.port)
     else:
@@ -173,6 +181,7 @@ def dev_config(generated: dict[str, Any], cfg: HomeserverConfig, data_dir: Path)
             "report_stats": False,
             "max_upload_size": "50M",
             **RATE_LIMITS,
+            **cfg.overrides,
         }
     )
     return config

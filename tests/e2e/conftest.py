@@ -58,6 +58,25 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHomeserve
         yield server
 
 
+# The `limited_synapse` fixture's message limit for every user (Synapse's config takes
+# fractions; its per-user admin override takes whole numbers only).
+LIMITED_MESSAGES = {"per_second": 0.5, "burst_count": 2}
+
+
+@pytest.fixture(scope="session")
+def limited_synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHomeserver]:
+    """A second Synapse whose `rc_message` limits every user to LIMITED_MESSAGES.
+
+    Started only for the tests that ask for it; a test exempts the users it does not
+    want limited (`harness.override_ratelimit(..., per_second=0)`).
+    """
+    _require_synapse()
+    data_dir = tmp_path_factory.mktemp("limited-synapse")
+    config = HomeserverConfig(data_dir=data_dir, port=0, overrides={"rc_message": LIMITED_MESSAGES})
+    with LocalHomeserver(config) as server:
+        yield server
+
+
 _user_numbers = itertools.count(1)
 
 

@@ -97,3 +97,27 @@ def binding(text: str) -> dict[str, str]:
                 fields[key.strip()] = value.strip()
     assert len(fields) == 3, text
     return fields
+
+
+def override_ratelimit(
+    synapse: LocalHomeserver,
+    admin: RegisteredUser,
+    user_id: str,
+    *,
+    per_second: int | None,
+    burst_count: int = 0,
+) -> None:
+    """Set `user_id`'s message rate limit through Synapse's admin API (0/0: exempt).
+
+    `per_second=None` deletes the override: the homeserver's `rc_message` applies
+    again. The API takes whole numbers only (a limit below 1/s needs `rc_message`,
+    see the `limited_synapse` fixture).
+    """
+    url = f"{synapse.base_url}/_synapse/admin/v1/users/{user_id}/override_ratelimit"
+    headers = {"Authorization": f"Bearer {admin.access_token}"}
+    if per_second is None:
+        response = httpx.delete(url, headers=headers, timeout=10)
+    else:
+        body = {"messages_per_second": per_second, "burst_count": burst_count}
+        response = httpx.post(url, json=body, headers=headers, timeout=10)
+    response.raise_for_status()

@@ -2,44 +2,81 @@
 
 Every user message must be answered exactly once, and no platform chat id may
 be handed out twice. The number of kills comes from SURFACE_CHAOS_KILLS
-(CI uses at least 20); the counts are printed.
+(CI uses at least 20); the counts are printed. A variant does the same with the
+bot's messages rate limited by the homeserver (1/s, burst 2) under bursts of
+messages; its kills come from SURFACE_CHAOS_LIMITED_KILLS (default 4: every
+send waits for the rate, so each kill costs seconds).
 """
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 
 import anyio
 import pytest
 
+from runtime.dev.accounts import RegisteredUser
 from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
 from runtime.dev.user import UserClient, onboard
-from tests.e2e.harness import joined_rooms, room_state_as
+from tests.e2e.harness import joined_rooms, override_ratelimit, room_state_as
 
 KILLS = int(os.environ.get("SURFACE_CHAOS_KILLS", "8"))
+LIMITED_KILLS = int(os.environ.get("SURFACE_CHAOS_LIMITED_KILLS", "4"))
 
 
 @pytest.mark.timeout(120 + 30 * KILLS)
 async def test_sigkill_under_traffic_loses_and_duplicates_nothing(
     synapse: LocalHomeserver, bot: BotProcess, alice: UserClient
 ) -> None:
+    await chaos(synapse, bot, alice, kills=KILLS, burst=(2, 6))
+
+
+@pytest.mark.timeout(180 + 40 * LIMITED_KILLS)
+async def test_sigkill_under_bursts_with_a_rate_limited_bot_loses_and_duplicates_nothing(
+    synapse: LocalHomeserver,
+    register: Callable[..., RegisteredUser],
+    bot: BotProcess,
+    alice: UserClient,
+) -> None:
+    admin = register("admin", admin=True)
+
+    def limit_the_bot() -> None:
+        override_ratelimit(synapse, admin, bot.bot.user_id, per_second=1, burst_count=2)
+
+    await chaos(synapse, bot, alice, kills=LIMITED_KILLS, burst=(4, 9), after_setup=limit_the_bot)
+    assert '"operation": "answer.send"' in bot.log_text(), "the homeserver did limit the bot"
+
+
+async def chaos(
+    synapse: LocalHomeserver,
+    bot: BotProcess,
+    alice: UserClient,
+    *,
+    kills: int,
+    burst: tuple[int, int],
+    after_setup: Callable[[], None] | None = None,
+) -> None:
+    """Three chats, then `kills` rounds of a burst of messages (and `!new`) and a SIGKILL."""
     rng = random.Random(int(os.environ.get("SURFACE_CHAOS_SEED", "1234")))
     space_id, c1 = await onboard(alice, bot.bot.user_id)
     await alice.ask(c1, "!new", expect="C2")
     await alice.ask(c1, "!new", expect="C3")
     rooms = [c1, *await alice.accept_invites(2)]
+    if after_setup is not None:
+        after_setup()
     sent: list[str] = []
     commands: list[str] = []
     n = 0
-    for kill in range(KILLS):
+    for kill in range(kills):
         if kill % 4 == 3:
             # Sometimes kill it while it is still starting (logging in, reconciling).
             await anyio.sleep(rng.uniform(0.5, 2.5))
         else:
             await anyio.to_thread.run_sync(bot.wait_ready)
-        for _ in range(rng.randint(2, 6)):
+        for _ in range(rng.randint(*burst)):
             n += 1
             if n % 7 == 0:
                 commands.append(await alice.send(rng.choice(rooms), "!new"))
@@ -54,13 +91,13 @@ async def test_sigkill_under_traffic_loses_and_duplicates_nothing(
     try:
         await alice.wait_for(
             lambda: all(alice.replies_to(e) for e in everything),
-            timeout=120,
+            timeout=180,
             what="a reply to every message",
         )
     except TimeoutError:
         missing = [e for e in everything if not alice.replies_to(e)]
         raise AssertionError(f"unanswered: {missing}\n{bot.log_tail(30)}") from None
-    await alice.ask(c1, "final barrier")  # later duplicates would show up before this
+    await alice.ask(c1, "final barrier", timeout=60)  # later duplicates would come before this
     replies = {e: len(alice.replies_to(e)) for e in everything}
     lost = sum(1 for count in replies.values() if count == 0)
     duplicates = sum(count - 1 for count in replies.values() if count > 1)
@@ -77,7 +114,7 @@ async def test_sigkill_under_traffic_loses_and_duplicates_nothing(
             assert room_id in linked, f"chat room {room_id} is not linked from the Space"
     reused = len(platform_chat_ids) - len(set(platform_chat_ids))
     print(
-        f"\nchaos: kills={KILLS} messages={len(everything)} answered={answered} "
+        f"\nchaos: kills={kills} messages={len(everything)} answered={answered} "
         f"duplicates={duplicates} lost={lost} rooms={len(platform_chat_ids)} "
         f"platform_chat_ids_reused={reused}"
     )

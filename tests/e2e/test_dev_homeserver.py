@@ -13,6 +13,7 @@ import yaml
 
 from runtime.dev.accounts import RegisteredUser
 from runtime.dev.homeserver import (
+    RATE_LIMITS,
     HomeserverConfig,
     HomeserverStartError,
     LocalHomeserver,
@@ -189,6 +190,21 @@ def test_reused_data_dir_gets_the_new_port_and_keeps_the_secret(
     assert rewritten["listeners"][0]["port"] == 18448
     assert rewritten["registration_shared_secret"] == original["registration_shared_secret"]
     assert path.stat().st_mode & 0o077 == 0, "the file holds secrets: owner-only"
+
+
+def test_overrides_replace_the_dev_settings_on_a_reused_data_dir(
+    synapse: LocalHomeserver, tmp_path: Path
+) -> None:
+    (tmp_path / "homeserver.yaml").write_bytes(synapse.config_path.read_bytes())
+    limit = {"per_second": 0.5, "burst_count": 2}
+
+    path = generate_config(
+        HomeserverConfig(data_dir=tmp_path, port=18449, overrides={"rc_message": limit})
+    )
+
+    rewritten = yaml.safe_load(path.read_text())
+    assert rewritten["rc_message"] == limit
+    assert rewritten["rc_room_creation"] == RATE_LIMITS["rc_room_creation"]
 
 
 def test_start_failure_raises_with_the_synapse_log_tail(tmp_path: Path) -> None:

@@ -93,6 +93,16 @@ async def test_echo_streams_the_text_verbatim_in_several_deltas(tmp_path: Path) 
     assert events[-1] == TurnDone(text="echo: hello *world*")
 
 
+async def test_echo_stream_hook_sets_the_pause_and_the_number_of_pieces(tmp_path: Path) -> None:
+    text = "a long answer, please !stream 0 12"
+    async with agent_client(_config(tmp_path)) as client:
+        events = await turn(client, text, "$e1")
+
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    assert 10 <= len(deltas) <= 12  # about that many: pieces of equal length
+    assert text_of(events) == f"echo: {text}"
+
+
 async def test_echo_lists_the_attachments(tmp_path: Path) -> None:
     async with agent_client(_config(tmp_path)) as client:
         events = await turn(client, "see file", "$e1", attachments=["inbox/a.txt", "inbox/b.png"])

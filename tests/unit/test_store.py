@@ -300,6 +300,24 @@ def test_remember_upload_again_keeps_the_latest_mxc(store: Store) -> None:
     assert store.uploaded_media("txn-1") == "mxc://x/new"
 
 
+def test_sent_messages_are_remembered_across_handles_until_their_turn_is_done(
+    harness: StoreHarness,
+) -> None:
+    first = harness.open()
+    first.record_batch([_entry("$ask"), _entry("$other")], "s1")
+    first.remember_sent_message("txn-answer", "$ask", "$answer")
+    first.remember_sent_message("txn-other", "$other", "$other-answer")
+
+    reopened = harness.open()  # as after a crash
+    assert reopened.sent_message("txn-answer") == "$answer"
+    assert reopened.sent_message("unknown") is None
+
+    reopened.mark_done("$ask")
+
+    assert reopened.sent_message("txn-answer") is None
+    assert reopened.sent_message("txn-other") == "$other-answer"
+
+
 def test_checkpoint_is_none_before_any_batch(store: Store) -> None:
     assert store.checkpoint() is None
     assert store.pending_entries() == []

@@ -645,3 +645,54 @@ async def test_a_long_stream_edits_a_message_at_most_max_edits_times(
 def test_a_budget_without_room_for_the_final_edit_is_refused() -> None:
     with pytest.raises(ValueError, match="max_edits"):
         TurnStreamer(FakeMatrix(), ScriptedPlatform([]), Catalogue("en"), max_edits=0)
+
+
+class SentInMemory:
+    """SentMessages in a dict (in the bot the store keeps them until the turn is done)."""
+
+    def __init__(self) -> None:
+        self.by_txn: dict[str, str] = {}
+
+    def sent_message(self, txn_id: str) -> str | None:
+        return self.by_txn.get(txn_id)
+
+    def remember_sent_message(self, txn_id: str, trigger_event_id: str, event_id: str) -> None:
+        self.by_txn[txn_id] = event_id
+
+
+@pytest.mark.virtual_time
+async def test_a_replay_finishes_the_message_an_earlier_run_left_partial(
+    time_is_virtual: bool,
+) -> None:
+    scale = 1.0 if time_is_virtual else 0.01
+    matrix = FakeMatrix()
+    sent = SentInMemory()
+    # The first run shows the start of the answer, then the bot dies.
+    hanging = ScriptedPlatform([TextDelta(text="the start"), 3600.0])
+    with anyio.move_on_after(5 * scale):
+        await streamer(matrix, hanging, edit_interval=1 * scale, sent=sent).run(ROOM, turn())
+    assert answers(matrix) == ["the start"]
+
+    # The replay has the whole answer at once: its first flush is the final one.
+    whole = ScriptedPlatform([TurnDone(text="the start and the end")])
+    outcome = await streamer(matrix, whole, sent=sent).run(ROOM, turn())
+
+    assert answers(matrix) == ["the start and the end"]
+    assert outcome.message_event_id == matrix.sent[0].event_id
+    assert [m.txn_id for m in matrix.sent] == [
+        txn_id_for(TRIGGER, "answer"),
+        txn_id_for(TRIGGER, "answer-final"),
+    ]
+
+
+async def test_a_replay_after_the_final_edit_sends_nothing_new() -> None:
+    matrix = FakeMatrix()
+    sent = SentInMemory()
+    script: list[PlatformEvent | float | Exception] = [TurnDone(text=LONG)]
+
+    await streamer(matrix, ScriptedPlatform(script), sent=sent).run(ROOM, turn())
+    first = list(matrix.sent)
+    await streamer(matrix, ScriptedPlatform(script), sent=sent).run(ROOM, turn())
+
+    assert matrix.sent == first
+    assert answers(matrix) == [m.content["body"] for m in first]
