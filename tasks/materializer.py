@@ -16,8 +16,9 @@ attachments.
   image its ``w``/``h`` and, when large, a thumbnail: tasks/files/images.py) so
   clients show it inline; an ``image/*`` file Pillow cannot read goes as ``m.file``.
   The message is sent with the job's ``txn_id``, so a resend is deduplicated by
-  the homeserver; the uploaded media (and thumbnail) is remembered (``UploadMemo``, the store) until the turn is done, so a turn
-  replayed after a crash reuses it instead of leaving an orphan upload behind.
+  the homeserver; the uploaded media (and thumbnail) is remembered (``UploadMemo``,
+  the store) until the turn is done, so a turn replayed after a crash reuses it
+  instead of leaving an orphan upload behind.
 
 Retries (this module owns them for moving files; see tasks/retry.py): a
 homeserver call of a transfer that fails as unreachable (network, 5xx) or rate
