@@ -108,7 +108,7 @@ async def test_a_30_second_streamed_answer_notifies_once_with_its_start(
         assert note["event"]["event_id"] == message["event_id"]
         assert expected.startswith(body), "the notification shows the answer's own start"
         assert len(body) >= 300, f"a substantial start, not a fragment: {len(body)} characters"
-        print(  # noqa: T201 - the measurement the README quotes
+        print(  # the measurement the README quotes
             f"first message after {first_seen[0]:.1f} s with {len(body)} characters; "
             f"answer complete after {took:.1f} s with {len(edits)} edits"
         )
