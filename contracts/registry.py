@@ -14,6 +14,8 @@ how to fix it.
         backend: http
         url: http://platform-agent:8090
         auth_token_env: HELPER_TOKEN
+        avatar: avatars/helper.png     # optional: an image file (relative to this
+                                       # file) or an mxc:// URI
 """
 
 from __future__ import annotations
@@ -29,11 +31,15 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 AGENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+# An avatar given as Matrix media: mxc://<server name>/<media id>.
+MXC_PATTERN = re.compile(r"^mxc://[A-Za-z0-9.:\[\]-]+/[A-Za-z0-9_-]+$")
+AVATAR_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 
 
 class AgentBackend(enum.StrEnum):
@@ -54,6 +60,31 @@ class AgentEntry(BaseModel):
     auth_token_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     default: bool = False
     timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    # An mxc:// URI, or an image file: a relative path is taken from the registry file's
+    # folder and kept absolute (it must exist when the registry is loaded from a file).
+    avatar: str | None = None
+
+    @field_validator("avatar")
+    @classmethod
+    def _avatar_is_mxc_or_image(cls, avatar: str | None, info: ValidationInfo) -> str | None:
+        if avatar is None or MXC_PATTERN.match(avatar):
+            return avatar
+        if avatar.startswith("mxc://"):
+            raise ValueError(f"{avatar!r} is not an mxc URI (mxc://<server>/<media id>)")
+        if "://" in avatar:
+            raise ValueError(f"{avatar!r}: give an mxc:// URI or an image file path")
+        path = Path(avatar)
+        if path.suffix.lower() not in AVATAR_SUFFIXES:
+            raise ValueError(
+                f"{avatar!r} is not an image file name (one of {', '.join(AVATAR_SUFFIXES)})"
+            )
+        base = (info.context or {}).get("base_dir")
+        if isinstance(base, Path):
+            path = path if path.is_absolute() else base / path
+            if not path.is_file():
+                raise ValueError(f"no image file at {str(path)!r}; fix the path")
+            return str(path.resolve())
+        return avatar
 
     @model_validator(mode="after")
     def _http_needs_url(self) -> AgentEntry:
@@ -132,8 +163,12 @@ def builtin_registry() -> AgentRegistry:
     return AgentRegistry([BUILTIN_ECHO])
 
 
-def parse_registry(text: str, source: str) -> AgentRegistry:
-    """Parse registry YAML; raises RegistryError naming source, entry and field."""
+def parse_registry(text: str, source: str, *, base_dir: Path | None = None) -> AgentRegistry:
+    """Parse registry YAML; raises RegistryError naming source, entry and field.
+
+    `base_dir`: the folder relative avatar paths are taken from (and checked in);
+    without it they are kept as written, unchecked.
+    """
     try:
         raw = yaml.safe_load(text)
     # PyYAML's constructors raise plain ValueError for scalars it cannot build
@@ -146,7 +181,7 @@ def parse_registry(text: str, source: str) -> AgentRegistry:
             f"got {type(raw).__name__}."
         )
     try:
-        parsed = AgentRegistryFile.model_validate(raw)
+        parsed = AgentRegistryFile.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise RegistryError(_describe(source, raw, exc)) from exc
     return AgentRegistry(parsed.agents, source)
@@ -162,7 +197,7 @@ def load_registry(path: Path) -> AgentRegistry:
             "Set SURFACE_AGENT_REGISTRY to an existing YAML file, "
             "or unset it for the built-in echo agent."
         ) from exc
-    return parse_registry(text, str(path))
+    return parse_registry(text, str(path), base_dir=path.parent)
 
 
 def _describe(source: str, raw: dict[str, object], exc: ValidationError) -> str:

@@ -66,6 +66,24 @@ class Settings(BaseSettings):
     surface_max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     surface_room_concurrency: int = Field(default=128, ge=1, le=1024)
     surface_stream_edit_interval: float = Field(default=1.0, ge=0.05, le=60)
+    surface_stream_max_edits: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="Edits one answer message may have, the final one included.",
+    )
+    surface_stream_first_chars: int = Field(
+        default=300,
+        ge=0,
+        le=30_000,
+        description="Characters an answer's first (notifying) message waits for.",
+    )
+    surface_stream_first_wait: float = Field(
+        default=15.0,
+        ge=0,
+        le=600,
+        description="Seconds an answer's first message waits at most for those characters.",
+    )
     surface_max_chats_per_user: int = Field(default=200, ge=1, le=100_000)
     surface_edit_window: float = Field(
         default=600.0,

@@ -54,6 +54,8 @@ EN: dict[str, str] = {
         "Answer `!yes` or `!no`."
     ),
     "cleared": "Cleared. This chat starts afresh (platform chat {platform_chat_id}).",
+    # The topic of each chat room (tasks/room_face.py), plain text.
+    "room_topic": "{name} ({chat_id}) · agent: {agent} · platform chat {platform_chat_id}",
     "nothing_pending": "There is nothing to confirm.",
     "cancelled": "Cancelled.",
     "agents_header": "**Agents**",
@@ -184,6 +186,7 @@ RU: dict[str, str] = {
         "Очистить контекст этого чата? Агент забудет разговор. Ответьте `!yes` или `!no`."
     ),
     "cleared": "Готово. Чат начат заново (чат платформы {platform_chat_id}).",
+    "room_topic": "{name} ({chat_id}) · агент: {agent} · чат платформы {platform_chat_id}",
     "nothing_pending": "Подтверждать нечего.",
     "cancelled": "Отменено.",
     "agents_header": "**Агенты**",

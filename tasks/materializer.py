@@ -12,10 +12,13 @@ attachments.
   written atomically. The path depends only on the event, so a re-run (after a
   crash, or a re-delivered event) finds the finished file and downloads nothing.
 - :class:`UploadJob`: a file an agent emitted -> ``m.file``/``m.image``/
-  ``m.audio``/``m.video`` in the room. The message is sent with the job's
-  ``txn_id``, so a resend is deduplicated by the homeserver; the uploaded media
-  is remembered (``UploadMemo``, the store) until the turn is done, so a turn
-  replayed after a crash reuses it instead of leaving an orphan upload behind.
+  ``m.audio``/``m.video`` in the room, with ``info`` (mimetype, size; for an
+  image its ``w``/``h`` and, when large, a thumbnail: tasks/files/images.py) so
+  clients show it inline; an ``image/*`` file Pillow cannot read goes as ``m.file``.
+  The message is sent with the job's ``txn_id``, so a resend is deduplicated by
+  the homeserver; the uploaded media (and thumbnail) is remembered (``UploadMemo``,
+  the store) until the turn is done, so a turn replayed after a crash reuses it
+  instead of leaving an orphan upload behind.
 
 Retries (this module owns them for moving files; see tasks/retry.py): a
 homeserver call of a transfer that fails as unreachable (network, 5xx) or rate
@@ -54,6 +57,7 @@ from contracts.matrix import (
 from contracts.platform import EmittedFile
 from contracts.workspace import FileTooLarge, UnsafePath, Workspace, WorkspaceError
 from tasks.attachments import AttachmentStaging
+from tasks.files.images import ImageFacts, image_facts, make_thumbnail, needs_thumbnail
 from tasks.files.paths import room_may_send, safe_component, safe_relative_path
 from tasks.retry import Backoff, retry
 
@@ -78,6 +82,8 @@ __all__ = [
 
 log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
 
+# A thumbnail's upload is remembered under its image's txn id and this.
+THUMBNAIL_MEMO_SUFFIX = ":thumbnail"
 # Ties an emitted file to the user message that caused it (content key of the sent event).
 REPLY_TO_KEY = "lambda.surface.reply_to"
 _MIMETYPE = re.compile(
@@ -451,13 +457,20 @@ class Materializer:
         encrypted = await self._with_retries(
             partial(self._matrix.room_is_encrypted, job.room_id), "room_is_encrypted"
         )
+        info: JsonDict = {"mimetype": mimetype, "size": len(data)}
+        if msgtype == "m.image":
+            facts = await anyio.to_thread.run_sync(image_facts, data)
+            if facts is None:
+                msgtype = "m.file"  # not an image a client could show inline
+            else:
+                info.update(await self._image_info(job, data, facts, encrypted=encrypted))
         media = await self._upload_media(job, data, mimetype, name, encrypted=encrypted)
         mxc = media if isinstance(media, str) else str(media["url"])
         content: JsonDict = {
             "msgtype": msgtype,
             "body": name,
             "filename": name,
-            "info": {"mimetype": mimetype, "size": len(data)},
+            "info": info,
             REPLY_TO_KEY: job.reply_to_event_id,
             # In the clear even in an encrypted room: catch-up reads it (tasks/catchup.py).
             "m.relates_to": {"m.in_reply_to": {"event_id": job.reply_to_event_id}},
@@ -481,15 +494,58 @@ class Materializer:
         self._uploaded += 1
         return Uploaded(job, event_id, mxc, msgtype, mimetype, len(data))
 
+    async def _image_info(
+        self, job: UploadJob, data: bytes, facts: ImageFacts, *, encrypted: bool
+    ) -> JsonDict:
+        """`w`/`h`, and for a large image a thumbnail (uploaded once, like the media;
+        encrypted in an encrypted room: `thumbnail_file` instead of `thumbnail_url`)."""
+        info: JsonDict = {"w": facts.width, "h": facts.height}
+        if not needs_thumbnail(facts, len(data)):
+            return info
+        thumb = await anyio.to_thread.run_sync(make_thumbnail, data)
+        if thumb is None:
+            return info
+        name = "thumbnail." + ("png" if thumb.mimetype == "image/png" else "jpg")
+        media = await self._upload_media(
+            job,
+            thumb.data,
+            thumb.mimetype,
+            name,
+            encrypted=encrypted,
+            memo_key=job.txn_id + THUMBNAIL_MEMO_SUFFIX,
+        )
+        if isinstance(media, str):
+            info["thumbnail_url"] = media
+        else:
+            info["thumbnail_file"] = media
+        info["thumbnail_info"] = {
+            "mimetype": thumb.mimetype,
+            "size": len(thumb.data),
+            "w": thumb.width,
+            "h": thumb.height,
+        }
+        return info
+
     async def _upload_media(
-        self, job: UploadJob, data: bytes, mimetype: str, name: str, *, encrypted: bool
+        self,
+        job: UploadJob,
+        data: bytes,
+        mimetype: str,
+        name: str,
+        *,
+        encrypted: bool,
+        memo_key: str | None = None,
     ) -> str | JsonDict:
         """The media's mxc URI (or, encrypted, its `file` object): the one this job uploaded
-        before a crash, else a new upload. The memo keeps a `file` object as JSON text."""
+        before a crash, else a new upload. The memo keeps a `file` object as JSON text.
+
+        `memo_key`: what the upload is remembered under (default: the job's txn id).
+        """
+        key = memo_key or job.txn_id
         if self._uploads is not None:
-            known = self._uploads.uploaded_media(job.txn_id)
+            known = self._uploads.uploaded_media(key)
             if known is not None and known.startswith("{") == encrypted:
-                log.info("materializer.upload_reused", room_id=job.room_id, txn_id=job.txn_id)
+                log.info("materializer.upload_reused", room_id=job.room_id, txn_id=key)
                 return json.loads(known) if encrypted else known
         media: str | JsonDict
         if encrypted:
@@ -504,5 +560,5 @@ class Materializer:
             )
             memo = media
         if self._uploads is not None:
-            self._uploads.remember_upload(job.txn_id, job.reply_to_event_id, memo)
+            self._uploads.remember_upload(key, job.reply_to_event_id, memo)
         return media

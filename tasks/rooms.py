@@ -109,6 +109,7 @@ async def create_chat_room(
     *,
     origin_event_id: str | None = None,
     encrypted: bool = True,
+    topic: str | None = None,
 ) -> str:
     """Create a chat room pointing to the user's Space (m.space.parent); returns the room id.
 
@@ -137,6 +138,7 @@ async def create_chat_room(
             *([encryption_state()] if encrypted else []),
         ],
         power_level_overrides=power_levels(),
+        topic=topic,
     )
     return room_id
 

@@ -1,5 +1,18 @@
 """One agent turn shown in Matrix: typing, then one message edited at a bounded rate.
 
+One notification per answer, carrying its start (see the README, "Streamed answers
+and notifications"): push rules never notify for an edit (`.m.rule.suppress_edits`),
+so whatever the answer's first message holds when it is sent is all a notification
+will ever show. The first message is therefore held back (typing is shown meanwhile)
+until the answer is complete, or has `first_message_chars` characters, or
+`first_message_wait` seconds have passed; a short answer is one message sent once.
+Later progress is shown by edits, which notify nobody and leave nothing else behind.
+
+Edit budget: a message gets at most `max_edits` edits, the final one included (one
+is always kept for it), and the interval between progress edits doubles each time
+another fifth of the budget is used, so a long stream slows down rather than stops
+(clients choke on messages with hundreds of edits).
+
 An answer too large for one event continues in further messages (each part's
 event sized in bytes, see tasks/answer_parts.py): a part shown by editing moves
 on to a new message before an edit would outgrow the limit. Every part has its
@@ -93,6 +106,11 @@ MIN_EVENT_BUDGET = 4_096
 # A part's first message and final text are retried here, within the turn, so a
 # homeserver hiccup never re-runs the agent (tasks/retry.py names the owners).
 SEND_BACKOFF = Backoff(initial=0.5, factor=2.0, max=30.0, jitter=0.1)
+# What the first message waits for (see the module docstring): characters, seconds.
+FIRST_MESSAGE_CHARS = 300
+FIRST_MESSAGE_WAIT = 15.0
+# Edits per message, the final one included.
+MAX_EDITS = 50
 # Sizing an edit needs the id of the message it replaces; real ones are 44 characters.
 _SOME_EVENT_ID = "$" + "x" * 63
 
@@ -127,6 +145,7 @@ class _Answer:
     event_id: str | None = None  # the current part's message, once sent
     shown: str = ""  # what the current part shows now
     edits: int = 0  # edits of the current part so far
+    hold_until: float = 0.0  # the first message waits no longer than this (clock time)
     finished: bool = False  # the current part shows its final text (maybe since an earlier run)
 
     def next_part(self, finished: Part) -> None:
@@ -174,6 +193,9 @@ class TurnStreamer:
         catalogue: Catalogue,
         *,
         edit_interval: float = 1.0,
+        first_message_chars: int = FIRST_MESSAGE_CHARS,
+        first_message_wait: float = FIRST_MESSAGE_WAIT,
+        max_edits: int = MAX_EDITS,
         typing_delay: float = 0.3,
         max_event_bytes: int = MAX_EVENT_BYTES,
         on_file: FileHandler | None = None,
@@ -184,7 +206,12 @@ class TurnStreamer:
         self._platform = platform
         self._replier = Replier(matrix)
         self._t = catalogue
+        if max_edits < 1:
+            raise ValueError("max_edits must be at least 1 (the final edit)")
         self._edit_interval = edit_interval
+        self._first_chars = first_message_chars
+        self._first_wait = first_message_wait
+        self._max_edits = max_edits
         self._typing_delay = typing_delay
         self._max_event_bytes = max_event_bytes
         self._on_file = on_file
@@ -205,6 +232,7 @@ class TurnStreamer:
             budget=await self._event_budget(room_id),
             thread=turn.thread_id,
             event_id=replace,
+            hold_until=anyio.current_time() + self._first_wait,
         )
         if replace is not None:
             _message_sent(answer, outcome, replace)
@@ -260,7 +288,8 @@ class TurnStreamer:
                         return None
                 if item is None:  # flush time: show progress
                     wait = await self._flush(room_id, answer, outcome, final=False)
-                    next_flush = anyio.current_time() + max(self._edit_interval, wait)
+                    interval = progress_interval(self._edit_interval, answer.edits, self._max_edits)
+                    next_flush = anyio.current_time() + max(interval, wait)
                     continue
                 if isinstance(item, PlatformError):
                     outcome.error = str(item) or item.code
@@ -318,9 +347,11 @@ class TurnStreamer:
         """
         text = outcome.text
         while rest := text[answer.start :]:
+            if not final and self._holds_first_message(answer, rest):
+                return 0.0
             if not final and self._fits_edit(answer, answer.reopen + rest):
                 shown = answer.reopen + rest
-                if shown == answer.shown:
+                if shown == answer.shown or not self._may_edit(answer):
                     return 0.0
                 try:
                     await self._show(room_id, answer, outcome, shown, last=False)
@@ -349,6 +380,20 @@ class TurnStreamer:
                 return 0.0  # the final flush tries again, and raises if it must
             answer.next_part(part)
         return 0.0
+
+    def _holds_first_message(self, answer: _Answer, rest: str) -> bool:
+        """Is the answer's first message still held back (too little to notify with)?"""
+        return (
+            answer.part == 0
+            and answer.event_id is None
+            and len(rest) < self._first_chars
+            and anyio.current_time() < answer.hold_until
+            and self._fits_message(answer, rest)
+        )
+
+    def _may_edit(self, answer: _Answer) -> bool:
+        """May the current part have a progress edit? (One edit is kept for its final text.)"""
+        return answer.event_id is None or answer.edits < self._max_edits - 1
 
     async def _show(
         self, room_id: str, answer: _Answer, outcome: TurnOutcome, shown: str, *, last: bool
@@ -465,6 +510,16 @@ class TurnStreamer:
             await self._matrix.set_typing(room_id, on, timeout_ms=30000)
         except Exception as exc:  # typing is cosmetic: never fail a turn for it
             log.debug("typing.failed", room_id=room_id, error=repr(exc))
+
+
+def progress_interval(base: float, edits: int, max_edits: int) -> float:
+    """Seconds before the next progress edit of a message that has had `edits` edits.
+
+    `base` for the first fifth of the budget, then twice that, and so on: with the
+    defaults (1 s, 50 edits) a message keeps showing progress for about five minutes.
+    """
+    step = max(1, max_edits // 5)
+    return base * 2.0 ** (edits // step)
 
 
 def _message_sent(answer: _Answer, outcome: TurnOutcome, event_id: str) -> None:

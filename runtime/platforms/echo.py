@@ -7,6 +7,7 @@ snapshots and turn de-duplication live in this process only.
 from __future__ import annotations
 
 import itertools
+import mimetypes
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -34,13 +35,15 @@ class _Chat:
 
 
 EMIT = re.compile(r"!emit ([A-Za-z0-9_.-]{1,64})")
+RETURN = "!return"
 
 
 class EchoPlatform:
     """Answers `echo: <text>`; `delay` seconds per turn simulates a slow agent.
 
     With a `workspace`, `!emit <name>` in the text makes it write
-    `agent-out/<name>` there and emit it as a file (like the reference service).
+    `agent-out/<name>` there and emit it as a file (like the reference service),
+    and `!return` emits the turn's attachments back as they are.
     """
 
     def __init__(
@@ -77,6 +80,9 @@ class EchoPlatform:
         if self.workspace is not None:
             for name in EMIT.findall(turn.text):
                 yield self._emit(name, turn)
+            if RETURN in turn.text:
+                for path in turn.attachments:
+                    yield EmittedFile(path=path, mimetype=mimetypes.guess_type(path)[0])
         yield TurnDone(text=reply)
 
     def _emit(self, name: str, turn: UserTurn) -> EmittedFile:

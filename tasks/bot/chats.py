@@ -1,5 +1,8 @@
 """A user's chat rooms: creating one (once per trigger) and re-binding one to a fresh chat.
 
+Both keep the room's face up to date (topic, the bot under its agent's name:
+tasks/room_face.py).
+
 What `!new`, `!clear` and `!agent` change, and the first chat of onboarding.
 
 A user's record is changed only under that user's lock (`user_lock`), read
@@ -25,6 +28,7 @@ from contracts.state import RoomRecord, UserRecord, chat_index
 from contracts.store import Store
 from tasks.catalogue import Catalogue
 from tasks.rebuild import room_from_state
+from tasks.room_face import RoomFace
 from tasks.rooms import (
     create_chat_room,
     find_created_room,
@@ -95,6 +99,7 @@ class ChatRooms:
         self.registry = registry
         self.sequence = sequence
         self.t = catalogue
+        self.face = RoomFace(matrix, registry, catalogue)
         self._user_locks: dict[str, anyio.Lock] = {}
 
     def user_lock(self, matrix_user_id: str) -> anyio.Lock:
@@ -145,6 +150,7 @@ class ChatRooms:
         # Linked only after it is recorded: a retry of a failed link reuses this room.
         assert room.space_id is not None
         await link_child(self.matrix, room.space_id, room.room_id, order=room.chat_id)
+        await self.face.show(room, topic=False)  # the topic came with the room
         log.info(
             "chat.created",
             user=user.matrix_user_id,
@@ -170,7 +176,11 @@ class ChatRooms:
             platform_chat_id=platform_chat_id,
         )
         room_id = await create_chat_room(
-            self.matrix, draft, origin_event_id=trigger, encrypted=self.encrypt_rooms
+            self.matrix,
+            draft,
+            origin_event_id=trigger,
+            encrypted=self.encrypt_rooms,
+            topic=self.face.topic_for(draft),
         )
         return draft.model_copy(update={"room_id": room_id})
 
@@ -216,6 +226,7 @@ class ChatRooms:
         )
         await write_room_marker(self.matrix, rotated)
         self.store.put_room(rotated)
+        await self.face.show(rotated, member=agent_id != old_agent)
         if old_agent is not None and old_chat is not None and old_agent in self.registry:
             try:
                 await self.platform.disconnect(old_agent, old_chat)

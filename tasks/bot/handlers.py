@@ -58,6 +58,7 @@ async def rename(ctx: CommandContext) -> None:
     await bot.matrix.send_state(room.room_id, "m.room.name", {"name": name})
     await write_room_marker(bot.matrix, renamed)
     bot.store.put_room(renamed)
+    await bot.chats.face.show(renamed, member=False)
     await ctx.say(bot.t("renamed", name=name))
 
 

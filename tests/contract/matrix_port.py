@@ -212,6 +212,19 @@ class MatrixPortContract:
         assert state_of(state, CUSTOM, "b").content == {"v": 3}
         assert len([e for e in state if e.type == CUSTOM and e.state_key == "a"]) == 1
 
+    async def test_own_member_state_sets_a_per_room_name_and_avatar(self, world: World) -> None:
+        port, peer = world.port, world.peer
+        room_id = await port.create_room(name="face", invite=[peer.user_id])
+        await peer.join(room_id)
+        face = {"membership": "join", "displayname": "Agent", "avatar_url": "mxc://x.org/face"}
+
+        await port.send_state(room_id, "m.room.member", face, state_key=port.user_id)
+
+        mine = state_of(await port.room_state(room_id), "m.room.member", port.user_id)
+        assert {k: mine.content.get(k) for k in face} == face
+        seen = await peer.member_content(room_id, port.user_id)
+        assert seen is not None and seen.get("displayname") == "Agent"
+
     async def test_room_state_of_a_room_the_bot_is_not_in_is_forbidden(self, world: World) -> None:
         room_id = await world.peer.create_room()
 

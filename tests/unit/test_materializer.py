@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 from pathlib import Path, PurePosixPath
 
@@ -8,6 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 from fakes import FakeMatrix
+from PIL import Image
 from structlog.testing import capture_logs
 
 from contracts.matrix import MatrixEvent, MatrixRequestError, MatrixUnreachable
@@ -38,7 +40,16 @@ DEADLINE = 10.0
 LIMIT = 1024
 USER = "@alice:example.org"
 ROOM = "!room:example.org"
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
+
+
+def png(width: int, height: int, *, mode: str = "RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, (width, height), "teal").save(out, format="PNG")
+    return out.getvalue()
+
+
+PNG = png(4, 3)
+BIG = 1024 * 1024
 NO_WAIT = Backoff(initial=0.0, max=0.0, jitter=0.0)
 
 
@@ -59,11 +70,12 @@ def make_materializer(
     uploads: UploadMemo | None = None,
     staging: AttachmentStaging | None = None,
     max_transfers: int = 4,
+    max_upload_bytes: int = LIMIT,
 ) -> Materializer:
     return Materializer(
         matrix,  # the fake implements the media part of MatrixPort
         workspace,
-        max_upload_bytes=LIMIT,
+        max_upload_bytes=max_upload_bytes,
         uploads=uploads,
         staging=staging,
         max_transfers=max_transfers,
@@ -233,12 +245,74 @@ async def test_upload_sends_an_image_with_mimetype_size_and_reply_to(
         "body": "chart.png",
         "filename": "chart.png",
         "url": result.mxc,
-        "info": {"mimetype": "image/png", "size": len(PNG)},
+        "info": {"mimetype": "image/png", "size": len(PNG), "w": 4, "h": 3},
         REPLY_TO_KEY: "$ask",
         "m.relates_to": {"m.in_reply_to": {"event_id": "$ask"}},
     }
     [uploaded] = matrix.uploads
     assert (uploaded.data, uploaded.content_type) == (PNG, "image/png")
+
+
+async def test_a_large_image_gets_a_thumbnail_within_the_box(
+    matrix: FakeMatrix, workspace: FsWorkspace
+) -> None:
+    workspace.write_atomic("out/wide.png", png(2000, 1000))
+    materializer = make_materializer(matrix, workspace, max_upload_bytes=BIG)
+
+    result = await submit(materializer, upload("out/wide.png"))
+
+    assert isinstance(result, Uploaded)
+    info = matrix.sent[0].content["info"]
+    assert (info["w"], info["h"]) == (2000, 1000)
+    [thumb_upload, image_upload] = matrix.uploads
+    assert image_upload.mxc == result.mxc
+    assert info["thumbnail_url"] == thumb_upload.mxc
+    assert info["thumbnail_info"] == {
+        "mimetype": "image/jpeg",
+        "size": len(thumb_upload.data),
+        "w": 800,
+        "h": 400,
+    }
+    with Image.open(io.BytesIO(thumb_upload.data)) as thumb:
+        assert thumb.size == (800, 400)
+
+
+async def test_a_transparent_image_gets_a_png_thumbnail(
+    matrix: FakeMatrix, workspace: FsWorkspace
+) -> None:
+    workspace.write_atomic("logo.png", png(1200, 1200, mode="RGBA"))
+
+    await submit(make_materializer(matrix, workspace, max_upload_bytes=BIG), upload("logo.png"))
+
+    info = matrix.sent[0].content["info"]
+    assert info["thumbnail_info"]["mimetype"] == "image/png"
+    assert (info["thumbnail_info"]["w"], info["thumbnail_info"]["h"]) == (600, 600)
+
+
+async def test_an_image_pillow_cannot_read_is_sent_as_a_file(
+    materializer: Materializer, matrix: FakeMatrix, workspace: FsWorkspace
+) -> None:
+    workspace.write_atomic("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
+
+    result = await submit(materializer, upload("broken.png"))
+
+    assert isinstance(result, Uploaded)
+    content = matrix.sent[0].content
+    assert content["msgtype"] == "m.file"
+    assert content["info"] == {"mimetype": "image/png", "size": 108}
+
+
+async def test_a_replayed_image_reuses_its_thumbnail_too(
+    matrix: FakeMatrix, workspace: FsWorkspace, tmp_path: Path
+) -> None:
+    workspace.write_atomic("big.png", png(1600, 1200))
+    with SqliteStore(tmp_path / "state.db") as store:
+        for _run in range(2):  # the second as after a crash: a fresh materializer
+            running = make_materializer(matrix, workspace, uploads=store, max_upload_bytes=BIG)
+            await submit(running, upload("big.png"))
+
+    assert len(matrix.uploads) == 2, "the image and its thumbnail, each once"
+    assert len(matrix.messages_in(ROOM)) == 1
 
 
 async def test_upload_resend_with_the_same_txn_id_is_posted_once(

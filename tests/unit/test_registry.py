@@ -89,6 +89,51 @@ def test_load_registry_reads_the_file(tmp_path: Path) -> None:
     assert len(registry) == 2
 
 
+def test_an_avatar_may_be_an_mxc_uri() -> None:
+    registry = parse_registry(
+        "agents:\n  - {id: echo, name: Echo, avatar: 'mxc://example.org/AbC_12-x'}\n", SOURCE
+    )
+
+    agent = registry.get("echo")
+    assert agent is not None and agent.avatar == "mxc://example.org/AbC_12-x"
+    assert registry.default.avatar == "mxc://example.org/AbC_12-x"
+
+
+def test_a_relative_avatar_file_is_found_next_to_the_registry(tmp_path: Path) -> None:
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "faces" / "echo.png").write_bytes(b"\x89PNG")
+    path = tmp_path / "agents.yaml"
+    path.write_text("agents:\n  - {id: echo, name: Echo, avatar: faces/echo.png}\n")
+
+    agent = load_registry(path).default
+
+    assert agent.avatar == str((tmp_path / "faces" / "echo.png").resolve())
+
+
+@pytest.mark.parametrize(
+    ("avatar", "says"),
+    [
+        ("mxc://example.org", "not an mxc URI"),
+        ("https://example.org/a.png", "mxc:// URI or an image file"),
+        ("faces/echo.txt", "not an image file name"),
+        ("faces/missing.png", "no image file at"),
+    ],
+)
+def test_a_bad_avatar_names_file_entry_and_field(tmp_path: Path, avatar: str, says: str) -> None:
+    path = tmp_path / "agents.yaml"
+    path.write_text(
+        f"agents:\n  - {{id: echo, name: Echo}}\n  - {{id: x, avatar: '{avatar}', name: X}}\n"
+    )
+
+    with pytest.raises(RegistryError) as refused:
+        load_registry(path)
+
+    message = str(refused.value)
+    assert str(path) in message
+    assert "entry #2 (id 'x'), field 'avatar'" in message
+    assert says in message
+
+
 def test_http_backend_without_url_names_file_entry_and_field() -> None:
     text = "agents:\n  - {id: echo, name: Echo}\n  - {id: helper, name: Helper, backend: http}\n"
 

@@ -50,6 +50,14 @@ def test_chats_per_user_and_ledger_retention_have_documented_defaults() -> None:
     assert settings.surface_ledger_retention_days == 7
 
 
+def test_streaming_has_documented_defaults() -> None:
+    settings = load_settings()
+
+    assert settings.surface_stream_max_edits == 50
+    assert settings.surface_stream_first_chars == 300
+    assert settings.surface_stream_first_wait == 15.0
+
+
 def test_remote_homeserver_with_credentials_loads(remote_homeserver: None) -> None:
     settings = load_settings()
 
@@ -116,6 +124,8 @@ def test_is_allowed_refuses_everyone_without_list_or_bot_id() -> None:
         ("SURFACE_MAX_UPLOAD_BYTES", "lots"),
         ("SURFACE_MAX_CHATS_PER_USER", "0"),
         ("SURFACE_LEDGER_RETENTION_DAYS", "0"),
+        ("SURFACE_STREAM_MAX_EDITS", "0"),
+        ("SURFACE_STREAM_FIRST_CHARS", "-1"),
     ],
 )
 def test_bad_value_names_the_variable(

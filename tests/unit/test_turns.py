@@ -37,7 +37,7 @@ from contracts.platform import (
 from tasks.catalogue import Catalogue
 from tasks.failures import error_ref
 from tasks.replies import MAX_EVENT_BYTES, content_bytes, txn_id_for
-from tasks.turns import TurnStreamer
+from tasks.turns import TurnStreamer, progress_interval
 
 ROOM = "!chat:example.org"
 TRIGGER = "$user-message"
@@ -94,13 +94,20 @@ class RecordingMetrics(NullMetrics):
 
 
 def streamer(
-    matrix: FakeMatrix, platform: ScriptedPlatform, *, edit_interval: float = 60.0, **kw: object
+    matrix: FakeMatrix,
+    platform: ScriptedPlatform,
+    *,
+    edit_interval: float = 60.0,
+    first_message_chars: int = 0,
+    **kw: object,
 ) -> TurnStreamer:
+    """A streamer that shows progress from the first flush (no held first message) unless told."""
     return TurnStreamer(
         matrix,
         platform,
         Catalogue("en"),
         edit_interval=edit_interval,
+        first_message_chars=first_message_chars,
         **kw,  # type: ignore[arg-type]
     )
 
@@ -539,6 +546,120 @@ async def test_running_a_long_turn_again_sends_nothing_new() -> None:
 
     assert len(matrix.sent) == first == 2
     assert len({m.txn_id for m in matrix.sent}) == 2
+
+
+# -- one notification per answer: the first message waits for a substantial start ---------
+
+
+@pytest.mark.virtual_time
+async def test_the_first_message_waits_until_the_answer_has_a_substantial_start(
+    time_is_virtual: bool,
+) -> None:
+    scale = 1.0 if time_is_virtual else 0.01
+    words = [f"word{n:02} " for n in range(40)]  # 7 characters each
+    script: list[PlatformEvent | float | Exception] = []
+    for word in words:
+        script += [TextDelta(text=word), 0.25 * scale]
+    script.append(TurnDone())
+    matrix = FakeMatrix()
+
+    outcome = await streamer(
+        matrix,
+        ScriptedPlatform(script),
+        edit_interval=scale,
+        first_message_chars=100,
+        first_message_wait=3600.0,
+    ).run(ROOM, turn())
+
+    first = matrix.sent[0]
+    assert "m.new_content" not in first.content, "a message of its own, not an edit"
+    assert len(first.content["body"]) >= 100, "the message that notifies carries a real start"
+    assert outcome.text.startswith(first.content["body"])
+    assert len(edits_of(matrix, first.event_id)) >= 1, "the rest still streams by edits"
+    assert answers(matrix) == [outcome.text]
+
+
+async def test_an_answer_complete_before_its_start_is_substantial_is_one_message() -> None:
+    matrix = FakeMatrix()
+    script: list[PlatformEvent | float | Exception] = [TextDelta(text="short "), 0.05]
+    script += [TextDelta(text="answer"), TurnDone()]
+
+    await streamer(
+        matrix, ScriptedPlatform(script), edit_interval=0.01, first_message_chars=300
+    ).run(ROOM, turn())
+
+    [message] = matrix.sent
+    assert message.content["body"] == "short answer"
+    assert message.txn_id == txn_id_for(TRIGGER, "answer")
+
+
+@pytest.mark.virtual_time
+async def test_a_slow_trickle_is_shown_once_the_first_message_has_waited_long_enough(
+    time_is_virtual: bool,
+) -> None:
+    scale = 1.0 if time_is_virtual else 0.01
+    script: list[PlatformEvent | float | Exception] = [TextDelta(text="thinking")]
+    script += [5.0 * scale, TextDelta(text=" more"), 5.0 * scale, TurnDone()]
+    matrix = FakeMatrix()
+    started = anyio.current_time()
+
+    await streamer(
+        matrix,
+        ScriptedPlatform(script),
+        edit_interval=scale,
+        first_message_chars=300,
+        first_message_wait=3.0 * scale,
+    ).run(ROOM, turn())
+
+    first = matrix.sent[0]
+    assert first.content["body"] == "thinking"
+    assert first.at - started < 5.0 * scale, "shown after the wait, before the answer ended"
+    assert answers(matrix) == ["thinking more"]
+
+
+# -- edit budget ---------------------------------------------------------------------------
+
+
+def test_the_progress_interval_doubles_with_each_fifth_of_the_budget() -> None:
+    assert [progress_interval(1.0, n, 50) for n in (0, 9, 10, 19, 20, 40, 49)] == [
+        1.0,
+        1.0,
+        2.0,
+        2.0,
+        4.0,
+        16.0,
+        16.0,
+    ]
+    assert progress_interval(0.5, 3, 3) == 0.5 * 2**3, "a tiny budget still grows"
+
+
+@pytest.mark.virtual_time
+async def test_a_long_stream_edits_a_message_at_most_max_edits_times(
+    time_is_virtual: bool,
+) -> None:
+    scale = 1.0 if time_is_virtual else 0.002
+    script: list[PlatformEvent | float | Exception] = []
+    for n in range(200):
+        script += [TextDelta(text=f"w{n} "), 1.0 * scale]
+    script.append(TurnDone())
+    matrix = FakeMatrix()
+
+    outcome = await streamer(
+        matrix, ScriptedPlatform(script), edit_interval=scale, max_edits=10
+    ).run(ROOM, turn())
+
+    [_, *edits] = matrix.sent
+    assert len(edits) <= 10, "the cap holds, the final edit included"
+    assert edits[-1].txn_id == txn_id_for(TRIGGER, "answer-final")
+    assert answers(matrix) == [outcome.text]
+    progress = [m.at for m in matrix.sent[:-1]]
+    gaps = [b - a for a, b in pairwise(progress)]
+    assert gaps[-1] > 2 * scale, "the interval grew during the stream"
+
+
+def test_a_budget_without_room_for_the_final_edit_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_edits"):
+        TurnStreamer(FakeMatrix(), ScriptedPlatform([]), Catalogue("en"), max_edits=0)
 
 
 class SentInMemory:
