@@ -28,14 +28,12 @@ import structlog
 from anyio.abc import TaskStatus
 
 from contracts.platform import (
-    ContextInfo,
     PlatformClient,
     PlatformError,
     PlatformEvent,
-    PlatformHealth,
-    Snapshot,
     UserTurn,
 )
+from tasks.forwarding import ForwardingPlatform
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +62,7 @@ class _Closeable(Protocol):
     async def aclose(self) -> None: ...
 
 
-class PlatformPool:
+class PlatformPool(ForwardingPlatform):
     """A PlatformClient that keeps per-chat sessions on top of another one."""
 
     def __init__(
@@ -81,7 +79,7 @@ class PlatformPool:
             raise ValueError("max_sessions must be at least 1")
         if idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
-        self._inner = inner
+        super().__init__(inner)
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
         self.sweep_interval = (
@@ -221,24 +219,3 @@ class PlatformPool:
         """
         self._sessions.pop((agent_id, platform_chat_id), None)
         await self._inner.disconnect(agent_id, platform_chat_id)
-
-    async def save_snapshot(
-        self, agent_id: str, platform_chat_id: str, *, owner: str, name: str
-    ) -> Snapshot:
-        return await self._inner.save_snapshot(agent_id, platform_chat_id, owner=owner, name=name)
-
-    async def list_snapshots(self, agent_id: str, *, owner: str) -> list[Snapshot]:
-        return await self._inner.list_snapshots(agent_id, owner=owner)
-
-    async def load_snapshot(
-        self, agent_id: str, platform_chat_id: str, *, owner: str, snapshot_id: str
-    ) -> ContextInfo:
-        return await self._inner.load_snapshot(
-            agent_id, platform_chat_id, owner=owner, snapshot_id=snapshot_id
-        )
-
-    async def context_info(self, agent_id: str, platform_chat_id: str) -> ContextInfo:
-        return await self._inner.context_info(agent_id, platform_chat_id)
-
-    async def health(self) -> PlatformHealth:
-        return await self._inner.health()

@@ -17,16 +17,14 @@ import anyio
 import structlog
 
 from contracts.platform import (
-    ContextInfo,
     PlatformClient,
     PlatformEvent,
-    PlatformHealth,
-    Snapshot,
     TextDelta,
     TurnDone,
     TurnFailed,
     UserTurn,
 )
+from tasks.forwarding import ForwardingPlatform
 
 __all__ = ["DEFAULT_MAX_CHARS", "DEFAULT_MAX_SECONDS", "BoundedTurns"]
 
@@ -37,7 +35,7 @@ DEFAULT_MAX_CHARS = 100_000
 CLOSE_TIMEOUT = 5.0  # seconds for the agent's stream to close after a cut-off
 
 
-class BoundedTurns:
+class BoundedTurns(ForwardingPlatform):
     """A PlatformClient whose turns end after `max_seconds` or `max_chars` of answer."""
 
     def __init__(
@@ -49,7 +47,7 @@ class BoundedTurns:
     ) -> None:
         if not max_seconds > 0 or max_chars < 1:
             raise ValueError("max_seconds must be > 0 and max_chars >= 1")
-        self._inner = inner
+        super().__init__(inner)
         self.max_seconds = max_seconds
         self.max_chars = max_chars
 
@@ -100,30 +98,6 @@ class BoundedTurns:
                     return
         finally:
             await _close(events)
-
-    async def disconnect(self, agent_id: str, platform_chat_id: str) -> None:
-        await self._inner.disconnect(agent_id, platform_chat_id)
-
-    async def save_snapshot(
-        self, agent_id: str, platform_chat_id: str, *, owner: str, name: str
-    ) -> Snapshot:
-        return await self._inner.save_snapshot(agent_id, platform_chat_id, owner=owner, name=name)
-
-    async def list_snapshots(self, agent_id: str, *, owner: str) -> list[Snapshot]:
-        return await self._inner.list_snapshots(agent_id, owner=owner)
-
-    async def load_snapshot(
-        self, agent_id: str, platform_chat_id: str, *, owner: str, snapshot_id: str
-    ) -> ContextInfo:
-        return await self._inner.load_snapshot(
-            agent_id, platform_chat_id, owner=owner, snapshot_id=snapshot_id
-        )
-
-    async def context_info(self, agent_id: str, platform_chat_id: str) -> ContextInfo:
-        return await self._inner.context_info(agent_id, platform_chat_id)
-
-    async def health(self) -> PlatformHealth:
-        return await self._inner.health()
 
 
 def _text_of(event: PlatformEvent, *, shown: int) -> str | None:

@@ -28,10 +28,7 @@ with pycryptodome.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -43,6 +40,7 @@ from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
 from contracts.matrix import JsonDict, MatrixError, MatrixRateLimited, MatrixUnreachable
+from runtime.matrix.session import write_private_json
 
 __all__ = [
     "CROSS_SIGNING_FILE",
@@ -171,21 +169,9 @@ def read_keys(path: Path) -> CrossSigningKeys | None:
 
 def write_keys(path: Path, keys: CrossSigningKeys) -> None:
     """Write the private keys atomically, mode 0600 (the directory 0700)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp:  # mkstemp creates it 0600
-            json.dump(
-                {"master": _b64(keys.master.seed), "self_signing": _b64(keys.self_signing.seed)},
-                tmp,
-            )
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    write_private_json(
+        path, {"master": _b64(keys.master.seed), "self_signing": _b64(keys.self_signing.seed)}
+    )
 
 
 # --- what the server shows -------------------------------------------------------------

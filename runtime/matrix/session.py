@@ -15,7 +15,13 @@ from typing import Final
 
 import structlog
 
-__all__ = ["SESSION_FILE", "StoredSession", "read_session", "write_session"]
+__all__ = [
+    "SESSION_FILE",
+    "StoredSession",
+    "read_session",
+    "write_private_json",
+    "write_session",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -58,11 +64,17 @@ def read_session(path: Path) -> StoredSession | None:
 
 def write_session(path: Path, session: StoredSession) -> None:
     """Write ``session.json`` atomically with mode 0600 (its directory is made 0700)."""
+    write_private_json(path, asdict(session))
+
+
+def write_private_json(path: Path, data: object) -> None:
+    """Write `data` as JSON atomically (temp file, fsync, rename), mode 0600 in a 0700
+    directory: a crash leaves the old file or the new one, never half of one."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as tmp:  # mkstemp creates it 0600
-            json.dump(asdict(session), tmp)
+            json.dump(data, tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp_name, path)

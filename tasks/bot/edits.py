@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from contracts.markers import REPLY_TO_FIELD
 from contracts.matrix import MatrixEvent, MatrixPort
+from tasks.catchup import answered_event_id
 from tasks.relations import annotation, new_text, replaced, replied_to, thread_root
 
 log = structlog.get_logger(__name__)
@@ -48,17 +48,6 @@ class EditedQuestion:
     text: str
     thread: str | None
     quoted: str | None  # the event the original replies to, if any
-
-
-def answered(event: MatrixEvent) -> str | None:
-    """The user event a bot message answers (from the clear relation first)."""
-    relates = event.content.get("m.relates_to")
-    in_reply_to = relates.get("m.in_reply_to") if isinstance(relates, dict) else None
-    target = in_reply_to.get("event_id") if isinstance(in_reply_to, dict) else None
-    if isinstance(target, str):
-        return target
-    marker = event.content.get(REPLY_TO_FIELD)
-    return marker if isinstance(marker, str) else None
 
 
 def is_new_message(event: MatrixEvent) -> bool:
@@ -96,7 +85,7 @@ def find_answer(
         if event.sender == bot_user_id:
             if answer is not None and replaced(event.content) == answer:
                 last_change = max(last_change, event.origin_server_ts)
-            elif answered(event) in triggers:
+            elif answered_event_id(event) in triggers:
                 if answer is None and replaced(event.content) is None:
                     answer = event.event_id
                 last_change = max(last_change, event.origin_server_ts)
