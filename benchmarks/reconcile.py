@@ -130,7 +130,9 @@ async def run_reconcile_and_restart(ctx: BenchContext, config: BenchConfig) -> d
         bulk = await BulkRooms.open(
             homeserver=ctx.base_url,
             bot=bot_user,
-            store_path=workdir / "bulk-store",
+            # The bot's own store (it is stopped): the same device and cross-signing
+            # identity, so the bulk session does not replace the bot's identity.
+            store_path=bot.store_path,
             register=ctx.register,
             rooms_per_owner=config.rooms_per_owner,
             concurrency=config.create_concurrency,

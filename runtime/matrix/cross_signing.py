@@ -32,6 +32,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -41,6 +42,7 @@ from Crypto.Signature import eddsa
 
 from contracts.matrix import JsonDict, MatrixError, MatrixRateLimited, MatrixUnreachable
 from runtime.matrix.session import write_private_json
+from tasks.retry import Backoff, retry
 
 __all__ = [
     "CROSS_SIGNING_FILE",
@@ -57,6 +59,10 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+# Tries of the identity upload before the bot goes on unsigned (see ensure_cross_signed).
+UPLOAD_ATTEMPTS = 3
+UPLOAD_BACKOFF = Backoff(initial=1.0, factor=2.0, max=5.0, jitter=0.1)
 
 CROSS_SIGNING_FILE: Final = "cross_signing.json"
 _KEYS_QUERY: Final = "/_matrix/client/v3/keys/query"
@@ -255,8 +261,9 @@ async def ensure_cross_signed(
 
     Idempotent: with the keys on file and the device signed, it only queries. Returns
     the state the server shows afterwards. Failures of the uploads (no password where
-    the server wants one, a refusal) are logged and leave the device unsigned; network
-    errors (MatrixUnreachable) propagate for the caller's retry.
+    the server wants one, a refusal, an identity upload still failing after
+    UPLOAD_ATTEMPTS tries) are logged and leave the device unsigned; network errors of
+    the other requests (MatrixUnreachable) propagate for the caller's retry.
     """
     query = await query_own_keys(requests, user_id)
     keys = read_keys(key_file)
@@ -286,15 +293,23 @@ async def ensure_cross_signed(
                 "password": password,
             }
         try:
-            await requests.json("POST", _DEVICE_SIGNING_UPLOAD, body)
-        except (MatrixUnreachable, MatrixRateLimited):
-            raise
+            # A few tries, then on without: a server that keeps failing this upload (a
+            # 5xx seen from Synapse when an identity is replaced) must not keep the bot
+            # from starting; it runs unsigned and says so.
+            await retry(
+                partial(requests.json, "POST", _DEVICE_SIGNING_UPLOAD, body),
+                UPLOAD_BACKOFF,
+                retry_on=(MatrixUnreachable, MatrixRateLimited),
+                attempts=UPLOAD_ATTEMPTS,
+                operation="cross_signing.upload",
+            )
         except MatrixError as exc:
-            log.warning(
+            log.error(
                 "cross_signing.upload_refused",
                 user_id=user_id,
                 error=exc.errcode or str(exc.status),
                 password=password is not None,
+                consequence="the device stays unsigned: strict clients will not share keys",
             )
             return cross_signing_state(query, user_id, device_id)
         log.info("cross_signing.identity_uploaded", user_id=user_id, master=keys.master.public_key)

@@ -124,6 +124,11 @@ def override_ratelimit(
     response.raise_for_status()
 
 
+# A bot that shows an answer at once and streams the rest by edits: for the tests of
+# streaming itself (by default the first message waits for a substantial start).
+STREAM_AT_ONCE = {"SURFACE_STREAM_FIRST_CHARS": "0"}
+
+
 class EncryptedUser(UserClient):
     """A UserClient with end-to-end encryption: nio decrypts what it syncs."""
 

@@ -21,6 +21,7 @@ import pytest
 from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
 from tests.e2e.conftest import MakePerson
+from tests.e2e.harness import STREAM_AT_ONCE
 from tests.e2e.js_person import JsPerson, onboard, sha256_hex
 from tests.e2e.platform_service import PlatformProcess
 
@@ -118,7 +119,7 @@ async def test_streamed_turn_is_edited_to_the_full_text_in_an_encrypted_room(
         )
         + "\n"
     )
-    bot = make_bot(registry=registry, extra_env=STORE_ENV)
+    bot = make_bot(registry=registry, extra_env={**STORE_ENV, **STREAM_AT_ONCE})
     _, chat = await onboard(person, bot.bot.user_id)
     text = "tell me a long story !stream 0.7"
 

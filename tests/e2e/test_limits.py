@@ -20,7 +20,7 @@ from runtime.dev.accounts import RegisteredUser
 from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
 from runtime.dev.user import UserClient, onboard
-from tests.e2e.harness import override_ratelimit
+from tests.e2e.harness import STREAM_AT_ONCE, override_ratelimit
 from tests.e2e.platform_service import PlatformProcess, running_platform
 
 Register = Callable[..., RegisteredUser]
@@ -76,7 +76,9 @@ def reference_bot(
     registry.write_text(
         "agents:\n" + platform.registry_entry("ref", default=True, timeout_seconds=30) + "\n"
     )
-    return BotProcess(synapse, account, workdir / "bot", registry=registry)
+    return BotProcess(
+        synapse, account, workdir / "bot", registry=registry, extra_env=STREAM_AT_ONCE
+    )
 
 
 @pytest.fixture

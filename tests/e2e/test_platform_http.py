@@ -22,6 +22,7 @@ from runtime.dev.accounts import RegisteredUser
 from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
 from runtime.dev.user import UserClient, onboard
+from tests.e2e.harness import STREAM_AT_ONCE
 from tests.e2e.platform_service import PlatformProcess
 
 Register = Callable[..., RegisteredUser]
@@ -64,7 +65,7 @@ def start_bot(
         tmp_path / "bot",
         registry=registry,
         backend=backend,
-        extra_env=extra_env,
+        extra_env={**STREAM_AT_ONCE, **(extra_env or {})},
     )
     process.start_ready()
     return process

@@ -12,6 +12,7 @@ import pytest
 
 from contracts.matrix import JsonDict, MatrixRequestError, MatrixUnreachable
 from runtime.matrix.cross_signing import (
+    UPLOAD_ATTEMPTS,
     CrossSigningKeys,
     CrossSigningState,
     Ed25519Key,
@@ -89,6 +90,8 @@ class FakeKeysServer:
     signature_uploads: list[JsonDict] = field(default_factory=list)
     first_upload_needs_auth: bool = False
     down: bool = False
+    failing_uploads: int = 0  # identity uploads answered with a 500, counted down
+    upload_attempts: int = 0
 
     def add_device(self, device_id: str) -> None:
         device_key = Ed25519Key.generate()
@@ -121,6 +124,10 @@ class FakeKeysServer:
                 answer["self_signing_keys"] = {USER: self.self_signing}
             return answer
         if path.endswith("/keys/device_signing/upload"):
+            self.upload_attempts += 1
+            if self.failing_uploads:
+                self.failing_uploads -= 1
+                raise MatrixUnreachable("500 M_UNKNOWN", status=500)
             needs_auth = self.master is not None or self.first_upload_needs_auth
             auth = body.get("auth")
             if needs_auth and (not auth or auth.get("password") != self.password):
@@ -227,6 +234,36 @@ async def test_network_errors_propagate_for_a_retry(server: FakeKeysServer, tmp_
         await ensure_cross_signed(
             server, user_id=USER, device_id=DEVICE, password="secret", key_file=tmp_path / "k.json"
         )
+
+
+@pytest.mark.virtual_time
+async def test_an_identity_upload_the_server_keeps_failing_leaves_the_device_unsigned(
+    server: FakeKeysServer, tmp_path: Path
+) -> None:
+    server.add_device(DEVICE)
+    server.failing_uploads = 1_000  # a server bug, not a blip: the bot must still start
+
+    state = await ensure_cross_signed(
+        server, user_id=USER, device_id=DEVICE, password="secret", key_file=tmp_path / "k.json"
+    )
+
+    assert state is CrossSigningState.NO_IDENTITY
+    assert server.upload_attempts == UPLOAD_ATTEMPTS
+
+
+@pytest.mark.virtual_time
+async def test_an_identity_upload_failing_once_is_tried_again(
+    server: FakeKeysServer, tmp_path: Path
+) -> None:
+    server.add_device(DEVICE)
+    server.failing_uploads = 1
+
+    state = await ensure_cross_signed(
+        server, user_id=USER, device_id=DEVICE, password="secret", key_file=tmp_path / "k.json"
+    )
+
+    assert state is CrossSigningState.SIGNED
+    assert server.upload_attempts == 2
 
 
 def test_state_rejects_a_self_signing_key_the_master_did_not_sign() -> None:
