@@ -1,9 +1,9 @@
 """The sync task: long-poll /sync, record events durably, dispatch them per room.
 
 Exactly-once: the events of a sync response the bot acts on (user messages,
-edits among them, and user reactions: tasks/recorded_events.py) and the new checkpoint are
-stored in one transaction (ledger); an event is marked done after it was handled; on
-start, pending entries from before a crash are handled first. One room's
+edits among them, and user reactions: tasks/recorded_events.py) and the new
+checkpoint are stored in one transaction (ledger); an event is marked done after it
+was handled; on start, pending entries from before a crash are handled first. One room's
 events run in order; different rooms run concurrently, bounded.
 
 Which events are recorded: tasks/recorded_events.py. Gaps: a limited timeline is
