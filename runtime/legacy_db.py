@@ -34,15 +34,9 @@ import structlog
 from pydantic import ValidationError
 
 from contracts.state import ChatRecord, RoomRecord, RoomType, UserRecord, chat_index
-from runtime.store import (
-    SQLITE_HEADER,
-    SqliteStore,
-    _put_chat,
-    _put_room,
-    _put_user,
-    _raise_sequence_floor,
-    _set_meta,
-)
+from runtime.store import SqliteStore
+from runtime.store_rows import put_chat, put_room, put_user, raise_sequence_floor, set_meta
+from runtime.store_schema import SQLITE_HEADER
 
 log = structlog.get_logger(__name__)
 
@@ -401,7 +395,7 @@ def migrate_legacy_database(path: Path) -> MigrationResult | None:
             ).fetchall()
             imported = plan_migration((str(k), v) for k, v in rows)
             _write(db, imported)
-            _set_meta(db, REPORT_META_KEY, json.dumps({"table": table, **imported.as_dict()}))
+            set_meta(db, REPORT_META_KEY, json.dumps({"table": table, **imported.as_dict()}))
             db.execute(f"DROP TABLE {_quote(table)}")
         except BaseException:
             db.execute("ROLLBACK")
@@ -427,17 +421,17 @@ def _write(db: sqlite3.Connection, imported: LegacyImport) -> None:
         if exists("SELECT 1 FROM users WHERE matrix_user_id = ?", user.matrix_user_id):
             imported.unmapped.append(f"{USER_PREFIX}{user.matrix_user_id}: a record exists, kept")
         else:
-            _put_user(db, user)
+            put_user(db, user)
     for room in imported.rooms.values():
         if exists("SELECT 1 FROM rooms WHERE room_id = ?", room.room_id):
             imported.unmapped.append(f"{ROOM_PREFIX}{room.room_id}: a record exists, kept")
         else:
-            _put_room(db, room)
+            put_room(db, room)
     for chat in imported.chats.values():
         if not exists(
             "SELECT 1 FROM chats WHERE matrix_user_id = ? AND chat_id = ?",
             chat.matrix_user_id,
             chat.chat_id,
         ):
-            _put_chat(db, chat)
-    _raise_sequence_floor(db, imported.sequence_next)
+            put_chat(db, chat)
+    raise_sequence_floor(db, imported.sequence_next)

@@ -2,8 +2,9 @@
 
 WAL mode, one transaction per logical change, `BEGIN IMMEDIATE` for every
 read-modify-write, schema version in `PRAGMA user_version` with ordered forward
-migrations. A corrupt database or one written by a newer bot is refused with a
-clear message and never overwritten.
+migrations (runtime/store_schema.py). A corrupt database or one written by a newer
+bot is refused with a clear message and never overwritten. Records are written and
+read as rows by runtime/store_rows.py.
 
 Writes wait at most `BUSY_TIMEOUT` seconds for another process's write lock (a
 `surface reconcile`, a backup, sqlite3 on the command line), then raise
@@ -24,97 +25,32 @@ from pathlib import Path
 
 import structlog
 
-from contracts.state import ChatRecord, RoomRecord, RoomType, UserRecord
+from contracts.state import ChatRecord, RoomRecord, UserRecord
 from contracts.store import (
     LedgerEntry,
-    LedgerStatus,
     SequenceState,
     StoreBusy,
     StoreCorrupt,
     StoreError,
     StoreTooNew,
 )
+from runtime.store_rows import (
+    entry_from_row,
+    insert_user_if_missing,
+    put_chat,
+    put_room,
+    put_user,
+    raise_next_chat_index,
+    raise_sequence_floor,
+    room_from_row,
+    set_meta,
+)
+from runtime.store_schema import MIGRATIONS, SCHEMA_VERSION, SQLITE_HEADER
 
 log = structlog.get_logger(__name__)
 
 BUSY_TIMEOUT = 0.05  # seconds a write waits for another process's lock, on the event loop
 OPEN_BUSY_TIMEOUT = 30.0  # at start-up, before anything else runs
-
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-# Ordered forward migrations: index + 1 is the schema version they produce.
-MIGRATIONS: tuple[str, ...] = (
-    # 1: users, rooms, chats, the platform-chat sequence, meta
-    """
-    CREATE TABLE users (
-        matrix_user_id TEXT PRIMARY KEY,
-        space_id TEXT,
-        next_chat_index INTEGER NOT NULL DEFAULT 1,
-        selected_agent_id TEXT
-    );
-    CREATE TABLE rooms (
-        room_id TEXT PRIMARY KEY,
-        room_type TEXT NOT NULL CHECK (room_type IN ('space', 'chat')),
-        matrix_user_id TEXT NOT NULL,
-        space_id TEXT,
-        chat_id TEXT,
-        display_name TEXT,
-        agent_id TEXT,
-        platform_chat_id TEXT,
-        archived INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX rooms_by_user ON rooms (matrix_user_id);
-    CREATE TABLE chats (
-        matrix_user_id TEXT NOT NULL,
-        chat_id TEXT NOT NULL,
-        room_id TEXT NOT NULL,
-        display_name TEXT NOT NULL,
-        archived INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (matrix_user_id, chat_id)
-    );
-    CREATE TABLE sequence (
-        name TEXT PRIMARY KEY,
-        next_value INTEGER NOT NULL,
-        reserved_through INTEGER NOT NULL
-    );
-    INSERT INTO sequence (name, next_value, reserved_through) VALUES ('platform_chat', 1, 0);
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    """,
-    # 2: the exactly-once ledger of Matrix events and the sync checkpoint
-    """
-    CREATE TABLE ledger (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        event_id TEXT NOT NULL UNIQUE,
-        room_id TEXT NOT NULL,
-        sender TEXT NOT NULL,
-        type TEXT NOT NULL,
-        state_key TEXT,
-        content TEXT NOT NULL,
-        origin_server_ts INTEGER NOT NULL DEFAULT 0,
-        status TEXT NOT NULL DEFAULT 'pending'
-    );
-    CREATE INDEX ledger_pending ON ledger (status) WHERE status = 'pending';
-    CREATE TABLE checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), next_batch TEXT NOT NULL);
-    """,
-    # 3: media uploaded for a turn still pending, so a replayed turn does not upload again
-    """
-    CREATE TABLE uploads (
-        txn_id TEXT PRIMARY KEY,
-        trigger_event_id TEXT NOT NULL,
-        mxc TEXT NOT NULL
-    );
-    CREATE INDEX uploads_by_trigger ON uploads (trigger_event_id);
-    """,
-    # 4: a done entry keeps only what exactly-once needs (its id, room, status) and the
-    # time it was done, so it can be pruned after the retention period
-    """
-    ALTER TABLE ledger ADD COLUMN done_at INTEGER;
-    UPDATE ledger SET content = '{}', done_at = CAST(strftime('%s', 'now') AS INTEGER)
-        WHERE status = 'done';
-    CREATE INDEX ledger_done ON ledger (done_at) WHERE status = 'done';
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def read_checkpoint(path: Path) -> str | None:
@@ -251,7 +187,7 @@ class SqliteStore:
 
     def put_user(self, user: UserRecord) -> None:
         with self._write() as db:
-            _put_user(db, user)
+            put_user(db, user)
 
     def list_users(self) -> list[UserRecord]:
         rows = self._db.execute("SELECT * FROM users ORDER BY matrix_user_id").fetchall()
@@ -261,11 +197,11 @@ class SqliteStore:
 
     def get_room(self, room_id: str) -> RoomRecord | None:
         row = self._db.execute("SELECT * FROM rooms WHERE room_id = ?", (room_id,)).fetchone()
-        return _room(row) if row else None
+        return room_from_row(row) if row else None
 
     def put_room(self, room: RoomRecord) -> None:
         with self._write() as db:
-            _put_room(db, room)
+            put_room(db, room)
 
     def delete_room(self, room_id: str) -> None:
         with self._write() as db:
@@ -279,14 +215,14 @@ class SqliteStore:
             rows = self._db.execute(
                 "SELECT * FROM rooms WHERE matrix_user_id = ? ORDER BY room_id", (matrix_user_id,)
             ).fetchall()
-        return [_room(r) for r in rows]
+        return [room_from_row(r) for r in rows]
 
     def find_chat_room(self, matrix_user_id: str, chat_id: str) -> RoomRecord | None:
         row = self._db.execute(
             "SELECT * FROM rooms WHERE matrix_user_id = ? AND chat_id = ? AND room_type = 'chat'",
             (matrix_user_id, chat_id),
         ).fetchone()
-        return _room(row) if row else None
+        return room_from_row(row) if row else None
 
     def list_chats(self, matrix_user_id: str) -> list[ChatRecord]:
         rows = self._db.execute(
@@ -298,25 +234,25 @@ class SqliteStore:
 
     def put_chat(self, chat: ChatRecord) -> None:
         with self._write() as db:
-            _put_chat(db, chat)
+            put_chat(db, chat)
 
     def add_chat_room(self, user: UserRecord, room: RoomRecord) -> None:
         with self._write() as db:
-            _put_user(db, user)
-            _put_room(db, room)
+            put_user(db, user)
+            put_room(db, room)
 
     def add_new_chat_room(self, user: UserRecord, room: RoomRecord) -> None:
         with self._write() as db:
-            _raise_next_chat_index(db, user)
-            _put_room(db, room)
+            raise_next_chat_index(db, user)
+            put_room(db, room)
 
     def reserve_chat_index(self, user: UserRecord) -> None:
         with self._write() as db:
-            _raise_next_chat_index(db, user)
+            raise_next_chat_index(db, user)
 
     def set_selected_agent(self, user: UserRecord) -> None:
         with self._write() as db:
-            _insert_user_if_missing(db, user)
+            insert_user_if_missing(db, user)
             db.execute(
                 "UPDATE users SET selected_agent_id = ? WHERE matrix_user_id = ?",
                 (user.selected_agent_id, user.matrix_user_id),
@@ -356,7 +292,7 @@ class SqliteStore:
 
     def raise_sequence_floor(self, next_value: int) -> None:
         with self._write() as db:
-            _raise_sequence_floor(db, next_value)
+            raise_sequence_floor(db, next_value)
 
     # -- reconciliation ----------------------------------------------------------------------
 
@@ -371,14 +307,14 @@ class SqliteStore:
     ) -> None:
         with self._write() as db:
             for user in users:
-                _put_user(db, user)
+                put_user(db, user)
             for room in rooms:
-                _put_room(db, room)
+                put_room(db, room)
             for chat in chats:
-                _put_chat(db, chat)
+                put_chat(db, chat)
             for trigger_event_id, room_id in origins.items():
-                _set_meta(db, _origin_key(trigger_event_id), room_id)
-            _raise_sequence_floor(db, sequence_floor)
+                set_meta(db, _origin_key(trigger_event_id), room_id)
+            raise_sequence_floor(db, sequence_floor)
 
     # -- ledger and checkpoint ---------------------------------------------------------------
 
@@ -413,7 +349,7 @@ class SqliteStore:
         rows = self._db.execute(
             "SELECT * FROM ledger WHERE status = 'pending' ORDER BY seq"
         ).fetchall()
-        return [_entry(r) for r in rows]
+        return [entry_from_row(r) for r in rows]
 
     def mark_done(self, event_id: str) -> None:
         with self._write() as db:
@@ -481,7 +417,7 @@ class SqliteStore:
 
     def set_meta(self, key: str, value: str) -> None:
         with self._write() as db:
-            _set_meta(db, key, value)
+            set_meta(db, key, value)
 
 
 def _check_existing_file(path: Path) -> None:
@@ -514,102 +450,5 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
-def _raise_sequence_floor(db: sqlite3.Connection, next_value: int) -> None:
-    db.execute(
-        "UPDATE sequence SET next_value = MAX(next_value, ?) WHERE name = 'platform_chat'",
-        (next_value,),
-    )
-
-
 def _origin_key(trigger_event_id: str) -> str:
     return f"origin:{trigger_event_id}"
-
-
-def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
-    db.execute(
-        "INSERT INTO meta (key, value) VALUES (?, ?) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (key, value),
-    )
-
-
-def _insert_user_if_missing(db: sqlite3.Connection, user: UserRecord) -> None:
-    db.execute(
-        "INSERT OR IGNORE INTO users (matrix_user_id, space_id, next_chat_index, "
-        "selected_agent_id) VALUES (?, ?, ?, ?)",
-        (user.matrix_user_id, user.space_id, user.next_chat_index, user.selected_agent_id),
-    )
-
-
-def _raise_next_chat_index(db: sqlite3.Connection, user: UserRecord) -> None:
-    _insert_user_if_missing(db, user)
-    db.execute(
-        "UPDATE users SET next_chat_index = MAX(next_chat_index, ?) WHERE matrix_user_id = ?",
-        (user.next_chat_index, user.matrix_user_id),
-    )
-
-
-def _put_user(db: sqlite3.Connection, user: UserRecord) -> None:
-    db.execute(
-        "INSERT INTO users (matrix_user_id, space_id, next_chat_index, selected_agent_id) "
-        "VALUES (?, ?, ?, ?) ON CONFLICT (matrix_user_id) DO UPDATE SET "
-        "space_id = excluded.space_id, next_chat_index = excluded.next_chat_index, "
-        "selected_agent_id = excluded.selected_agent_id",
-        (user.matrix_user_id, user.space_id, user.next_chat_index, user.selected_agent_id),
-    )
-
-
-def _put_room(db: sqlite3.Connection, room: RoomRecord) -> None:
-    db.execute(
-        "INSERT OR REPLACE INTO rooms (room_id, room_type, matrix_user_id, space_id, chat_id, "
-        "display_name, agent_id, platform_chat_id, archived) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            room.room_id,
-            room.room_type.value,
-            room.matrix_user_id,
-            room.space_id,
-            room.chat_id,
-            room.display_name,
-            room.agent_id,
-            room.platform_chat_id,
-            int(room.archived),
-        ),
-    )
-    if room.room_type is RoomType.CHAT and room.chat_id:
-        _put_chat(
-            db,
-            ChatRecord(
-                matrix_user_id=room.matrix_user_id,
-                chat_id=room.chat_id,
-                room_id=room.room_id,
-                display_name=room.display_name or room.chat_id,
-                archived=room.archived,
-            ),
-        )
-
-
-def _put_chat(db: sqlite3.Connection, chat: ChatRecord) -> None:
-    db.execute(
-        "INSERT OR REPLACE INTO chats (matrix_user_id, chat_id, room_id, display_name, archived) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (chat.matrix_user_id, chat.chat_id, chat.room_id, chat.display_name, int(chat.archived)),
-    )
-
-
-def _room(row: sqlite3.Row) -> RoomRecord:
-    data = dict(row)
-    data["archived"] = bool(data["archived"])
-    return RoomRecord(**data)
-
-
-def _entry(row: sqlite3.Row) -> LedgerEntry:
-    return LedgerEntry(
-        event_id=row["event_id"],
-        room_id=row["room_id"],
-        sender=row["sender"],
-        type=row["type"],
-        state_key=row["state_key"],
-        content=json.loads(row["content"]),
-        origin_server_ts=row["origin_server_ts"],
-        status=LedgerStatus(row["status"]),
-    )

@@ -8,6 +8,8 @@ because the room's task awaits each before the next. The supervised task
 (:meth:`Materializer.run`) keeps only the work nobody awaits: expiring staged
 attachments.
 
+The jobs, their results and the functions that make them: tasks/transfer_jobs.py.
+
 - :class:`DownloadJob`: Matrix media -> ``<room dir>/inbox/<ts>-<event>-<name>``,
   written atomically. The path depends only on the event, so a re-run (after a
   crash, or a re-delivered event) finds the finished file and downloads nothing.
@@ -32,10 +34,7 @@ on cancellation.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import mimetypes
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -46,38 +45,35 @@ import structlog
 from anyio.abc import TaskStatus
 
 from contracts.matrix import (
-    MEDIA_MSGTYPES,
     JsonDict,
     MatrixError,
-    MatrixEvent,
     MatrixPort,
     MatrixRateLimited,
     MatrixUnreachable,
 )
-from contracts.platform import EmittedFile
-from contracts.workspace import FileTooLarge, UnsafePath, Workspace, WorkspaceError
+from contracts.workspace import FileTooLarge, UnsafePath, Workspace
 from tasks.attachments import AttachmentStaging
 from tasks.files.images import ImageFacts, image_facts, make_thumbnail, needs_thumbnail
 from tasks.files.paths import room_may_send, safe_component, safe_relative_path
 from tasks.retry import Backoff, retry
+from tasks.transfer_jobs import (
+    Downloaded,
+    DownloadJob,
+    Job,
+    JobFailed,
+    JobResult,
+    Uploaded,
+    UploadJob,
+    choose_mimetype,
+    failure_of,
+    media_msgtype,
+)
 
 __all__ = [
-    "MEDIA_MSGTYPES",
     "REPLY_TO_KEY",
-    "DownloadJob",
-    "Downloaded",
-    "Job",
-    "JobFailed",
-    "JobResult",
     "Materializer",
     "MaterializerStatistics",
-    "UploadJob",
     "UploadMemo",
-    "Uploaded",
-    "download_job_for",
-    "media_msgtype",
-    "upload_job_for",
-    "upload_txn_id",
 ]
 
 log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
@@ -86,92 +82,11 @@ log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
 THUMBNAIL_MEMO_SUFFIX = ":thumbnail"
 # Ties an emitted file to the user message that caused it (content key of the sent event).
 REPLY_TO_KEY = "lambda.surface.reply_to"
-_MIMETYPE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
-)
-_DEFAULT_MIMETYPE = "application/octet-stream"
 # Three tries of a homeserver call in all, one and five seconds apart.
 TRANSFER_BACKOFF = Backoff(initial=1.0, factor=5.0, max=5.0, jitter=0.1)
 TRANSFER_ATTEMPTS = 3
 
 T = TypeVar("T")
-
-
-# -- jobs and results ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DownloadJob:
-    """Download one media event into the room's inbox.
-
-    `timestamp_ms` is the event's ``origin_server_ts``: with `event_id` it
-    fixes the file's path, which is what makes the job idempotent.
-    """
-
-    event_id: str
-    room_id: str
-    user_id: str
-    mxc: str
-    filename: str
-    mimetype: str | None
-    size: int | None  # as declared by the sender's client; checked again after download
-    timestamp_ms: int
-    # Encrypted media: the event's `file` object (url, key, iv, hashes); `mxc` is its url.
-    file: JsonDict | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UploadJob:
-    """Send a workspace file an agent emitted to a room.
-
-    `txn_id` must be deterministic for this file of this turn (see
-    `upload_txn_id`): a resend with the same `txn_id` is not posted twice.
-    `mimetype` is the agent's claim; without it the file name decides.
-    """
-
-    room_id: str
-    rel_path: str
-    txn_id: str
-    reply_to_event_id: str
-    mimetype: str | None = None
-
-
-Job = DownloadJob | UploadJob
-
-
-@dataclass(frozen=True, slots=True)
-class Downloaded:
-    """The file is in the workspace at `rel_path`; `reused` when an earlier run wrote it."""
-
-    job: DownloadJob
-    rel_path: str
-    size: int
-    reused: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Uploaded:
-    """The file was posted as `event_id` (`msgtype`), its media at `mxc`."""
-
-    job: UploadJob
-    event_id: str
-    mxc: str
-    msgtype: str
-    mimetype: str
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class JobFailed:
-    """The job did nothing lasting. `message` is for the user; `code` for logs/translations."""
-
-    job: Job
-    code: str
-    message: str
-    error: Exception
-
-
-JobResult = Downloaded | Uploaded | JobFailed
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,96 +97,6 @@ class MaterializerStatistics:
     uploaded: int
     failed: int
     staged: int  # attachments staged for a room's next message
-
-
-# -- pure helpers for the caller ----------------------------------------------
-
-
-def media_msgtype(mimetype: str) -> str:
-    """The Matrix msgtype a file of `mimetype` is sent as."""
-    major = mimetype.split("/", 1)[0].lower()
-    return {"image": "m.image", "audio": "m.audio", "video": "m.video"}.get(major, "m.file")
-
-
-def download_job_for(event: MatrixEvent, *, user_id: str | None = None) -> DownloadJob | None:
-    """The job for a media message (plain `url` or encrypted `file`), or None when it is not one.
-
-    The file name is the content's ``filename`` (when the body is a caption)
-    or its ``body``; `user_id` defaults to the sender.
-    """
-    content = event.content
-    if event.type != "m.room.message" or content.get("msgtype") not in MEDIA_MSGTYPES:
-        return None
-    url = content.get("url")
-    file = content.get("file")
-    if not isinstance(url, str) and isinstance(file, dict):
-        url = file.get("url")  # encrypted media
-    else:
-        file = None
-    if not isinstance(url, str) or not url.startswith("mxc://"):
-        return None  # a malformed event
-    filename = content.get("filename")
-    if not isinstance(filename, str) or not filename:
-        body = content.get("body")
-        filename = body if isinstance(body, str) and body else str(content["msgtype"])[2:]
-    info = content.get("info")
-    info = info if isinstance(info, dict) else {}
-    mimetype = info.get("mimetype")
-    size = info.get("size")
-    return DownloadJob(
-        event_id=event.event_id,
-        room_id=event.room_id,
-        user_id=user_id or event.sender,
-        mxc=url,
-        filename=filename,
-        mimetype=mimetype if isinstance(mimetype, str) else None,
-        size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
-        timestamp_ms=event.origin_server_ts,
-        file=file,
-    )
-
-
-def upload_txn_id(reply_to_event_id: str, index: int, rel_path: str) -> str:
-    """A transaction id for the `index`-th file a turn emitted: same inputs, same id."""
-    digest = hashlib.sha256(f"{reply_to_event_id}\0{index}\0{rel_path}".encode()).hexdigest()
-    return f"lsfile-{digest[:32]}"
-
-
-def upload_job_for(
-    emitted: EmittedFile,
-    *,
-    room_id: str,
-    reply_to_event_id: str,
-    index: int,
-) -> UploadJob:
-    """The job that posts an agent's `EmittedFile` (the `index`-th of its turn)."""
-    return UploadJob(
-        room_id=room_id,
-        rel_path=emitted.path,
-        txn_id=upload_txn_id(reply_to_event_id, index, emitted.path),
-        reply_to_event_id=reply_to_event_id,
-        mimetype=emitted.mimetype,
-    )
-
-
-def _choose_mimetype(claimed: str | None, name: str) -> str:
-    if claimed and _MIMETYPE.match(claimed):
-        return claimed.lower()
-    guessed, _ = mimetypes.guess_type(name, strict=False)
-    return guessed or _DEFAULT_MIMETYPE
-
-
-def _failure(job: Job, error: Exception) -> JobFailed:
-    if isinstance(error, WorkspaceError):
-        return JobFailed(job, error.code, str(error), error)
-    action = "download" if isinstance(job, DownloadJob) else "send"
-    if isinstance(error, MatrixUnreachable | MatrixRateLimited):
-        message = f"Could not {action} the file: the homeserver is not answering. Try again later."
-        return JobFailed(job, "homeserver_unavailable", message, error)
-    if isinstance(error, MatrixError):
-        message = f"Could not {action} the file: the homeserver refused ({error.errcode or error})."
-        return JobFailed(job, "homeserver_refused", message, error)
-    return JobFailed(job, "internal_error", f"Could not {action} the file (internal error).", error)
 
 
 # -- the task -----------------------------------------------------------------
@@ -378,7 +203,7 @@ class Materializer:
                 else:
                     result = await self._upload(job)
             except Exception as error:  # a bad job is a result, not a crash; cancellation is not
-                result = _failure(job, error)
+                result = failure_of(job, error)
                 self._failed += 1
                 self._log_failure(result)
         return result
@@ -452,7 +277,7 @@ class Materializer:
         rel_path = str(path)
         data = await anyio.to_thread.run_sync(self._workspace.read, rel_path, self._max_bytes)
         name = safe_component(path.name)
-        mimetype = _choose_mimetype(job.mimetype, path.name)
+        mimetype = choose_mimetype(job.mimetype, path.name)
         msgtype = media_msgtype(mimetype)
         encrypted = await self._with_retries(
             partial(self._matrix.room_is_encrypted, job.room_id), "room_is_encrypted"

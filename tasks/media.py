@@ -18,14 +18,9 @@ from contracts.state import RoomRecord
 from contracts.store import LedgerEntry
 from tasks.attachments import AttachmentStaging
 from tasks.catalogue import Catalogue
-from tasks.materializer import (
-    Downloaded,
-    JobFailed,
-    Materializer,
-    download_job_for,
-    upload_job_for,
-)
+from tasks.materializer import Materializer
 from tasks.replies import Replier
+from tasks.transfer_jobs import Downloaded, JobFailed, download_job_for, upload_job_for
 
 log = structlog.get_logger(__name__)
 

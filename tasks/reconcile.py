@@ -16,7 +16,7 @@ the other branch's state event is missing (see the FIXME in Synapse's
 `get_state_ids_at`; MSC4222 `state_after` would fix it but is experimental).
 A fork only exists at the tip of a room: the next event merges it. So a short
 timeline window holds the missing events, and folding the state events of both
-sections in stream order (tasks/rebuild.current_state) gives the current state.
+sections in stream order (tasks/room_state.current_state) gives the current state.
 
 When the local checkpoint is gone (fresh or wiped database), the same sync asks
 for a longer window, so the sync task can catch up on unanswered messages
@@ -32,7 +32,8 @@ import structlog
 from contracts.markers import SEQUENCE_ACCOUNT_DATA_TYPE, SPACE_MARKER_TYPE, SequenceHighWater
 from contracts.matrix import MatrixPort, MatrixRequestError, SyncBatch
 from contracts.store import Store
-from tasks.rebuild import Conflict, LocalState, RebuildPlan, ReconcileReport, plan_rebuild
+from tasks.rebuild import plan_rebuild
+from tasks.rebuild_plan import Conflict, LocalState, RebuildPlan, ReconcileReport
 from tasks.rooms import write_room_marker
 from tasks.sequence import PlatformChatSequence
 

@@ -9,9 +9,9 @@ retried on two schedules at once):
 
 - homeserver: ``tasks/sync.py`` (the sync loop, and the handling of each event)
   and ``runtime/app.py`` (logging in); within an agent turn, ``tasks/turns.py``
-  retries the sends that must arrive (a part's first message and final text),
-  so a failed send is not turned into a re-run of the whole turn; the Matrix
-  adapter itself tries once;
+  (through ``tasks/answer_sends.py``) retries the sends that must arrive (a part's
+  first message and final text), so a failed send is not turned into a re-run of the
+  whole turn; the Matrix adapter itself tries once;
 - platform: the HTTP adapter ``runtime/platforms/http.py`` (it knows which calls
   are safe to resend); the connection pool does not retry;
 - workspace: ``tasks/materializer.py`` (moving a file between the homeserver's

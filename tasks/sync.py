@@ -1,14 +1,15 @@
 """The sync task: long-poll /sync, record events durably, dispatch them per room.
 
 Exactly-once: the events of a sync response the bot acts on (user messages,
-edits among them, and user reactions: `is_recorded`) and the new checkpoint are
-stored in one transaction (ledger); an event is marked done after it was handled; on
-start, pending entries from before a crash are handled first. One room's
+edits among them, and user reactions: tasks/recorded_events.py) and the new
+checkpoint are stored in one transaction (ledger); an event is marked done after it
+was handled; on start, pending entries from before a crash are handled first. One room's
 events run in order; different rooms run concurrently, bounded.
 
-Gaps: a limited timeline is filled by paging back (at most MAX_BACKFILL_PAGES,
-a truncation is logged with counts) until an event already recorded or the bot's
-own join; messages from before the bot joined a room are never handled.
+Which events are recorded: tasks/recorded_events.py. Gaps: a limited timeline is
+filled by paging back until an event already recorded or the bot's own join, and a
+fresh start catches up on what nobody answered (tasks/backfill.py); messages from
+before the bot joined a room are never handled.
 
 Readiness: ``run`` reports started once caught up: pending entries resubmitted,
 the initial batch (reconciliation's snapshot, handed on by the supervisor after a
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import anyio
@@ -43,9 +44,7 @@ import anyio.abc
 import structlog
 
 from contracts.matrix import (
-    JoinedRoom,
     MatrixError,
-    MatrixEvent,
     MatrixPort,
     MatrixRateLimited,
     MatrixSyncTokenInvalid,
@@ -53,10 +52,10 @@ from contracts.matrix import (
     SyncBatch,
 )
 from contracts.metrics import Metrics, NullMetrics
-from contracts.state import RoomType
 from contracts.store import LedgerEntry, Store, StoreBusy
-from tasks.catchup import find_unanswered, is_user_message
+from tasks.backfill import catch_up_unanswered, fill_gap
 from tasks.reconcile import reconcile
+from tasks.recorded_events import invite_entries, live_messages, own_join_index
 from tasks.retry import Backoff, retry
 
 log = structlog.get_logger(__name__)
@@ -65,7 +64,6 @@ Handler = Callable[[LedgerEntry], Awaitable[None]]
 
 SYNC_TIMEOUT_MS = 30_000
 TIMELINE_LIMIT = 50
-MAX_BACKFILL_PAGES = 20
 # This module owns the homeserver's retries for /sync and for handling an event
 # (tasks/retry.py): unbounded, the bot has nothing better to do than wait.
 SYNC_BACKOFF = Backoff(initial=0.5, factor=2.0, max=30.0, jitter=0.1)
@@ -73,55 +71,6 @@ EVENT_BACKOFF = Backoff(initial=0.5, factor=2.0, max=30.0, jitter=0.1)
 # The database's write lock held by another process (StoreBusy): retried, unbounded,
 # so the event loop never waits on SQLite's busy handler (contracts/store.py).
 STORE_BACKOFF = Backoff(initial=0.05, factor=2.0, max=5.0, jitter=0.1)
-
-
-def invite_entries(batch: SyncBatch) -> list[LedgerEntry]:
-    return [
-        LedgerEntry.invite(room.room_id, inviter=room.inviter, is_direct=room.is_direct)
-        for room in batch.invited.values()
-        if room.inviter
-    ]
-
-
-def is_own_join(event: MatrixEvent, bot_user_id: str) -> bool:
-    """The bot's own membership turning into `join` (not a profile change while joined)."""
-    if not (
-        event.type == "m.room.member"
-        and event.state_key == bot_user_id
-        and event.content.get("membership") == "join"
-    ):
-        return False
-    prev = event.unsigned.get("prev_content")
-    return not (isinstance(prev, dict) and prev.get("membership") == "join")
-
-
-def own_join_index(events: Sequence[MatrixEvent], bot_user_id: str) -> int | None:
-    """Where in `events` the bot last joined the room, or None when it is not there."""
-    for index in range(len(events) - 1, -1, -1):
-        if is_own_join(events[index], bot_user_id):
-            return index
-    return None
-
-
-def is_recorded(event: MatrixEvent, bot_user_id: str) -> bool:
-    """An event the bot acts on, so the ledger records it: a user's message (an edit is
-    one too) or a user's reaction (it may answer a question, tasks/bot/surface.py).
-
-    Catch-up after a loss of local state looks for unanswered messages only: the
-    questions reactions answer are not durable (tasks/bot/pending.py).
-    """
-    if is_user_message(event, bot_user_id):
-        return True
-    return event.type == "m.reaction" and event.sender != bot_user_id and not event.is_state
-
-
-def live_messages(room: JoinedRoom, bot_user_id: str) -> list[MatrixEvent]:
-    """Recorded events of an incremental sync, skipping those before the bot's own join."""
-    events = list(room.timeline)
-    joined_at = own_join_index(events, bot_user_id)
-    if joined_at is not None:
-        events = events[joined_at + 1 :]
-    return [e for e in events if is_recorded(e, bot_user_id)]
 
 
 class RoomDispatcher:
@@ -316,13 +265,14 @@ class SyncTask:
         entries = invite_entries(batch)
         for room_id, room in batch.joined.items():
             if initial:
-                entries.extend(LedgerEntry.of_event(e) for e in await self._catch_up(room_id, room))
+                unanswered = await catch_up_unanswered(self._store, self._matrix, room_id, room)
+                entries.extend(LedgerEntry.of_event(e) for e in unanswered)
             else:
                 messages = live_messages(room, self._matrix.user_id)
                 # The bot's join in this window: nothing before it is for the bot.
                 joined_here = own_join_index(room.timeline, self._matrix.user_id) is not None
                 if room.limited and not joined_here:
-                    messages = await self._fill_gap(room, messages)
+                    messages = await fill_gap(self._store, self._matrix, room, messages)
                 entries.extend(LedgerEntry.of_event(e) for e in messages)
         new = await retry(
             partial(_record_batch, self._store, entries, batch.next_batch),
@@ -341,62 +291,6 @@ class SyncTask:
         for entry in new:
             dispatcher.submit(entry)
 
-    async def _catch_up(self, room_id: str, room: JoinedRoom) -> list[MatrixEvent]:
-        """After local state loss: the messages of a managed chat nobody answered yet."""
-        record = self._store.get_room(room_id)
-        if record is None or record.room_type is not RoomType.CHAT:
-            return []
-        events = list(room.timeline)
-        result = find_unanswered(events, self._matrix.user_id)
-        token = room.prev_batch if room.limited else None
-        pages = 0
-        while not result.anchored and token and pages < MAX_BACKFILL_PAGES:
-            page = await self._matrix.room_messages(room_id, token, backwards=True, limit=100)
-            events = [*reversed(page.events), *events]
-            token = page.end
-            pages += 1
-            result = find_unanswered(events, self._matrix.user_id)
-        if not result.anchored and token and pages >= MAX_BACKFILL_PAGES:
-            log.warning(
-                "sync.backfill_truncated",
-                room_id=room_id,
-                purpose="catch-up",
-                pages=pages,
-                events=len(events),
-                unanswered=len(result.unanswered),
-            )
-        if result.unanswered:
-            log.info("catchup.unanswered", room_id=room_id, count=len(result.unanswered))
-        return result.unanswered
-
-    async def _fill_gap(self, room: JoinedRoom, messages: list[MatrixEvent]) -> list[MatrixEvent]:
-        """A limited timeline skipped events: page back until an event we already know.
-
-        Never past the bot's own join: what was said before it is not for the bot.
-        """
-        bot = self._matrix.user_id
-        older: list[MatrixEvent] = []
-        token = room.prev_batch
-        pages = 0
-        while token and pages < MAX_BACKFILL_PAGES:
-            page = await self._matrix.room_messages(room.room_id, token, backwards=True, limit=100)
-            fresh = list(_until_known_or_joined(page.events, self._store, bot))
-            older = [*reversed(fresh), *older]
-            pages += 1
-            if len(fresh) < len(page.events) or page.end is None:
-                token = None
-                break
-            token = page.end
-        if token:
-            log.warning(
-                "sync.backfill_truncated",
-                room_id=room.room_id,
-                purpose="gap",
-                pages=pages,
-                events=len(older),
-            )
-        return [*(e for e in older if is_recorded(e, bot)), *messages]
-
 
 async def _mark_done(store: Store, event_id: str) -> None:
     store.mark_done(event_id)
@@ -406,13 +300,3 @@ async def _record_batch(
     store: Store, entries: Sequence[LedgerEntry], checkpoint: str
 ) -> list[LedgerEntry]:
     return store.record_batch(entries, checkpoint)
-
-
-def _until_known_or_joined(
-    events: Sequence[MatrixEvent], store: Store, bot_user_id: str
-) -> Iterable[MatrixEvent]:
-    """Newest first: the events up to one already recorded or the bot's own join."""
-    for event in events:
-        if store.is_known(event.event_id) or is_own_join(event, bot_user_id):
-            return
-        yield event

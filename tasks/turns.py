@@ -1,36 +1,25 @@
 """One agent turn shown in Matrix: typing, then one message edited at a bounded rate.
 
-One notification per answer, carrying its start (see the README, "Streamed answers
-and notifications"): push rules never notify for an edit (`.m.rule.suppress_edits`),
-so whatever the answer's first message holds when it is sent is all a notification
-will ever show. The first message is therefore held back (typing is shown meanwhile)
-until the answer is complete, or has `first_message_chars` characters, or
-`first_message_wait` seconds have passed; a short answer is one message sent once.
-Later progress is shown by edits, which notify nobody and leave nothing else behind.
+When the answer is shown (tasks/answer_pacing.py): the first message is held back
+until it has a substantial start, since it is all a notification ever shows; later
+progress is shown by edits, within an edit budget whose interval grows.
 
-Edit budget: a message gets at most `max_edits` edits, the final one included (one
-is always kept for it), and the interval between progress edits doubles each time
-another fifth of the budget is used, so a long stream slows down rather than stops
-(clients choke on messages with hundreds of edits).
+An answer too large for one event continues in further messages (each part's event sized
+in bytes: tasks/answer_state.py, tasks/answer_parts.py): a part shown by editing moves
+on to a new message before an edit would outgrow the limit. Every part has its own
+transaction ids, derived from the trigger and the part's number, so a replayed turn
+sends nothing twice. A part's first message, once sent, is remembered until the turn is
+done (`SentMessages`, the store), and so is a part's final text having gone out: a
+replayed turn edits that message instead of sending it again (a resent transaction id
+only returns the old event, with whatever partial text it had then), and leaves a
+finished part alone (a new progress edit would show less than its final text).
 
-An answer too large for one event continues in further messages (each part's
-event sized in bytes, see tasks/answer_parts.py): a part shown by editing moves
-on to a new message before an edit would outgrow the limit. Every part has its
-own transaction ids, derived from the trigger and the part's number, so a
-replayed turn sends nothing twice. A part's first message, once sent, is
-remembered until the turn is done (`SentMessages`, the store), and so is a
-part's final text having gone out: a replayed turn edits that message instead of
-sending it again (a resent transaction id only returns the old event, with
-whatever partial text it had then), and leaves a finished part alone (a new
-progress edit would show less than its final text).
-
-Homeserver trouble never loses the answer: a part's first message and its final
-text are sent until they go through (after a 429 the `retry_after` the server
-names, after a network error or 5xx a backoff); a progress edit that fails is
-skipped (a 429 also delays the next one). An event refused as too large is cut
-smaller; refused at every size, the room is told how much was not shown.
-Refusals that retrying cannot help (M_FORBIDDEN, ...) reach the caller as
-themselves, never wrapped in an ExceptionGroup.
+Homeserver trouble never loses the answer: a part's first message and its final text are
+sent until they go through (tasks/answer_sends.py); a progress edit that fails is
+skipped (a 429 also delays the next one). An event refused as too large is cut smaller;
+refused at every size, the room is told how much was not shown. Refusals that retrying
+cannot help (M_FORBIDDEN, ...) reach the caller as themselves, never wrapped in an
+ExceptionGroup.
 
 Typing is shown only when the agent has not answered within `typing_delay`: a
 quick answer needs no "is typing", and each typing change is a request plus a
@@ -54,7 +43,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
@@ -64,8 +53,6 @@ from contracts.matrix import (
     MatrixError,
     MatrixPort,
     MatrixRateLimited,
-    MatrixRequestError,
-    MatrixUnreachable,
 )
 from contracts.metrics import Metrics, NullMetrics
 from contracts.platform import (
@@ -79,40 +66,36 @@ from contracts.platform import (
     TurnFailed,
     UserTurn,
 )
-from tasks.answer_parts import Part, first_part
+from tasks.answer_pacing import (
+    FIRST_MESSAGE_CHARS,
+    FIRST_MESSAGE_WAIT,
+    MAX_EDITS,
+    holds_first_message,
+    may_edit,
+    progress_interval,
+)
+from tasks.answer_parts import first_part
+from tasks.answer_sends import EventTooLarge, refusal_as_too_large, send_patiently
+from tasks.answer_state import (
+    AnswerState,
+    TurnOutcome,
+    event_budget,
+    fits_edit,
+    fits_message,
+    message_sent,
+)
 from tasks.catalogue import Catalogue
 from tasks.failures import platform_error_text, turn_failed_text
 from tasks.replies import (
-    EVENT_ENVELOPE_BYTES,
     MAX_EVENT_BYTES,
     Replier,
-    content_bytes,
-    edit_content,
-    message_content,
     txn_id_for,
 )
-from tasks.retry import Backoff, retry
 
 log = structlog.get_logger(__name__)
 
 # (room_id, triggering event id, the file, its 1-based index in the turn)
 FileHandler = Callable[[str, str, EmittedFile, int], Awaitable[None]]
-
-# An encrypted event's own fields (algorithm, sender key, session and device ids, the
-# relation in the clear) and the plaintext's wrapper (type, room id) around the content.
-ENCRYPTION_OVERHEAD_BYTES = 1_024
-# Below this many bytes of content per event, a refused send is not tried smaller again.
-MIN_EVENT_BUDGET = 4_096
-# A part's first message and final text are retried here, within the turn, so a
-# homeserver hiccup never re-runs the agent (tasks/retry.py names the owners).
-SEND_BACKOFF = Backoff(initial=0.5, factor=2.0, max=30.0, jitter=0.1)
-# What the first message waits for (see the module docstring): characters, seconds.
-FIRST_MESSAGE_CHARS = 300
-FIRST_MESSAGE_WAIT = 15.0
-# Edits per message, the final one included.
-MAX_EDITS = 50
-# Sizing an edit needs the id of the message it replaces; real ones are 44 characters.
-_SOME_EVENT_ID = "$" + "x" * 63
 
 
 class SentMessages(Protocol):
@@ -120,62 +103,6 @@ class SentMessages(Protocol):
 
     def sent_message(self, txn_id: str) -> str | None: ...
     def remember_sent_message(self, txn_id: str, trigger_event_id: str, event_id: str) -> None: ...
-
-
-@dataclass
-class TurnOutcome:
-    text: str = ""
-    message_event_id: str | None = None  # the answer's first message
-    message_event_ids: list[str] = field(default_factory=list)  # every part's message
-    files: list[str] = field(default_factory=list)
-    error: str | None = None
-    edits: int = 0
-
-
-@dataclass
-class _Answer:
-    """Where the answer stands in the room: the part being shown, and how big one may be."""
-
-    trigger: str
-    budget: int  # bytes of content an event may have
-    thread: str | None = None  # the thread the answer goes into (tasks/replies.py)
-    start: int = 0  # where the current part begins in the answer's text
-    reopen: str = ""  # the fence line the current part reopens
-    part: int = 0  # the current part's number (its transaction ids derive from it)
-    event_id: str | None = None  # the current part's message, once sent
-    shown: str = ""  # what the current part shows now
-    edits: int = 0  # edits of the current part so far
-    hold_until: float = 0.0  # the first message waits no longer than this (clock time)
-    finished: bool = False  # the current part shows its final text (maybe since an earlier run)
-
-    def next_part(self, finished: Part) -> None:
-        self.start += len(finished.source)
-        self.reopen = finished.reopen
-        self.part += 1
-        self.event_id = None
-        self.shown = ""
-        self.edits = 0
-        self.finished = False
-
-    def shrink(self) -> bool:
-        """The homeserver refused an event as too large: halve the budget if it may."""
-        if self.budget // 2 < MIN_EVENT_BUDGET:
-            return False
-        self.budget //= 2
-        return True
-
-
-class _TooLarge(Exception):
-    """The homeserver refused an event as too large (M_TOO_LARGE)."""
-
-
-async def _refusal_as_too_large(send: Callable[[], Awaitable[str]]) -> str:
-    try:
-        return await send()
-    except MatrixRequestError as exc:
-        if exc.errcode == "M_TOO_LARGE" or exc.status == 413:
-            raise _TooLarge(str(exc)) from exc
-        raise
 
 
 @dataclass
@@ -227,7 +154,7 @@ class TurnStreamer:
         never an ExceptionGroup) when the homeserver refuses for good (M_FORBIDDEN, ...).
         """
         outcome = TurnOutcome()
-        answer = _Answer(
+        answer = AnswerState(
             turn.idempotency_key,
             budget=await self._event_budget(room_id),
             thread=turn.thread_id,
@@ -235,7 +162,7 @@ class TurnStreamer:
             hold_until=anyio.current_time() + self._first_wait,
         )
         if replace is not None:
-            _message_sent(answer, outcome, replace)
+            message_sent(answer, outcome, replace)
             if self._sent is not None:  # a replay: an earlier run may have finished the edit
                 finished = self._sent.sent_message(txn_id_for(answer.trigger, "answer-final"))
                 answer.finished = finished is not None
@@ -256,7 +183,7 @@ class TurnStreamer:
             await self._flush(room_id, answer, outcome, final=True)
             thread = answer.thread
             if notice is not None:
-                await self._patiently(
+                await send_patiently(
                     lambda: self._replier.say(
                         room_id, notice, reply_to=answer.trigger, purpose="error", thread=thread
                     ),
@@ -273,7 +200,7 @@ class TurnStreamer:
         room_id: str,
         receive: anyio.abc.ObjectReceiveStream[PlatformEvent | PlatformError],
         outcome: TurnOutcome,
-        answer: _Answer,
+        answer: AnswerState,
         typing: _TypingState,
     ) -> str | None:
         """Read the platform's events, showing progress; returns the error notice to say."""
@@ -336,7 +263,7 @@ class TurnStreamer:
     # -- showing the answer ---------------------------------------------------------------
 
     async def _flush(
-        self, room_id: str, answer: _Answer, outcome: TurnOutcome, *, final: bool
+        self, room_id: str, answer: AnswerState, outcome: TurnOutcome, *, final: bool
     ) -> float:
         """Show the text so far: finish the parts it outgrew, then update the current one.
 
@@ -347,15 +274,17 @@ class TurnStreamer:
         """
         text = outcome.text
         while rest := text[answer.start :]:
-            if not final and self._holds_first_message(answer, rest):
+            if not final and holds_first_message(
+                answer, rest, first_chars=self._first_chars, now=anyio.current_time()
+            ):
                 return 0.0
-            if not final and self._fits_edit(answer, answer.reopen + rest):
+            if not final and fits_edit(answer, answer.reopen + rest):
                 shown = answer.reopen + rest
-                if shown == answer.shown or not self._may_edit(answer):
+                if shown == answer.shown or not may_edit(answer, self._max_edits):
                     return 0.0
                 try:
                     await self._show(room_id, answer, outcome, shown, last=False)
-                except _TooLarge:
+                except EventTooLarge:
                     if not answer.shrink():
                         return 0.0  # the final flush says so
                     continue
@@ -366,11 +295,11 @@ class TurnStreamer:
                     log.info("answer.edit_skipped", room_id=room_id, error=str(exc))
                 return 0.0
             # The rest outgrew the current part (or this is the end): finish the part.
-            fits = self._fits_edit if answer.event_id is not None else self._fits_message
+            fits = fits_edit if answer.event_id is not None else fits_message
             part = first_part(rest, functools.partial(fits, answer), reopen=answer.reopen)
             try:
                 await self._show(room_id, answer, outcome, part.shown, last=True)
-            except _TooLarge:
+            except EventTooLarge:
                 if answer.shrink():
                     continue
                 await self._say_too_large(room_id, answer, len(part.source))
@@ -381,22 +310,8 @@ class TurnStreamer:
             answer.next_part(part)
         return 0.0
 
-    def _holds_first_message(self, answer: _Answer, rest: str) -> bool:
-        """Is the answer's first message still held back (too little to notify with)?"""
-        return (
-            answer.part == 0
-            and answer.event_id is None
-            and len(rest) < self._first_chars
-            and anyio.current_time() < answer.hold_until
-            and self._fits_message(answer, rest)
-        )
-
-    def _may_edit(self, answer: _Answer) -> bool:
-        """May the current part have a progress edit? (One edit is kept for its final text.)"""
-        return answer.event_id is None or answer.edits < self._max_edits - 1
-
     async def _show(
-        self, room_id: str, answer: _Answer, outcome: TurnOutcome, shown: str, *, last: bool
+        self, room_id: str, answer: AnswerState, outcome: TurnOutcome, shown: str, *, last: bool
     ) -> None:
         """Send the current part's message, or edit it; `last`: its final text.
 
@@ -414,20 +329,20 @@ class TurnStreamer:
         if answer.event_id is None and self._sent is not None:
             earlier = self._sent.sent_message(first_txn)
             if earlier is not None:
-                _message_sent(answer, outcome, earlier)
+                message_sent(answer, outcome, earlier)
                 answer.finished = self._sent.sent_message(final_txn) is not None
         if answer.finished:
             answer.shown = shown
             return
         if answer.event_id is None:
-            event_id = await self._patiently(
+            event_id = await send_patiently(
                 lambda: self._replier.say(
                     room_id, shown, reply_to=trigger, purpose=prefix, notice=False, thread=thread
                 ),
                 what=prefix,
             )
             self._remember(first_txn, trigger, event_id)
-            _message_sent(answer, outcome, event_id)
+            message_sent(answer, outcome, event_id)
         else:
             original = event_id = answer.event_id
             answer.edits += 1
@@ -439,9 +354,9 @@ class TurnStreamer:
                 )
 
             if last:
-                await self._patiently(edit, what=purpose)
+                await send_patiently(edit, what=purpose)
             else:
-                await _refusal_as_too_large(edit)
+                await refusal_as_too_large(edit)
             outcome.edits += 1
         if last:
             self._remember(final_txn, trigger, event_id)
@@ -452,22 +367,9 @@ class TurnStreamer:
         if self._sent is not None:
             self._sent.remember_sent_message(txn_id, trigger, event_id)
 
-    async def _patiently(self, send: Callable[[], Awaitable[str]], *, what: str) -> str:
-        """`send()` until it goes through (tasks/retry.py: a 429 waits its `retry_after`,
-        a network error or 5xx backs off). Raises _TooLarge for M_TOO_LARGE and any
-        other MatrixError as it is (retrying cannot help).
-        """
-        return await retry(
-            lambda: _refusal_as_too_large(send),
-            SEND_BACKOFF,
-            retry_on=(MatrixRateLimited, MatrixUnreachable),
-            operation="answer.send",
-            log_fields={"what": what},
-        )
-
-    async def _say_too_large(self, room_id: str, answer: _Answer, chars: int) -> None:
+    async def _say_too_large(self, room_id: str, answer: AnswerState, chars: int) -> None:
         log.error("answer.too_large", part=answer.part, chars=chars, budget=answer.budget)
-        await self._patiently(
+        await send_patiently(
             lambda: self._replier.say(
                 room_id,
                 self._t("answer_too_large", chars=chars),
@@ -478,55 +380,19 @@ class TurnStreamer:
             what="too-large",
         )
 
-    def _fits_message(self, answer: _Answer, shown: str) -> bool:
-        if len(shown) > answer.budget:  # every character is at least one byte of `body`
-            return False
-        content = message_content(shown, reply_to=answer.trigger, thread=answer.thread)
-        return content_bytes(content) <= answer.budget
-
-    def _fits_edit(self, answer: _Answer, shown: str) -> bool:
-        if 2 * len(shown) > answer.budget:  # `body` twice, with the new content's
-            return False
-        content = edit_content(_SOME_EVENT_ID, shown, reply_to=answer.trigger)
-        return content_bytes(content) <= answer.budget
-
     async def _event_budget(self, room_id: str) -> int:
-        """Bytes of content one event of the answer may have in this room.
-
-        In an encrypted room the content travels as base64 of its Megolm ciphertext
-        (4/3 of the JSON) beside the cipher's own fields, so less of it fits.
-        """
-        budget = self._max_event_bytes - EVENT_ENVELOPE_BYTES
+        """Bytes of content one event of the answer may have in this room (`event_budget`)."""
         try:
             encrypted = await self._matrix.room_is_encrypted(room_id)
         except MatrixError:
             encrypted = True  # the smaller budget is safe either way
-        if encrypted:
-            budget = budget * 3 // 4 - ENCRYPTION_OVERHEAD_BYTES
-        return budget
+        return event_budget(self._max_event_bytes, encrypted=encrypted)
 
     async def _typing(self, room_id: str, on: bool) -> None:
         try:
             await self._matrix.set_typing(room_id, on, timeout_ms=30000)
         except Exception as exc:  # typing is cosmetic: never fail a turn for it
             log.debug("typing.failed", room_id=room_id, error=repr(exc))
-
-
-def progress_interval(base: float, edits: int, max_edits: int) -> float:
-    """Seconds before the next progress edit of a message that has had `edits` edits.
-
-    `base` for the first fifth of the budget, then twice that, and so on: with the
-    defaults (1 s, 50 edits) a message keeps showing progress for about five minutes.
-    """
-    step = max(1, max_edits // 5)
-    return base * 2.0 ** (edits // step)
-
-
-def _message_sent(answer: _Answer, outcome: TurnOutcome, event_id: str) -> None:
-    answer.event_id = event_id
-    outcome.message_event_ids.append(event_id)
-    if outcome.message_event_id is None:
-        outcome.message_event_id = event_id
 
 
 def _closing(

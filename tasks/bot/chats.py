@@ -27,8 +27,8 @@ from contracts.registry import AgentEntry, AgentRegistry
 from contracts.state import RoomRecord, UserRecord, chat_index
 from contracts.store import Store
 from tasks.catalogue import Catalogue
-from tasks.rebuild import room_from_state
 from tasks.room_face import RoomFace
+from tasks.room_state import room_from_state
 from tasks.rooms import (
     create_chat_room,
     find_created_room,

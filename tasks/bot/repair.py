@@ -25,8 +25,8 @@ from contracts.store import LedgerEntry, Store
 from tasks.bot import notices
 from tasks.bot.onboarding import space_name_of
 from tasks.catalogue import Catalogue
-from tasks.rebuild import room_from_state
 from tasks.replies import Replier
+from tasks.room_state import room_from_state
 
 log = structlog.get_logger(__name__)
 

@@ -18,23 +18,21 @@ from runtime.store import SqliteStore
 from runtime.workspace import FsWorkspace
 from tasks.attachments import AttachmentStaging
 from tasks.files.paths import room_directory
-from tasks.materializer import (
-    REPLY_TO_KEY,
+from tasks.materializer import REPLY_TO_KEY, Materializer, UploadMemo
+from tasks.retry import Backoff
+from tasks.transfer_jobs import (
     Downloaded,
     DownloadJob,
     Job,
     JobFailed,
     JobResult,
-    Materializer,
     Uploaded,
     UploadJob,
-    UploadMemo,
     download_job_for,
     media_msgtype,
     upload_job_for,
     upload_txn_id,
 )
-from tasks.retry import Backoff
 
 DEADLINE = 10.0
 LIMIT = 1024

@@ -14,7 +14,8 @@ from contracts.markers import ROOM_MARKER_TYPE, SPACE_MARKER_TYPE
 from contracts.matrix import JsonDict, MatrixEvent
 from contracts.state import ChatRecord, RoomRecord, RoomType, UserRecord
 from runtime.store import SqliteStore
-from tasks.rebuild import LocalState, RebuildPlan, plan_rebuild
+from tasks.rebuild import plan_rebuild
+from tasks.rebuild_plan import LocalState, RebuildPlan
 from tasks.reconcile import apply_plan, local_state
 
 BOT = "@bot:example.org"

@@ -28,7 +28,8 @@ from contracts.store import (
     StoreError,
     StoreTooNew,
 )
-from runtime.store import SCHEMA_VERSION, SqliteStore
+from runtime.store import SqliteStore
+from runtime.store_schema import SCHEMA_VERSION
 
 ALICE = "@alice:example.org"
 BOB = "@bob:example.org"

@@ -31,8 +31,9 @@ from runtime.platforms.echo import EchoPlatform
 from runtime.store import SqliteStore
 from tasks.bot import BotConfig, SurfaceBot
 from tasks.catalogue import Catalogue
+from tasks.recorded_events import is_own_join
 from tasks.sequence import PlatformChatSequence
-from tasks.sync import SyncTask, is_own_join
+from tasks.sync import SyncTask
 from tasks.turns import TurnStreamer
 
 ALICE = "@alice:example.org"
@@ -437,7 +438,7 @@ async def test_a_limited_timeline_holding_the_bots_join_is_not_filled(
 async def test_a_gap_cut_at_the_page_limit_is_logged_with_counts(
     store: SqliteStore, matrix: FakeMatrix, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tasks.sync.MAX_BACKFILL_PAGES", 2)
+    monkeypatch.setattr("tasks.backfill.MAX_BACKFILL_PAGES", 2)
     room_id = await matrix.create_room(name="chat")
     store.record_batch([], matrix.sync_token())
     for n in range(300):  # 50 in the window, 200 in two pages, 50 never reached
@@ -464,7 +465,7 @@ async def test_a_gap_cut_at_the_page_limit_is_logged_with_counts(
 async def test_a_catch_up_cut_at_the_page_limit_is_logged_with_counts(
     store: SqliteStore, matrix: FakeMatrix, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tasks.sync.MAX_BACKFILL_PAGES", 1)
+    monkeypatch.setattr("tasks.backfill.MAX_BACKFILL_PAGES", 1)
     room_id = await matrix.create_room(name="chat", invite=[ALICE])
     store.put_room(
         RoomRecord(room_id=room_id, room_type=RoomType.CHAT, matrix_user_id=ALICE, chat_id="C1")

@@ -34,10 +34,11 @@ from contracts.platform import (
     TurnFailed,
     UserTurn,
 )
+from tasks.answer_pacing import progress_interval
 from tasks.catalogue import Catalogue
 from tasks.failures import error_ref
 from tasks.replies import MAX_EVENT_BYTES, content_bytes, txn_id_for
-from tasks.turns import TurnStreamer, progress_interval
+from tasks.turns import TurnStreamer
 
 ROOM = "!chat:example.org"
 TRIGGER = "$user-message"
