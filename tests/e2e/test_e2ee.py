@@ -11,9 +11,9 @@ The person must never see an undecryptable event from the bot.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Callable, Iterator
-import json
 from pathlib import Path, PurePosixPath
 
 import anyio
@@ -26,6 +26,7 @@ from runtime.matrix.session import SESSION_FILE
 from tests.e2e.conftest import MakePerson
 from tests.e2e.js_person import JsPerson, onboard, sha256_hex
 from tests.e2e.platform_service import PlatformProcess
+from tests.e2e.test_platform_http import wait_until
 
 MakeBot = Callable[..., BotProcess]
 STORE_ENV = {"MATRIX_STORE_PASSPHRASE": "e2e store passphrase, not a real secret"}
@@ -238,15 +239,15 @@ async def test_a_revoked_session_ends_with_a_working_cross_signed_device(
             timeout=10,
         )
     response.raise_for_status()
-    with anyio.fail_after(60):
-        while bot.log_text().count('"bot.starting"') < 2:  # logged in again, rebuilt
-            await anyio.sleep(0.1)
+    await wait_until(
+        lambda: bot.log_text().count('"bot.starting"') >= 2, timeout=60, what="logged in again"
+    )
     await anyio.to_thread.run_sync(bot.wait_ready)
     assert '"matrix.session_lost"' in bot.log_text()
 
     # The person sees one cross-signed device of the bot again and is answered in the clear.
     [device] = await person.devices(bot_id, signed=1, timeout=60)
-    assert device["signed"], device
+    assert device["signed"] and device["device_id"] == old["device_id"], (device, old)
     for n in range(3):
         assert await person.ask(chat, f"after the logout {n}", timeout=60) == (
             f"echo: after the logout {n}"
