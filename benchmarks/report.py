@@ -267,13 +267,20 @@ def chart(doc: dict[str, Any], path: Path) -> bool:
     d = doc["details"]
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))
     ax = axes[0][0]
+    boxes: list[tuple[str, list[float]]] = []
+    titles: list[str] = []
     if echo := d.get("echo"):
-        ax.boxplot(
-            [echo["samples"]["bot_ms"], echo["samples"]["raw_ms"]],
-            tick_labels=["bot", "raw nio"],
-            showfliers=True,
-        )
-        ax.set_title(f"Echo round trip (ratio p50 {echo['ratio_p50']:.2f}x, goal 1.10x)")
+        boxes += [("bot", echo["samples"]["bot_ms"]), ("raw nio", echo["samples"]["raw_ms"])]
+        titles.append(f"bot/raw p50 {echo['ratio_p50']:.2f}x (goal 1.10x)")
+    if e2ee := d.get("e2ee_echo"):
+        boxes += [
+            ("bot, encrypted", e2ee["samples"]["encrypted_ms"]),
+            ("bot, plain", e2ee["samples"]["plain_ms"]),
+        ]
+        titles.append(f"encrypted/plain p50 {e2ee['ratio_p50']:.2f}x (goal 1.15x)")
+    if boxes:
+        ax.boxplot([b for _, b in boxes], tick_labels=[n for n, _ in boxes], showfliers=True)
+        ax.set_title("Echo round trip\n" + "; ".join(titles), fontsize=9)
         ax.set_ylabel("ms")
     ax = axes[0][1]
     if conc := d.get("concurrency"):
