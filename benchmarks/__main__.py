@@ -23,6 +23,7 @@ from runtime.dev.homeserver import HomeserverConfig, LocalHomeserver
 
 async def run_all(ctx: BenchContext, config: BenchConfig) -> dict[str, Any]:
     from benchmarks.concurrency import run_concurrency
+    from benchmarks.e2ee import run_e2ee_echo
     from benchmarks.echo import run_echo
     from benchmarks.reconcile import run_reconcile_and_restart
 
@@ -30,6 +31,8 @@ async def run_all(ctx: BenchContext, config: BenchConfig) -> dict[str, Any]:
     try:
         if "echo" in config.scenarios:
             results["echo"] = await run_echo(ctx, config)
+        if "e2ee" in config.scenarios:
+            results["e2ee_echo"] = await run_e2ee_echo(ctx, config)
         if "concurrency" in config.scenarios:
             results["concurrency"] = await run_concurrency(ctx, config)
         if "reconcile" in config.scenarios or "restart" in config.scenarios:

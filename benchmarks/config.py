@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("echo", "concurrency", "reconcile", "restart")
+SCENARIOS = ("echo", "e2ee", "concurrency", "reconcile", "restart")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 

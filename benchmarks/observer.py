@@ -12,7 +12,7 @@ The same filter is used by the raw echo client (benchmarks/raw_echo.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,8 +84,15 @@ def echoes(room_id: str, text: str, sender: str) -> Match:
 class Observer:
     """Drives `client` (logged in) from one sync loop; see the module docstring."""
 
-    def __init__(self, client: nio.AsyncClient) -> None:
+    def __init__(
+        self,
+        client: nio.AsyncClient,
+        *,
+        after_sync: Callable[[nio.AsyncClient], Awaitable[None]] | None = None,
+    ) -> None:
+        """`after_sync` runs after each sync's events are recorded (crypto housekeeping)."""
         self.client = client
+        self._after_sync = after_sync
         self.arrivals: list[Arrival] = []
         self.invites: list[str] = []
         self._changed = anyio.Event()
@@ -116,6 +123,8 @@ class Observer:
             self.invites.extend(response.rooms.invite)
             self._changed.set()
             self._changed = anyio.Event()
+            if self._after_sync is not None:
+                await self._after_sync(self.client)
             if not started:
                 started = True
                 task_status.started()
@@ -145,7 +154,10 @@ class Observer:
         """Send a text message; returns its event id and the time just before sending."""
         sent_at = time.monotonic()
         response = await self.client.room_send(
-            room_id, "m.room.message", {"msgtype": "m.text", "body": text}
+            room_id,
+            "m.room.message",
+            {"msgtype": "m.text", "body": text},
+            ignore_unverified_devices=True,  # in an encrypted room; nothing in a plain one
         )
         if not isinstance(response, nio.RoomSendResponse):
             raise ObserverError(f"send failed: {response}")

@@ -13,6 +13,7 @@ from benchmarks.config import BenchConfig
 # Issue 8's goals: (headline key, comparison, target, unit).
 GOALS: dict[str, tuple[str, float, str]] = {
     "echo_ratio": ("<=", 1.10, "x"),
+    "e2ee_echo_ratio": ("<=", 1.15, "x"),
     "concurrency_50_s": ("<=", 1.5, "s"),
     "reconcile_ratio_1000": ("<=", 1.2, "x"),
     "reconcile_per_room_requests_1000": ("<=", 0, ""),
@@ -29,6 +30,11 @@ def headline(results: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
         h["echo_p50_ms"] = echo["bot_ms"]["median"]
         h["raw_echo_p50_ms"] = echo["raw_ms"]["median"]
         h["rss_mb_idle"] = echo["rss_mb"]["idle"]
+    if e2ee := results.get("e2ee_echo"):
+        h["e2ee_echo_ratio"] = e2ee["ratio_p50"]
+        h["e2ee_echo_ratio_p95"] = e2ee["ratio_p95"]
+        h["e2ee_echo_p50_ms"] = e2ee["encrypted_ms"]["median"]
+        h["e2ee_plain_echo_p50_ms"] = e2ee["plain_ms"]["median"]
     if conc := results.get("concurrency"):
         h[f"concurrency_{conc['rooms']}_s"] = conc["all_replies_s"]["median"]
         h["concurrency_synapse_floor_s"] = conc["synapse_floor_s"]
@@ -164,6 +170,15 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"| echo: CPU per message, bot / raw | | | {cpu['bot']:.1f} / {cpu['raw']:.1f} "
                 "| | | ms | | |"
             )
+    if e2ee := d.get("e2ee_echo"):
+        goal, met = goal_of("e2ee_echo_ratio")
+        lines.append(_row("echo round trip, bot, encrypted room", e2ee["encrypted_ms"], "ms"))
+        lines.append(_row("echo round trip, bot, plain room (same run)", e2ee["plain_ms"], "ms"))
+        lines.append(
+            f"| e2ee echo ratio encrypted/plain (p50; p95) | | | {e2ee['ratio_p50']:.3f} | "
+            f"{e2ee['ratio_p95']:.3f} | | x | {goal} | "
+            f"{'yes' if met is True else '**no**' if met is False else ''} |"
+        )
     if conc := d.get("concurrency"):
         goal, met = goal_of("concurrency_50_s")
         n = conc["rooms"]
@@ -252,13 +267,20 @@ def chart(doc: dict[str, Any], path: Path) -> bool:
     d = doc["details"]
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))
     ax = axes[0][0]
+    boxes: list[tuple[str, list[float]]] = []
+    titles: list[str] = []
     if echo := d.get("echo"):
-        ax.boxplot(
-            [echo["samples"]["bot_ms"], echo["samples"]["raw_ms"]],
-            tick_labels=["bot", "raw nio"],
-            showfliers=True,
-        )
-        ax.set_title(f"Echo round trip (ratio p50 {echo['ratio_p50']:.2f}x, goal 1.10x)")
+        boxes += [("bot", echo["samples"]["bot_ms"]), ("raw nio", echo["samples"]["raw_ms"])]
+        titles.append(f"bot/raw p50 {echo['ratio_p50']:.2f}x (goal 1.10x)")
+    if e2ee := d.get("e2ee_echo"):
+        boxes += [
+            ("bot, encrypted", e2ee["samples"]["encrypted_ms"]),
+            ("bot, plain", e2ee["samples"]["plain_ms"]),
+        ]
+        titles.append(f"encrypted/plain p50 {e2ee['ratio_p50']:.2f}x (goal 1.15x)")
+    if boxes:
+        ax.boxplot([b for _, b in boxes], tick_labels=[n for n, _ in boxes], showfliers=True)
+        ax.set_title("Echo round trip\n" + "; ".join(titles), fontsize=9)
         ax.set_ylabel("ms")
     ax = axes[0][1]
     if conc := d.get("concurrency"):

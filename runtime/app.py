@@ -343,8 +343,10 @@ async def run_bot(
     When the homeserver stops accepting the session's token while running (revoked,
     expired: M_UNKNOWN_TOKEN from /sync), the whole runtime is built again, which logs
     in with MATRIX_PASSWORD (runtime/matrix/nio_adapter.py: a stored token that is
-    refused falls back to the password, same device). Without a password, or with a
-    configured MATRIX_ACCESS_TOKEN (it always wins), raises MatrixAuthError naming the fix.
+    refused falls back to the password, same device; a device whose keys the logout
+    deleted publishes them again and is cross-signed again, so encrypted rooms keep
+    working). Without a password, or with a configured MATRIX_ACCESS_TOKEN (it always
+    wins), raises MatrixAuthError naming the fix.
     """
     while True:
         try:

@@ -58,6 +58,14 @@ on the server): when ``session.json`` names a device whose keys the server knows
 store is gone, the bot logs in with the password as a **new device**, deletes the old one
 (password UIA) and cross-signs the new one. Old encrypted history stays unreadable.
 
+A device that was logged out (revoked token: ``run_bot`` logs in again with the password
+under the same device id) comes back without keys on the server, since Synapse deletes a
+device's keys with the device, while its store here is intact: the stored account says
+its keys were uploaded, so nio would never publish them again and no client could
+encrypt for the bot. At start the server's view decides: a device with a store but no
+keys on the server publishes its account's keys again (the same identity keys, so the
+Olm and Megolm sessions in the store keep working) and is cross-signed again.
+
 ``close()`` never logs out (the device and its transaction ids must outlive the process).
 """
 
@@ -411,13 +419,19 @@ class NioMatrix:
         await anyio.to_thread.run_sync(private_files, store_path)
         if not e2ee.olm.account.shared:
             await e2ee.upload_keys()
-        state = await ensure_cross_signed(
-            self._raw,
-            user_id=self.user_id,
-            device_id=self.device_id,
-            password=password,
-            key_file=store_path / CROSS_SIGNING_FILE,
-        )
+        state = await self._cross_sign(password, store_path)
+        if state is CrossSigningState.NO_DEVICE_KEYS and e2ee.olm.account.shared:
+            # The store says the keys were uploaded, the server has none: the device was
+            # logged out (Synapse deletes a device's keys with it) and this login made it
+            # again under the same id. The account is intact, so publish it once more.
+            log.warning(
+                "e2ee.device_keys_republished",
+                device_id=self.device_id,
+                reason="the server lost this device's keys (logged out and logged in again)",
+            )
+            e2ee.olm.account.shared = False
+            await e2ee.upload_keys()
+            state = await self._cross_sign(password, store_path)
         self.cross_signing = state
         if password is None:
             log.warning(
@@ -437,6 +451,15 @@ class NioMatrix:
                 "insecure devices') will not send this bot their room keys",
                 fix="set MATRIX_PASSWORD" if password is None else "see the log above",
             )
+
+    async def _cross_sign(self, password: str | None, store_path: Path) -> CrossSigningState:
+        return await ensure_cross_signed(
+            self._raw,
+            user_id=self.user_id,
+            device_id=self.device_id,
+            password=password,
+            key_file=store_path / CROSS_SIGNING_FILE,
+        )
 
     async def _verify_whoami(self, user_id: str) -> str:
         """Check the token is the bot's; returns the token's device id."""

@@ -158,6 +158,8 @@ class EncryptedUser(UserClient):
         await client.send_to_device_messages()
 
     async def send(self, room_id: str, text: str) -> str:
+        if room_id not in self.client.rooms:  # just joined: nio must see it to encrypt
+            await self.wait_for(lambda: room_id in self.client.rooms, what=f"{room_id} synced")
         response = await self.client.room_send(
             room_id,
             "m.room.message",

@@ -5,7 +5,11 @@ be handed out twice. The number of kills comes from SURFACE_CHAOS_KILLS
 (CI uses at least 20); the counts are printed. A variant does the same with the
 bot's messages rate limited by the homeserver (1/s, burst 2) under bursts of
 messages; its kills come from SURFACE_CHAOS_LIMITED_KILLS (default 4: every
-send waits for the rate, so each kill costs seconds).
+send waits for the rate, so each kill costs seconds). Another runs in encrypted rooms
+(SURFACE_ENCRYPT_ROOMS=true, the DM encrypted by the user, a nio user with its own
+crypto store): besides the above, every message is answered with its own text (so the
+bot read it), and the user sees 0 undecryptable events from the bot; its kills come
+from SURFACE_CHAOS_ENCRYPTED_KILLS (default 4: the crypto work makes each round slower).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 import pytest
@@ -21,10 +26,11 @@ from runtime.dev.accounts import RegisteredUser
 from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
 from runtime.dev.user import UserClient, onboard
-from tests.e2e.harness import joined_rooms, override_ratelimit, room_state_as
+from tests.e2e.harness import EncryptedUser, joined_rooms, override_ratelimit, room_state_as
 
 KILLS = int(os.environ.get("SURFACE_CHAOS_KILLS", "8"))
 LIMITED_KILLS = int(os.environ.get("SURFACE_CHAOS_LIMITED_KILLS", "4"))
+ENCRYPTED_KILLS = int(os.environ.get("SURFACE_CHAOS_ENCRYPTED_KILLS", "4"))
 
 
 @pytest.mark.timeout(120 + 30 * KILLS)
@@ -48,6 +54,28 @@ async def test_sigkill_under_bursts_with_a_rate_limited_bot_loses_and_duplicates
 
     await chaos(synapse, bot, alice, kills=LIMITED_KILLS, burst=(4, 9), after_setup=limit_the_bot)
     assert '"operation": "answer.send"' in bot.log_text(), "the homeserver did limit the bot"
+
+
+@pytest.mark.timeout(150 + 40 * ENCRYPTED_KILLS)
+async def test_sigkill_under_traffic_in_encrypted_rooms_loses_duplicates_and_garbles_nothing(
+    synapse: LocalHomeserver,
+    register: Callable[..., RegisteredUser],
+    make_bot: Callable[..., BotProcess],
+    tmp_path: Path,
+) -> None:
+    bot = make_bot(
+        extra_env={
+            "SURFACE_ENCRYPT_ROOMS": "true",
+            "MATRIX_STORE_PASSPHRASE": "e2e store passphrase, not a real secret",
+        }
+    )
+    store = tmp_path / "alice-store"
+    store.mkdir()
+    alice = await EncryptedUser.login_encrypted(synapse.base_url, register("alice"), store)
+    try:
+        await chaos(synapse, bot, alice, kills=ENCRYPTED_KILLS, burst=(2, 6))
+    finally:
+        await alice.close()
 
 
 async def chaos(
@@ -112,15 +140,23 @@ async def chaos(
         if marker:
             platform_chat_ids.append(marker[0]["content"]["platform_chat_id"])
             assert room_id in linked, f"chat room {room_id} is not linked from the Space"
+            if isinstance(alice, EncryptedUser):
+                assert any(e["type"] == "m.room.encryption" for e in state), room_id
     reused = len(platform_chat_ids) - len(set(platform_chat_ids))
+    undecryptable = [
+        e
+        for e in (alice.undecryptable() if isinstance(alice, EncryptedUser) else [])
+        if e.get("sender") == bot.bot.user_id
+    ]
     print(
         f"\nchaos: kills={kills} messages={len(everything)} answered={answered} "
         f"duplicates={duplicates} lost={lost} rooms={len(platform_chat_ids)} "
-        f"platform_chat_ids_reused={reused}"
+        f"platform_chat_ids_reused={reused} undecryptable_from_bot={len(undecryptable)}"
     )
     assert duplicates == 0, replies
     assert lost == 0, replies
     assert wrong == []
+    assert undecryptable == [], undecryptable
     assert reused == 0, platform_chat_ids
     assert len(platform_chat_ids) == 3 + len(commands)
 

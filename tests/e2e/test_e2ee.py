@@ -11,19 +11,23 @@ The person must never see an undecryptable event from the bot.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 import anyio
+import httpx
 import pytest
 
 from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
+from runtime.matrix.session import SESSION_FILE
 from tests.e2e.conftest import MakePerson
 from tests.e2e.harness import STREAM_AT_ONCE
 from tests.e2e.js_person import JsPerson, onboard, sha256_hex
 from tests.e2e.platform_service import PlatformProcess
+from tests.e2e.test_platform_http import wait_until
 
 MakeBot = Callable[..., BotProcess]
 STORE_ENV = {"MATRIX_STORE_PASSPHRASE": "e2e store passphrase, not a real secret"}
@@ -216,4 +220,39 @@ async def test_lost_crypto_store_logs_in_as_a_new_cross_signed_device(
     # old device only, so the bot may answer it with the "please send it again" notice.
     await person.wait_reply(while_down, timeout=60)
     assert len(await person.replies_to(while_down)) == 1
+    await assert_nothing_undecryptable_from(person, bot)
+
+
+async def test_a_revoked_session_ends_with_a_working_cross_signed_device(
+    bot: BotProcess, person: JsPerson
+) -> None:
+    """The bot's device is logged out (deleting its keys): the bot logs in again and reads on."""
+    bot_id = bot.bot.user_id
+    _, chat = await onboard(person, bot_id)
+    assert await person.ask(chat, "before the logout") == "echo: before the logout"
+    [old] = await person.devices(bot_id, signed=1)
+    session = json.loads((bot.store_path / SESSION_FILE).read_text())
+
+    async with httpx.AsyncClient() as http:  # an admin or the owner logs the device out
+        response = await http.post(
+            f"{bot.synapse.base_url}/_matrix/client/v3/logout",
+            headers={"Authorization": f"Bearer {session['access_token']}"},
+            timeout=10,
+        )
+    response.raise_for_status()
+    await wait_until(
+        lambda: bot.log_text().count('"bot.starting"') >= 2, timeout=60, what="logged in again"
+    )
+    await anyio.to_thread.run_sync(bot.wait_ready)
+    assert '"matrix.session_lost"' in bot.log_text()
+
+    # The person sees one cross-signed device of the bot again and is answered in the clear.
+    [device] = await person.devices(bot_id, signed=1, timeout=60)
+    assert device["signed"] and device["device_id"] == old["device_id"], (device, old)
+    for n in range(3):
+        assert await person.ask(chat, f"after the logout {n}", timeout=60) == (
+            f"echo: after the logout {n}"
+        )
+    assert bot.is_running()
+    assert len(await person.devices(bot_id)) == 1, "no dead device left for clients to encrypt to"
     await assert_nothing_undecryptable_from(person, bot)

@@ -6,11 +6,13 @@ from an encrypted DM, commands, a turn, and the bot's device cross-signed.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -19,7 +21,9 @@ from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
 from runtime.dev.user import onboard
 from runtime.matrix.cross_signing import CrossSigningState, cross_signing_state
+from runtime.matrix.session import SESSION_FILE
 from tests.e2e.harness import EncryptedUser
+from tests.e2e.test_platform_http import wait_until
 
 ENCRYPTED = {"SURFACE_ENCRYPT_ROOMS": "true"}
 
@@ -143,3 +147,38 @@ async def test_lost_store_and_database_new_device_catch_up_and_one_notice(
         CrossSigningState.SIGNED
     )
     assert "could not read" in bot.log_text() or "decrypt.failed" in bot.log_text()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+async def test_a_revoked_session_keeps_its_device_readable_and_cross_signed(
+    make_bot: Callable[..., BotProcess],
+    encrypted_alice: EncryptedUser,
+    synapse: LocalHomeserver,
+    backend: str,
+) -> None:
+    bot = make_bot(extra_env=ENCRYPTED, backend=backend)
+    alice = encrypted_alice
+    _space_id, chat_id = await onboard(alice, bot.bot.user_id)
+    assert "before" in await alice.ask(chat_id, "before")
+    device = bot_device(bot)
+    token = json.loads((bot.store_path / SESSION_FILE).read_text())["access_token"]
+
+    async with httpx.AsyncClient() as http:  # logged out: Synapse deletes it and its keys
+        response = await http.post(
+            f"{synapse.base_url}/_matrix/client/v3/logout",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+    response.raise_for_status()
+    await wait_until(
+        lambda: bot.log_text().count('"bot.starting"') >= 2, timeout=60, what="logged in again"
+    )
+    await anyio.to_thread.run_sync(bot.wait_ready)
+
+    assert '"e2ee.device_keys_republished"' in bot.log_text()
+    assert bot_device(bot) == device
+    assert cross_signing_state(keys_of(synapse, bot), bot.bot.user_id, device) is (
+        CrossSigningState.SIGNED
+    )
+    assert "after" in await alice.ask(chat_id, "after", timeout=60)
+    assert alice.undecryptable() == []

@@ -1,0 +1,73 @@
+"""The benchmark report: the encrypted echo figure reaches latest.json's headline and latest.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.config import QUICK
+from benchmarks.report import chart, goals, headline, markdown
+
+
+def _summary(median: float, p95: float) -> dict[str, Any]:
+    return {"n": 20, "min": median - 10, "median": median, "p95": p95, "max": p95 + 5}
+
+
+def _results(ratio_p50: float) -> dict[str, Any]:
+    return {
+        "e2ee_echo": {
+            "messages": 20,
+            "encrypted_ms": _summary(100.0 * ratio_p50, 150.0),
+            "plain_ms": _summary(100.0, 120.0),
+            "ratio_p50": ratio_p50,
+            "ratio_p95": 1.25,
+            "samples": {"encrypted_ms": [], "plain_ms": []},
+            "rss_mb_after": {"encrypted": 80.0, "plain": 78.0},
+        }
+    }
+
+
+def test_the_encrypted_echo_ratio_is_a_headline_figure_with_its_goal() -> None:
+    h = headline(_results(1.05), QUICK)
+
+    assert h["e2ee_echo_ratio"] == 1.05
+    assert h["e2ee_echo_ratio_p95"] == 1.25
+    assert h["e2ee_echo_p50_ms"] == 105.0 and h["e2ee_plain_echo_p50_ms"] == 100.0
+    assert goals(h)["e2ee_echo_ratio"] == {"value": 1.05, "goal": "<= 1.15x", "met": True}
+    assert goals(headline(_results(1.2), QUICK))["e2ee_echo_ratio"]["met"] is False
+
+
+def test_latest_md_shows_both_round_trips_and_the_ratio_row() -> None:
+    results = _results(1.05)
+    h = headline(results, QUICK)
+    document = {
+        **h,
+        "goals": goals(h),
+        "machine": {"cpu": "test", "cores": 2, "memory_gib": 1, "distro": "test"},
+        "versions": {"lambda-surface": {"commit": "abc", "dirty": False}},
+        "run": {"preset": "quick", "date": "today", "duration_s": 1.0},
+        "details": results,
+    }
+
+    lines = markdown(document).splitlines()
+
+    assert any(line.startswith("| echo round trip, bot, encrypted room | 20 |") for line in lines)
+    assert any(line.startswith("| echo round trip, bot, plain room") for line in lines)
+    [ratio] = [line for line in lines if line.startswith("| e2ee echo ratio")]
+    assert "| 1.050 | 1.250 |" in ratio and "<= 1.15x | yes |" in ratio
+
+
+def test_the_chart_draws_the_encrypted_round_trips(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    results = _results(1.05)
+    results["e2ee_echo"]["samples"] = {"encrypted_ms": [100.0, 110.0], "plain_ms": [95.0, 99.0]}
+    document = {
+        "details": results,
+        "machine": {"cpu": "test", "cores": 2},
+        "run": {"preset": "quick", "date": "today"},
+    }
+
+    assert chart(document, tmp_path / "latest.png")
+    assert (tmp_path / "latest.png").stat().st_size > 0
