@@ -406,3 +406,11 @@ def test_surface_run_with_a_homeserver_does_not_import_the_dev_tooling() -> None
     )
 
     assert result.stdout.strip() == "[]"
+
+
+def test_no_two_test_files_share_a_name() -> None:
+    # `just test` collects tests/unit and tests/e2e in one run, without packages:
+    # two test modules of one basename make the whole collection fail.
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+
+    assert sorted({n for n in names if names.count(n) > 1}) == []
