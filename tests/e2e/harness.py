@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +188,14 @@ class EncryptedUser(UserClient):
 
     def undecryptable(self) -> list[dict[str, Any]]:
         return [e for e in self.seen.events if e.get("type") == "m.room.encrypted"]
+
+    async def renew_room_keys(self, room_ids: Iterable[str]) -> None:
+        """Start new Megolm sessions in these rooms, shared with every device known now.
+
+        What Element (Rust crypto) does by itself when a member gets a new device, such
+        as the bot after losing its crypto store; nio keeps the session it already
+        shared, which the new device can never read.
+        """
+        await self.sync(0)  # learns the new device (device_lists.changed -> keys/query)
+        for room_id in room_ids:
+            self.client.invalidate_outbound_session(room_id)

@@ -19,14 +19,14 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 
-from runtime.dev.user import UserClient, onboard
+from runtime.dev.user import onboard
 from tests.e2e.compose.stack import Stack, login
 from tests.e2e.harness import EncryptedUser
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(420)]
 
 T = TypeVar("T")
-Connect = Callable[[str], Awaitable[UserClient]]
+Connect = Callable[[str], Awaitable[EncryptedUser]]
 TIMELINE_FILTER = {"room": {"timeline": {"limit": 200}}}
 
 
@@ -38,9 +38,9 @@ async def blocking(fn: Callable[..., T], *args: Any) -> T:
 @pytest.fixture
 async def connect(stack: Stack, tmp_path: Path) -> AsyncIterator[Connect]:
     """`await connect("alice")`: a logged-in test user with its own crypto store."""
-    clients: list[UserClient] = []
+    clients: list[EncryptedUser] = []
 
-    async def connect_user(localpart: str) -> UserClient:
+    async def connect_user(localpart: str) -> EncryptedUser:
         store = tmp_path / f"{localpart}-store"
         store.mkdir()
         registered = await blocking(login, stack, localpart)
@@ -132,6 +132,8 @@ async def test_lost_bot_volumes_are_rebuilt_from_matrix_without_new_rooms(
     started = time.monotonic()
     await blocking(functools.partial(compose.up, "bot", no_deps=True))
     print(f"\nbot on empty volumes -> healthy: {time.monotonic() - started:.1f} s")
+    # The bot came back as a new device; a real client shares its room keys with it.
+    await dave.renew_room_keys(contexts)
 
     for chat, context in contexts.items():
         after = await dave.ask(chat, "!context", expect="platform chat", timeout=60)
