@@ -126,8 +126,9 @@ class E2ee:
         body = as_dict(body)
         olm = self.olm
         arrived = 0
+        to_device = as_dict(body.get("to_device")).get("events") or ()
         with self._client.store.database.atomic():
-            for raw in as_dict(body.get("to_device")).get("events") or ():
+            for raw in to_device:
                 arrived += self._to_device(raw)
             counts = body.get("device_one_time_keys_count")
             if isinstance(counts, dict):
@@ -143,7 +144,8 @@ class E2ee:
             }
             if changed & olm.tracked_users:
                 olm.add_changed_users(changed & olm.tracked_users)
-            olm.save_account()  # vodozemac consumed one-time keys nio did not save
+            if to_device:  # an Olm pre-key message consumed a one-time key nio did not save
+                olm.save_account()  # (every sync would pickle and write the account for nothing)
         if arrived:
             self._room_keys_received += arrived
             if self._keys_arrived is not None:

@@ -128,6 +128,10 @@ class SurfaceBot:
             await self.handle_invite(entry)
         elif entry.type == "m.room.message":
             await self.handle_message(entry)
+            if self._is_allowed(entry.sender) and replaced(entry.content) is None:
+                # Once handled: on the path of the answer, a receipt would delay it by
+                # a round trip to the homeserver.
+                await self.mark_read(entry)
         elif entry.type == "m.reaction":
             await self.handle_reaction(entry)
 
@@ -154,8 +158,6 @@ class SurfaceBot:
             await self.refuse(entry)
             return
         edit_of = replaced(entry.content)
-        if edit_of is None:
-            await self.mark_read(entry)
         found = await self.repair.sort_out(entry.room_id)
         if isinstance(found, Unmanaged):
             if found.kind is RoomKind.DIRECT and found.owner is not None:
