@@ -6,6 +6,7 @@ The bot process (``BotProcess``), the test user (``UserClient``) and ``onboard``
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -123,6 +124,17 @@ def override_ratelimit(
         body = {"messages_per_second": per_second, "burst_count": burst_count}
         response = httpx.post(url, json=body, headers=headers, timeout=10)
     response.raise_for_status()
+
+
+def handled(bot: BotProcess, event_ids: Iterable[str]) -> bool:
+    """Every one of `event_ids` is in the bot's ledger, done."""
+    wanted = set(event_ids)
+    with sqlite3.connect(f"file:{bot.db_path}?mode=ro", uri=True) as db:
+        done = {
+            row[0]
+            for row in db.execute("SELECT event_id FROM ledger WHERE status = 'done'").fetchall()
+        }
+    return wanted <= done
 
 
 # A bot that shows an answer at once and streams the rest by edits: for the tests of

@@ -12,19 +12,9 @@ from runtime.dev.accounts import RegisteredUser
 from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
 from runtime.dev.user import UserClient, onboard
+from tests.e2e.harness import handled
 
 NOT_ALLOWED = "no longer on this bot's allow list"
-
-
-def handled(bot: BotProcess, event_ids: Iterable[str]) -> bool:
-    """Every one of `event_ids` is in the bot's ledger, done."""
-    wanted = set(event_ids)
-    with sqlite3.connect(f"file:{bot.db_path}?mode=ro", uri=True) as db:
-        done = {
-            row[0]
-            for row in db.execute("SELECT event_id FROM ledger WHERE status = 'done'").fetchall()
-        }
-    return wanted <= done
 
 
 def recorded(bot: BotProcess, event_ids: Iterable[str]) -> set[str]:

@@ -12,7 +12,7 @@ import httpx
 
 from runtime.dev.bot import BotProcess
 from runtime.dev.user import UserClient, onboard
-from tests.e2e.harness import binding
+from tests.e2e.harness import binding, handled
 
 MakeBot = Callable[..., BotProcess]
 
@@ -139,13 +139,11 @@ async def test_pending_confirmation_lost_on_restart_does_not_break_chat(
     bot: BotProcess, alice: UserClient
 ) -> None:
     _, chat = await onboard(alice, bot.bot.user_id)
-    await alice.ask(chat, "!clear", expect="!yes")
-    # The question is fully asked (and its entry done) once its ✅ / ❌ are there: a kill
-    # before that replays `!clear` after the restart, which asks again.
-    await alice.wait_for(
-        lambda: len([e for e in alice.seen.events if e.get("type") == "m.reaction"]) == 2,
-        what="the question's reactions",
-    )
+    asked = await alice.send(chat, "!clear")
+    await alice.wait_reply(asked, expect="!yes")
+    # Killed before `!clear` is marked done (its reactions and receipt come after the
+    # question), the bot would replay it after the restart and ask again.
+    await alice.wait_for(lambda: handled(bot, [asked]), what="the !clear handled")
 
     bot.kill()
     bot.start_ready()
