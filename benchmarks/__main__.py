@@ -37,6 +37,10 @@ async def run_all(ctx: BenchContext, config: BenchConfig) -> dict[str, Any]:
             results["concurrency"] = await run_concurrency(ctx, config)
         if "reconcile" in config.scenarios or "restart" in config.scenarios:
             results.update(await run_reconcile_and_restart(ctx, config))
+        if "throughput" in config.scenarios or "soak" in config.scenarios:
+            from benchmarks.load import run_load
+
+            results.update(await run_load(ctx, config))
     finally:
         await ctx.close()
     return results

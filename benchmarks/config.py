@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("echo", "e2ee", "concurrency", "reconcile", "restart")
+SCENARIOS = ("echo", "e2ee", "concurrency", "reconcile", "restart", "throughput", "soak")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -39,6 +39,16 @@ class BenchConfig:
     # Route the echo and concurrency bots through the counting proxy too, and break
     # their turns down by request (diagnosis; the proxy adds ~1 ms per request).
     trace: bool = False
+    # Throughput and soak (benchmarks/load.py, throughput.py, soak.py).
+    throughput_rooms: int = 100
+    throughput_senders: int = 4
+    throughput_step_s: float = 10.0
+    throughput_start_rate: float = 2.0
+    throughput_max_rate: float = 512.0
+    throughput_refine: int = 2
+    soak_s: float = 600.0
+    soak_rate: float = 0.0  # 0: half the bot's held rate from this run's throughput
+    soak_sample_s: float = 5.0
 
     @property
     def max_rooms(self) -> int:
@@ -56,6 +66,11 @@ QUICK = BenchConfig(
     reconcile_repeats=2,
     restart_repeats=2,
     concurrency_variant_limit=0,
+    throughput_rooms=20,
+    throughput_step_s=5.0,
+    throughput_refine=1,
+    soak_s=60.0,
+    soak_sample_s=2.0,
 )
 
 

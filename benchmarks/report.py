@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.config import BenchConfig
+from benchmarks.load_report import LOAD_GOALS, load_chart, load_headline, load_rows
 
 # Issue 8's goals: (headline key, comparison, target, unit).
 GOALS: dict[str, tuple[str, float, str]] = {
@@ -19,6 +20,7 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "reconcile_per_room_requests_1000": ("<=", 0, ""),
     "restart_beyond_synapse_s": ("<=", 2.0, "s"),
     "rss_mb_1000": ("<=", 150.0, "MiB"),
+    **LOAD_GOALS,  # throughput and soak (benchmarks/load_report.py)
 }
 
 
@@ -60,6 +62,7 @@ def headline(results: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
         if at_size:
             h[f"rss_mb_{size}"] = max(at_size)
         h.setdefault("rss_mb_idle", memory.get("idle_no_rooms"))
+    h.update(load_headline(results))
     return h
 
 
@@ -69,7 +72,8 @@ def goals(h: dict[str, Any]) -> dict[str, Any]:
         value = h.get(key)
         if value is None:
             continue
-        out[key] = {"value": value, "goal": f"{op} {target:g}{unit}", "met": value <= target}
+        met = value >= target if op == ">=" else value <= target
+        out[key] = {"value": value, "goal": f"{op} {target:g}{unit}", "met": met}
     return out
 
 
@@ -109,6 +113,9 @@ def write_results(
     png_path = config.out_dir / "latest.png"
     if chart(document, png_path):
         paths.append(png_path)
+    load_png = config.out_dir / "latest-load.png"
+    if load_chart(document, load_png):
+        paths.append(load_png)
     return paths
 
 
@@ -252,6 +259,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"| bot RSS, {label} | 1 | | {value:.1f} | | | MiB | {goal} | "
                 f"{'yes' if met is True else '**no**' if met is False else ''} |"
             )
+    lines += load_rows(d, g)
     return "\n".join(line for line in lines if line) + "\n"
 
 
