@@ -42,6 +42,7 @@ from runtime.dev.user import onboard
 
 P99_LIMIT_MS = 1000.0  # a rate is held while the p99 round trip stays within this
 DRAIN_S = 10.0  # after the last send: how long answers are waited for before "lost"
+LATE_S = 30.0  # then how much longer a lost answer may take before the next step starts
 SETUP_TIMEOUT_S = 600.0
 SIDES = ("bot", "raw")
 
@@ -242,6 +243,11 @@ class LoadRig:
                 name: round((after - before) / wall, 3)
                 for name, before, after in zip(names, cpu_before, cpu_after, strict=True)
             },
+            # CPU per message: what one message (and its answer) costs each process.
+            "cpu_ms_per_message": {
+                name: round((after - before) / count * 1000, 2)
+                for name, before, after in zip(names, cpu_before, cpu_after, strict=True)
+            },
         }
         if side_name == "bot":
             out["bot_rss_mb"] = round(self.bot.rss_mb(), 1)
@@ -287,18 +293,27 @@ class LoadRig:
         return [s for s in results if s is not None]
 
     async def drain(self, side: Side, sent: list[Sent], start: int) -> Tally:
-        """Wait until every message is answered or DRAIN_S passed; then tally."""
-        deadline = time.monotonic() + DRAIN_S
-        while True:
-            result = tally(sent, side.replies(self.observer.arrivals[start:]))
-            if result.answered + result.failed_sends >= result.sent:
-                break
-            if time.monotonic() > deadline:
-                break
-            await anyio.sleep(0.2)
+        """Wait until every message is answered or DRAIN_S passed; then tally.
+
+        Answers still missing then are lost; they are waited for a while longer
+        (`LATE_S`, not counted) so that a backlog does not spill into the next step.
+        """
+        await self._wait_answered(side, sent, start, DRAIN_S)
         # A little longer, so that a duplicate sent right after the answer shows.
         await anyio.sleep(0.5)
-        return tally(sent, side.replies(self.observer.arrivals[start:]))
+        result = tally(sent, side.replies(self.observer.arrivals[start:]))
+        if result.lost:
+            await self._wait_answered(side, sent, start, LATE_S)
+        return result
+
+    async def _wait_answered(self, side: Side, sent: list[Sent], start: int, within: float) -> None:
+        """Until every message has its complete answer, for at most `within` seconds."""
+        with anyio.move_on_after(within):
+            while True:
+                result = tally(sent, side.replies(self.observer.arrivals[start:]))
+                if result.answered + result.failed_sends >= result.sent:
+                    return
+                await anyio.sleep(0.2)
 
     async def warm_up(self, side_name: str, rate: float) -> None:
         """One unmeasured message in every room of the side (first-message costs)."""
