@@ -12,7 +12,12 @@ starts itself (temp dir, free loopback port):
   loopback proxy (``proxy``);
 - ``restart``: SIGTERM, a message sent while the bot is down, start, time to
   its answer (1000 rooms, intact state);
-- ``memory``: the bot's RSS idle and with 1000 rooms.
+- ``memory``: the bot's RSS idle and with 1000 rooms;
+- ``throughput``: open-loop load over 100 rooms (instant agent), stepping the rate
+  until the p99 round trip passes 1 s, against the raw echo client (``load``,
+  ``throughput``);
+- ``soak``: 10 minutes at half the held rate: every message answered once, RSS
+  growth after warm-up, error lines in the bot's log (``soak``).
 
-Results go to ``benchmarks/results/latest.{json,md,png}``; see README.md.
+Results go to ``benchmarks/results/latest.{json,md,png}`` and ``latest-load.png``; see README.md.
 """

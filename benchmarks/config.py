@@ -45,7 +45,7 @@ class BenchConfig:
     throughput_step_s: float = 10.0
     throughput_start_rate: float = 2.0
     throughput_max_rate: float = 512.0
-    throughput_refine: int = 2
+    throughput_refine: int = 3
     soak_s: float = 600.0
     soak_rate: float = 0.0  # 0: half the bot's held rate from this run's throughput
     soak_sample_s: float = 5.0
