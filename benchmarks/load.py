@@ -24,7 +24,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -214,15 +214,12 @@ class LoadRig:
     senders: list[nio.AsyncClient]
     sides: dict[str, Side]
     raw: Child | None = None
-    steps_run: int = 0
-    _tokens: dict[str, str] = field(default_factory=dict)
 
     async def run_step(
         self, side_name: str, rate: float, duration_s: float, label: str
     ) -> dict[str, Any]:
         """Open-loop load at `rate` for `duration_s` on one side; the step's figures."""
         side = self.sides[side_name]
-        self.steps_run += 1
         count = message_count(rate, duration_s)
         tag = f"{label} {secrets.token_hex(3)}"
         start = len(self.observer.arrivals)
