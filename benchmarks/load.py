@@ -24,7 +24,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -80,6 +80,7 @@ class Tally:
     duplicated: int  # messages answered by more than one message
     latencies_ms: list[float]
     lag_ms: list[float]  # how late each send started against the schedule
+    in_send_order: list[float | None] = field(default_factory=list)  # None: lost
 
     @property
     def p50_ms(self) -> float | None:
@@ -173,7 +174,8 @@ def tally(sent: Sequence[Sent], replies: Sequence[Reply]) -> Tally:
     for reply in replies:
         if wanted.get(reply.key) == reply.body and reply.key not in complete:
             complete[reply.key] = reply.at
-    latencies = [(complete[s.key] - s.sent_at) * 1000 for s in sent if s.key in complete]
+    in_order = [(complete[s.key] - s.sent_at) * 1000 if s.key in complete else None for s in sent]
+    latencies = [v for v in in_order if v is not None]
     failed = sum(1 for s in sent if s.error is not None)
     return Tally(
         sent=len(sent),
@@ -183,6 +185,7 @@ def tally(sent: Sequence[Sent], replies: Sequence[Reply]) -> Tally:
         duplicated=sum(1 for s in sent if answers.get(s.key, 0) > 1),
         latencies_ms=latencies,
         lag_ms=[(s.sent_at - s.due) * 1000 for s in sent],
+        in_send_order=in_order,
     )
 
 
@@ -216,9 +219,12 @@ class LoadRig:
     raw: Child | None = None
 
     async def run_step(
-        self, side_name: str, rate: float, duration_s: float, label: str
+        self, side_name: str, rate: float, duration_s: float, label: str, *, samples: bool = False
     ) -> dict[str, Any]:
-        """Open-loop load at `rate` for `duration_s` on one side; the step's figures."""
+        """Open-loop load at `rate` for `duration_s` on one side; the step's figures.
+
+        `samples` keeps every round trip (ms, in send order; lost ones as null).
+        """
         side = self.sides[side_name]
         count = message_count(rate, duration_s)
         tag = f"{label} {secrets.token_hex(3)}"
@@ -248,6 +254,8 @@ class LoadRig:
         }
         if side_name == "bot":
             out["bot_rss_mb"] = round(self.bot.rss_mb(), 1)
+        if samples:
+            out["samples_ms"] = [_round(v, 0) for v in result.in_send_order]
         say(
             f"{label}: {side_name} {rate:g} msg/s x {count}: p50 {out['p50_ms']} ms, "
             f"p99 {out['p99_ms']} ms, lost {result.lost}, dup {result.duplicated}"

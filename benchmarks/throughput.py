@@ -102,7 +102,9 @@ async def run_throughput(rig: LoadRig, config: BenchConfig) -> dict[str, Any]:
             rate = steppers[name].next_rate()
             if rate is None:
                 continue
-            step = await rig.run_step(name, rate, config.throughput_step_s, "throughput")
+            step = await rig.run_step(
+                name, rate, config.throughput_step_s, "throughput", samples=True
+            )
             steps[name].append(step)
             steppers[name].record(rate, bool(step["held"]))
     out: dict[str, Any] = {"rooms": len(rig.sides["bot"].rooms), "senders": len(rig.senders)}

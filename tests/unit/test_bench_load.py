@@ -112,6 +112,7 @@ def test_a_missing_answer_is_lost_and_a_second_answer_is_a_duplicate() -> None:
     result = tally(sent, replies)
 
     assert (result.answered, result.lost, result.duplicated) == (2, 1, 1)
+    assert result.in_send_order == [pytest.approx(99.0), pytest.approx(199.0), None]
     assert not result.held()
 
 
