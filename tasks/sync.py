@@ -15,6 +15,10 @@ Readiness: ``run`` reports started once caught up: pending entries resubmitted,
 the initial batch (reconciliation's snapshot, handed on by the supervisor after a
 fresh start) recorded, and one zero-timeout sync recorded; then it long-polls.
 
+After each sync that came back (recorded and dispatched) ``on_synced`` is called, if
+given: the runtime's RoomSignals waits for it before a read receipt
+(tasks/room_signals.py).
+
 Shutdown: ``drain`` stops the sync loop and the dispatcher takes no new entry;
 it returns once the entries being handled are done (the supervisor bounds it by
 its grace period, then cancels). Entries recorded but not started stay pending
@@ -172,8 +176,10 @@ class SyncTask:
         concurrency: int = 32,
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
+        on_synced: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_synced = on_synced
         self._matrix = matrix
         self._handler = handler
         self._concurrency = concurrency
@@ -236,6 +242,8 @@ class SyncTask:
                 rng=self._rng,
             )
             self._metrics.sync_completed(took)
+            if self._on_synced is not None:
+                self._on_synced()
             if not caught_up:
                 caught_up = True
                 log.info("sync.caught_up", checkpoint_set=True)
