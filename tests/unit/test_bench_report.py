@@ -110,3 +110,13 @@ def test_the_concurrency_ratio_to_the_floor_is_a_headline_figure_with_its_row() 
     assert goals(h)["concurrency_ratio_floor"] == {"value": 1.143, "goal": "<= 1.15x", "met": True}
     [row] = [line for line in markdown(document).splitlines() if "bot / floor" in line]
     assert "| 1.143 |" in row and "<= 1.15x | yes |" in row
+
+
+def test_request_endpoints_name_ids_as_placeholders() -> None:
+    from benchmarks.requests import endpoint
+
+    receipt = {"method": "POST", "path": "/_matrix/client/v3/rooms/!a:b/receipt/m.read/$e1"}
+    send = {"method": "PUT", "path": "/_matrix/client/v3/rooms/!a:b/send/m.room.message/t1"}
+
+    assert endpoint(receipt) == "POST /v3/rooms/{room}/receipt/m.read/{event}"
+    assert endpoint(send) == "PUT /v3/rooms/{room}/send/{type}/{txn}"
