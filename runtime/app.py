@@ -73,7 +73,7 @@ from tasks.retention import LedgerPruner
 from tasks.retry import Backoff, retry
 from tasks.room_signals import RoomSignals
 from tasks.sequence import PlatformChatSequence
-from tasks.sync import STORE_BACKOFF, SyncTask
+from tasks.sync import STORE_BACKOFF, SYNC_COALESCE_S, SyncTask
 from tasks.turn_limits import BoundedTurns
 from tasks.turns import TurnStreamer
 
@@ -186,6 +186,7 @@ class Runtime:
             concurrency=self.settings.surface_room_concurrency,
             metrics=self.metrics,
             on_synced=self.signals.synced,
+            coalesce=SYNC_COALESCE_S,
         )
         self.pruner = LedgerPruner(
             self.store, retention_days=self.settings.surface_ledger_retention_days
