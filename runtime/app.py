@@ -82,6 +82,7 @@ log = structlog.get_logger(__name__)
 Backend = Literal["asyncio", "trio"]
 
 PLATFORM_CLOSE_TIMEOUT = 5.0  # seconds for the HTTP agents' connections to close at exit
+CROSS_SIGNING_CONFIRM_DELAY = 5.0  # seconds after ready (Runtime.confirm_cross_signing)
 CONNECT_BACKOFF = Backoff(initial=1.0, factor=2.0, max=60.0, jitter=0.1)
 
 
@@ -237,6 +238,8 @@ class Runtime:
         confirm = getattr(self.matrix, "confirm_cross_signing", None)
         if confirm is None:
             return
+        # Not beside the first answers (a restart's catch-up): one request, a little later.
+        await anyio.sleep(CROSS_SIGNING_CONFIRM_DELAY)
         try:
             await retry(
                 confirm,
