@@ -9,6 +9,8 @@ every room. One burst = one message in every room, sent concurrently; it is time
 from the moment Synapse acknowledged the last of the N sends (all messages are on
 the server) to the arrival of the last complete answer; the time from the first
 send is reported too. A warm-up burst opens the platform sessions first.
+`ratio_floor` = that time / (the agent's delay + the time Synapse took to accept the
+user's N concurrent sends in the same bursts): what the bot adds beyond the floor.
 
 Order: then M messages per room, sent in order within a room and concurrently
 across rooms; every message must be answered exactly once, and each room's
@@ -111,6 +113,10 @@ async def run_concurrency(ctx: BenchContext, config: BenchConfig) -> dict[str, A
                 for r, (a, f, _) in enumerate(samples):
                     say(f"concurrency {name} {r}: {a:.2f}s after last ack, {f:.2f}s after 1st send")
                 return {
+                    # Goal <= 1.15 (issue 16): what the bot adds beyond the agent's delay and
+                    # what Synapse needs for the burst's sends, both from this run.
+                    "ratio_floor": round(replies.median / floor, 4),
+                    "ratio_floor_samples": [round(a / (delay + b), 4) for a, _, b in samples],
                     "all_replies_s": replies.as_dict(),
                     "all_replies_from_first_send_s": summarize(
                         [f for _, f, _ in samples]

@@ -10,7 +10,7 @@ from typing import Any
 # Room ids (`!opaque` in room v12, `!x:server` before), user ids, txn ids, state keys.
 _ROOM = re.compile(r"/rooms/[^/]+")
 _USER = re.compile(r"/user/[^/]+")
-_TAIL = re.compile(r"/(send|state|typing|account_data)/([^/]+)(/.*)?$")
+_TAIL = re.compile(r"/(send|state|typing|account_data|receipt)/([^/]+)(/.*)?$")
 LONG_POLL_MS = 1000
 
 
@@ -27,6 +27,7 @@ def endpoint(record: dict[str, Any]) -> str:
             "state": "/state/{type}/{key}",
             "typing": "/typing/{user}",
             "account_data": "/account_data/" + match.group(2),
+            "receipt": "/receipt/" + match.group(2) + "/{event}",
         }[kind]
 
     path = _TAIL.sub(tail, path)

@@ -8,7 +8,8 @@ Read it top to bottom:
   `Runtime`.
 - `Runtime` lists the supervised tasks in start order and owns their supervisor::
 
-      http -> reconcile (one-shot) -> platform_pool -> materializer -> ledger_pruner -> sync
+      http -> reconcile (one-shot) -> platform_pool -> materializer -> ledger_pruner
+           -> room_signals -> sync -> cross_signing (the check start-up skipped, if it did)
 
   Reconciliation hands the sync task the batch to catch up from with
   ``task_status.started(batch)`` (``TaskSpec.takes_from``, runtime/reconciliation.py);
@@ -34,7 +35,9 @@ from anyio.abc import TaskStatus
 
 from contracts.matrix import (
     MatrixAuthError,
+    MatrixError,
     MatrixPort,
+    MatrixRateLimited,
     MatrixUnreachable,
     RoomCrypto,
     SyncBatch,
@@ -68,8 +71,9 @@ from tasks.platform_pool import PlatformPool
 from tasks.replies import Replier
 from tasks.retention import LedgerPruner
 from tasks.retry import Backoff, retry
+from tasks.room_signals import RoomSignals
 from tasks.sequence import PlatformChatSequence
-from tasks.sync import STORE_BACKOFF, SyncTask
+from tasks.sync import STORE_BACKOFF, SYNC_COALESCE_S, SyncTask
 from tasks.turn_limits import BoundedTurns
 from tasks.turns import TurnStreamer
 
@@ -78,6 +82,7 @@ log = structlog.get_logger(__name__)
 Backend = Literal["asyncio", "trio"]
 
 PLATFORM_CLOSE_TIMEOUT = 5.0  # seconds for the HTTP agents' connections to close at exit
+CROSS_SIGNING_CONFIRM_DELAY = 5.0  # seconds after ready (Runtime.confirm_cross_signing)
 CONNECT_BACKOFF = Backoff(initial=1.0, factor=2.0, max=60.0, jitter=0.1)
 
 
@@ -156,6 +161,7 @@ class Runtime:
     materializer: Materializer
     bot: SurfaceBot
     metrics: PrometheusMetrics
+    signals: RoomSignals
     prefetch: SnapshotPrefetch | None = None
     install_signal_handlers: bool = False
     migration: MigrationResult | None = None
@@ -180,6 +186,8 @@ class Runtime:
             handler=encrypted.handle,
             concurrency=self.settings.surface_room_concurrency,
             metrics=self.metrics,
+            on_synced=self.signals.synced,
+            coalesce=SYNC_COALESCE_S,
         )
         self.pruner = LedgerPruner(
             self.store, retention_days=self.settings.surface_ledger_retention_days
@@ -204,6 +212,7 @@ class Runtime:
                 TaskSpec("platform_pool", self.pool.run, RestartPolicy.PERMANENT),
                 TaskSpec("materializer", self.materializer.run, RestartPolicy.PERMANENT),
                 TaskSpec("ledger_pruner", self.pruner.run, RestartPolicy.PERMANENT),
+                TaskSpec("room_signals", self.signals.run, RestartPolicy.PERMANENT),
                 TaskSpec(
                     "sync",
                     self.sync.run,
@@ -214,10 +223,32 @@ class Runtime:
                     # The homeserver no longer takes the token: run_bot logs in again.
                     fatal=(MatrixAuthError,),
                 ),
+                TaskSpec("cross_signing", self.confirm_cross_signing, RestartPolicy.TEMPORARY),
             ],
             SupervisorConfig(grace_period=self.settings.surface_shutdown_grace),
             install_signal_handlers=self.install_signal_handlers,
         )
+
+    async def confirm_cross_signing(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Once ready: the cross-signing check that start-up skipped on the store's record
+        (runtime/matrix/nio_adapter.py), retried while the homeserver is unreachable."""
+        task_status.started()
+        confirm = getattr(self.matrix, "confirm_cross_signing", None)
+        if confirm is None:
+            return
+        # Not beside the first answers (a restart's catch-up): one request, a little later.
+        await anyio.sleep(CROSS_SIGNING_CONFIRM_DELAY)
+        try:
+            await retry(
+                confirm,
+                CONNECT_BACKOFF,
+                retry_on=(MatrixUnreachable, MatrixRateLimited),
+                operation="cross_signing.confirm",
+            )
+        except MatrixError as exc:
+            log.warning("cross_signing.confirm_failed", error=str(exc))
 
     async def say_undecryptable(self, entry: LedgerEntry) -> None:
         """The one notice for a message that stayed unreadable (tasks/encrypted.py)."""
@@ -283,6 +314,7 @@ async def build_runtime(
             staging=staging,
         )
         media = MediaBridge(materializer, staging, Replier(matrix), catalogue)
+        signals = RoomSignals(matrix)  # typing and receipts, off the answers' path
         bot = SurfaceBot(
             store=store,
             matrix=matrix,
@@ -313,7 +345,9 @@ async def build_runtime(
                 on_file=media.on_file,
                 metrics=metrics,
                 sent=store,
+                signals=signals,
             ),
+            signals=signals,
         )
         yield Runtime(
             settings=settings,
@@ -324,6 +358,7 @@ async def build_runtime(
             materializer=materializer,
             bot=bot,
             metrics=metrics,
+            signals=signals,
             prefetch=prefetch,
             install_signal_handlers=install_signal_handlers,
             migration=migration,

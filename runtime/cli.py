@@ -26,7 +26,6 @@ import anyio
 import structlog
 
 from contracts.matrix import MatrixAuthError
-from contracts.registry import RegistryError
 from contracts.store import StoreError
 from runtime.logging import configure_logging
 from runtime.settings import Settings, SettingsError, load_settings, read_legacy_settings
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.func(settings, args)
         return result
-    except (SettingsError, RegistryError, StoreError) as exc:
+    except (SettingsError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except MatrixAuthError as exc:
@@ -69,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_OK
+    except Exception as exc:
+        # Imported only now: the registry's module (yaml, its models) is not needed
+        # before `run` sends its start-up snapshot request (cmd_run).
+        from contracts.registry import RegistryError
+
+        if isinstance(exc, RegistryError):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        raise
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -330,6 +338,7 @@ def cmd_reset(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
+    from contracts.registry import RegistryError
     from runtime.app import load_agents
     from runtime.platforms.check import check_agents, probe_agents
 

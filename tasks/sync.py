@@ -15,6 +15,15 @@ Readiness: ``run`` reports started once caught up: pending entries resubmitted,
 the initial batch (reconciliation's snapshot, handed on by the supervisor after a
 fresh start) recorded, and one zero-timeout sync recorded; then it long-polls.
 
+Coalescing: with ``coalesce`` (SYNC_COALESCE_S in the runtime) the next long poll
+starts that long after the last one came back, so the wake-ups that follow an event
+(the bot's own answers, the rest of a burst) cost one sync, not one each; the
+handlers run meanwhile. A message that arrives in that moment waits for it at most.
+
+After each sync that came back (recorded and dispatched) ``on_synced`` is called, if
+given: the runtime's RoomSignals waits for it before a read receipt
+(tasks/room_signals.py).
+
 Shutdown: ``drain`` stops the sync loop and the dispatcher takes no new entry;
 it returns once the entries being handled are done (the supervisor bounds it by
 its grace period, then cancels). Entries recorded but not started stay pending
@@ -63,6 +72,10 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[LedgerEntry], Awaitable[None]]
 
 SYNC_TIMEOUT_MS = 30_000
+# After a long poll came back, the next one waits this long (the runtime's setting;
+# SyncTask's default is 0): what follows an event (the bot's own answers to it, the
+# rest of a burst) then comes back in one answer instead of a wake-up and a sync each.
+SYNC_COALESCE_S = 0.05
 TIMELINE_LIMIT = 50
 # This module owns the homeserver's retries for /sync and for handling an event
 # (tasks/retry.py): unbounded, the bot has nothing better to do than wait.
@@ -172,8 +185,12 @@ class SyncTask:
         concurrency: int = 32,
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
+        on_synced: Callable[[], None] | None = None,
+        coalesce: float = 0.0,
     ) -> None:
         self._store = store
+        self._on_synced = on_synced
+        self._coalesce = coalesce
         self._matrix = matrix
         self._handler = handler
         self._concurrency = concurrency
@@ -236,6 +253,10 @@ class SyncTask:
                 rng=self._rng,
             )
             self._metrics.sync_completed(took)
+            if self._on_synced is not None:
+                self._on_synced()
+            if caught_up and self._coalesce > 0:
+                await anyio.sleep(self._coalesce)
             if not caught_up:
                 caught_up = True
                 log.info("sync.caught_up", checkpoint_set=True)

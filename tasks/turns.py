@@ -24,7 +24,10 @@ ExceptionGroup.
 Typing is shown only when the agent has not answered within `typing_delay`: a
 quick answer needs no "is typing", and each typing change is a request plus a
 wake-up of every client syncing the room (the bot's own sync too), on the path
-of the answer. A turn that turned typing on turns it off when it ends.
+of the answer. A turn that turned typing on turns it off when it ends. With
+`signals` (tasks/room_signals.py, as the runtime wires it) the turn only notes
+what it wants and a background task sends it, so no typing request holds the
+turn, and an "on" still unsent when the turn ends cancels out with its "off".
 
 Events from the platform are read by a producer task into a memory stream so
 the consumer can wait for "next event or next flush time" without cancelling
@@ -91,6 +94,7 @@ from tasks.replies import (
     Replier,
     txn_id_for,
 )
+from tasks.room_signals import RoomSignals
 
 log = structlog.get_logger(__name__)
 
@@ -128,6 +132,7 @@ class TurnStreamer:
         on_file: FileHandler | None = None,
         metrics: Metrics | None = None,
         sent: SentMessages | None = None,
+        signals: RoomSignals | None = None,
     ) -> None:
         self._matrix = matrix
         self._platform = platform
@@ -144,6 +149,7 @@ class TurnStreamer:
         self._on_file = on_file
         self._metrics = metrics or NullMetrics()
         self._sent = sent
+        self._signals = signals
 
     async def run(self, room_id: str, turn: UserTurn, *, replace: str | None = None) -> TurnOutcome:
         """Stream one turn; platform failures become a clear message in the room.
@@ -191,8 +197,11 @@ class TurnStreamer:
                 )
         finally:
             if typing.on:
-                with anyio.move_on_after(2, shield=True):
-                    await self._typing(room_id, False)
+                if self._signals is not None:
+                    self._signals.typing(room_id, False)
+                else:
+                    with anyio.move_on_after(2, shield=True):
+                        await self._typing(room_id, False)
         return outcome
 
     async def _consume(
@@ -389,6 +398,9 @@ class TurnStreamer:
         return event_budget(self._max_event_bytes, encrypted=encrypted)
 
     async def _typing(self, room_id: str, on: bool) -> None:
+        if self._signals is not None:  # sent in the background (tasks/room_signals.py)
+            self._signals.typing(room_id, on)
+            return
         try:
             await self._matrix.set_typing(room_id, on, timeout_ms=30000)
         except Exception as exc:  # typing is cosmetic: never fail a turn for it

@@ -21,6 +21,11 @@ after a restart, so a restart changes nothing on the server. Losing the file mea
 new identity is uploaded (with the password): clients that had verified the bot see
 its identity change.
 
+Once the server showed the device signed, ``cross_signed_device.json`` records it (the
+device, its Ed25519 identity key and the two public keys that signed it), so a restart
+that resumes the same device with the same keys need not ask before it is ready
+(``signed_on_record``); the runtime checks again once the bot is ready.
+
 No nio here: signing is Ed25519 over canonical JSON (spec appendix "Signing JSON"),
 with pycryptodome.
 """
@@ -45,6 +50,7 @@ from runtime.matrix.session import write_private_json
 from tasks.retry import Backoff, retry
 
 __all__ = [
+    "CROSS_SIGNED_DEVICE_FILE",
     "CROSS_SIGNING_FILE",
     "CrossSigningKeys",
     "CrossSigningState",
@@ -54,6 +60,8 @@ __all__ = [
     "cross_signing_state",
     "ensure_cross_signed",
     "read_keys",
+    "record_signed",
+    "signed_on_record",
     "verify_signature",
     "write_keys",
 ]
@@ -65,6 +73,7 @@ UPLOAD_ATTEMPTS = 3
 UPLOAD_BACKOFF = Backoff(initial=1.0, factor=2.0, max=5.0, jitter=0.1)
 
 CROSS_SIGNING_FILE: Final = "cross_signing.json"
+CROSS_SIGNED_DEVICE_FILE: Final = "cross_signed_device.json"
 _KEYS_QUERY: Final = "/_matrix/client/v3/keys/query"
 _DEVICE_SIGNING_UPLOAD: Final = "/_matrix/client/v3/keys/device_signing/upload"
 _SIGNATURES_UPLOAD: Final = "/_matrix/client/v3/keys/signatures/upload"
@@ -178,6 +187,40 @@ def write_keys(path: Path, keys: CrossSigningKeys) -> None:
     write_private_json(
         path, {"master": _b64(keys.master.seed), "self_signing": _b64(keys.self_signing.seed)}
     )
+
+
+def _signed_record(
+    keys: CrossSigningKeys, user_id: str, device_id: str, identity_key: str
+) -> JsonDict:
+    return {
+        "user_id": user_id,
+        "device_id": device_id,
+        "device_ed25519": identity_key,
+        "master": keys.master.public_key,
+        "self_signing": keys.self_signing.public_key,
+    }
+
+
+def record_signed(store_path: Path, *, user_id: str, device_id: str, identity_key: str) -> None:
+    """Record that the server showed this device signed by the keys on file."""
+    keys = read_keys(store_path / CROSS_SIGNING_FILE)
+    if keys is None:
+        return
+    record = _signed_record(keys, user_id, device_id, identity_key)
+    write_private_json(store_path / CROSS_SIGNED_DEVICE_FILE, record)
+
+
+def signed_on_record(store_path: Path, *, user_id: str, device_id: str, identity_key: str) -> bool:
+    """Whether the record says this very device (same id and identity key) was signed by
+    the keys now on file. A missing or unreadable record, or any difference, is a no."""
+    keys = read_keys(store_path / CROSS_SIGNING_FILE)
+    if keys is None:
+        return False
+    try:
+        record = json.loads((store_path / CROSS_SIGNED_DEVICE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(record == _signed_record(keys, user_id, device_id, identity_key))
 
 
 # --- what the server shows -------------------------------------------------------------

@@ -207,7 +207,10 @@ class E2ee:
                 if not any(
                     e.type == "m.room.encryption" and e.state_key == "" for e in joined.state
                 ):
-                    if complete_state:
+                    # A room whose creation is in this answer (one the bot just made or
+                    # joined) has all its state here too: no need to ask before a send.
+                    created = any(e.type == "m.room.create" for e in joined.state)
+                    if complete_state or created:
                         self._plain_rooms.add(room_id)
                     continue
                 nio_room = nio.MatrixRoom(room_id, own, encrypted=True)
@@ -228,15 +231,17 @@ class E2ee:
     # --- housekeeping after each sync ----------------------------------------------------
 
     async def housekeeping(self) -> None:
-        """Upload one-time keys, query changed devices, claim keys, send queued to-device.
+        """Upload one-time keys, send queued to-device messages.
 
+        Device lists are queried (and Olm sessions claimed) only before a message is
+        encrypted (`prepare_send`), not after every sync: nothing else needs them, and a
+        query here would sit on the path of the messages of that sync (and of start-up:
+        members without keys are asked about again at each start).
         Failures are logged and left for the next sync (the conditions persist).
         """
         try:
             if self.olm.should_upload_keys:
                 await self.upload_keys()
-            async with self._lock():
-                await self._query_and_claim()
             if self._client.outgoing_to_device_messages:
                 for message in list(self._client.outgoing_to_device_messages):
                     await self._call(self._client.to_device(message))

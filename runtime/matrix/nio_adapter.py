@@ -51,7 +51,9 @@ a random key kept there in ``store.key``). Each sync answer's crypto content is 
 before :meth:`sync` returns, so the caller's checkpoint never runs ahead of the keys.
 Messages to encrypted rooms are encrypted (relations stay in the clear); encrypted media
 goes through :meth:`upload_encrypted` / :meth:`download_encrypted`. At start the device
-is cross-signed by the bot itself (:mod:`runtime.matrix.cross_signing`).
+is cross-signed by the bot itself (:mod:`runtime.matrix.cross_signing`); a resumed
+session whose device the store directory records as signed skips that check before
+ready, and the runtime runs it (:meth:`confirm_cross_signing`) once the bot is ready.
 
 A lost crypto store cannot be recreated for the same device (its one-time keys are still
 on the server): when ``session.json`` names a device whose keys the server knows but whose
@@ -101,6 +103,8 @@ from runtime.matrix.cross_signing import (
     CrossSigningState,
     ensure_cross_signed,
     query_own_keys,
+    record_signed,
+    signed_on_record,
 )
 from runtime.matrix.e2ee import E2ee
 from runtime.matrix.parse import (
@@ -196,6 +200,8 @@ class NioMatrix:
         self._sync_seq = secrets.randbelow(SNAPSHOT_TIMEOUT_SPREAD)
         self._e2ee: E2ee | None = None
         self.cross_signing: CrossSigningState | None = None
+        # (password, store path) until the server was seen to show the device signed
+        self._unconfirmed: tuple[str | None, Path] | None = None
 
     @classmethod
     async def connect(
@@ -244,7 +250,7 @@ class NioMatrix:
             media_timeout=media_timeout,
         )
         try:
-            await matrix._log_in(
+            resumed = await matrix._log_in(
                 homeserver=homeserver,
                 user_id=user_id,
                 password=password,
@@ -252,7 +258,7 @@ class NioMatrix:
                 store_path=store_path,
                 device_name=device_name,
             )
-            await matrix._start_e2ee(password=password, store_path=store_path)
+            await matrix._start_e2ee(password=password, store_path=store_path, resumed=resumed)
         except BaseException:
             await matrix.close()
             raise
@@ -267,7 +273,8 @@ class NioMatrix:
         access_token: str | None,
         store_path: Path,
         device_name: str,
-    ) -> None:
+    ) -> bool:
+        """True when the stored (or configured) session was resumed without a login."""
         client = self._client
         session_path = store_path / SESSION_FILE
         if access_token:
@@ -283,7 +290,7 @@ class NioMatrix:
                 )
             self._open_store(store_path, user_id, device_id, access_token)
             log.info("matrix.login.token", user_id=user_id, device_id=device_id)
-            return
+            return True
 
         stored = await anyio.to_thread.run_sync(read_session, session_path)
         device_id = ""
@@ -309,7 +316,7 @@ class NioMatrix:
                         )
                     self._open_store(store_path, user_id, device_id, stored.access_token)
                     log.info("matrix.session.restored", user_id=user_id, device_id=device_id)
-                    return
+                    return True
                 log.warning(
                     "e2ee.store_lost",
                     user_id=user_id,
@@ -353,6 +360,7 @@ class NioMatrix:
         )
         for device in stale:
             await self._delete_device(device, user_id=user_id, password=password)
+        return False
 
     def _open_store(self, store_path: Path, user_id: str, device_id: str, token: str) -> None:
         """Load (or create) the device's crypto store; a wrong passphrase is fatal."""
@@ -412,13 +420,41 @@ class NioMatrix:
         else:
             log.info("matrix.old_device_deleted", device_id=device_id)
 
-    async def _start_e2ee(self, *, password: str | None, store_path: Path) -> None:
-        """Keys uploaded if they never were, then the device cross-signed by the bot."""
+    async def _start_e2ee(self, *, password: str | None, store_path: Path, resumed: bool) -> None:
+        """Keys uploaded if they never were, then the device cross-signed by the bot.
+
+        A resumed session whose device the store directory records as signed by the keys
+        on file skips the check (two to four requests before ready); the runtime asks
+        `confirm_cross_signing` once the bot is ready, which repairs what changed.
+        """
         e2ee = E2ee(self._client, self._raw, self._call, _path)
         self._e2ee = e2ee
         await anyio.to_thread.run_sync(private_files, store_path)
         if not e2ee.olm.account.shared:
             await e2ee.upload_keys()
+        if password is None:
+            log.warning(
+                "e2ee.token_only",
+                consequence="without MATRIX_PASSWORD the bot cannot replace its cross-signing "
+                "keys or log in as a new device after losing its store; clients that accept "
+                "only signed devices will not talk to an unsigned bot",
+            )
+        self._unconfirmed = (password, store_path)
+        on_record = await anyio.to_thread.run_sync(self._signed_on_record, store_path)
+        if resumed and e2ee.olm.account.shared and on_record:
+            self.cross_signing = CrossSigningState.SIGNED
+            log.info("e2ee.ready", device_id=self.device_id, cross_signed=True, on_record=True)
+            return
+        await self.confirm_cross_signing()
+
+    async def confirm_cross_signing(self) -> CrossSigningState | None:
+        """The server made to show this device cross-signed (start-up's check, or the one
+        start-up skipped on the record's word); None without encryption. Idempotent:
+        once confirmed it asks nothing. Raises MatrixUnreachable (the caller retries)."""
+        if self._e2ee is None or self._unconfirmed is None:
+            return self.cross_signing
+        password, store_path = self._unconfirmed
+        e2ee = self._e2ee
         state = await self._cross_sign(password, store_path)
         if state is CrossSigningState.NO_DEVICE_KEYS and e2ee.olm.account.shared:
             # The store says the keys were uploaded, the server has none: the device was
@@ -433,14 +469,9 @@ class NioMatrix:
             await e2ee.upload_keys()
             state = await self._cross_sign(password, store_path)
         self.cross_signing = state
-        if password is None:
-            log.warning(
-                "e2ee.token_only",
-                consequence="without MATRIX_PASSWORD the bot cannot replace its cross-signing "
-                "keys or log in as a new device after losing its store; clients that accept "
-                "only signed devices will not talk to an unsigned bot",
-            )
+        self._unconfirmed = None
         if state is CrossSigningState.SIGNED:
+            await anyio.to_thread.run_sync(self._record_signed, store_path)
             log.info("e2ee.ready", device_id=self.device_id, cross_signed=True)
         else:
             log.warning(
@@ -451,6 +482,27 @@ class NioMatrix:
                 "insecure devices') will not send this bot their room keys",
                 fix="set MATRIX_PASSWORD" if password is None else "see the log above",
             )
+        return state
+
+    def _identity_key(self) -> str:
+        assert self._e2ee is not None
+        return str(self._e2ee.olm.account.identity_keys["ed25519"])
+
+    def _signed_on_record(self, store_path: Path) -> bool:
+        return signed_on_record(
+            store_path,
+            user_id=self.user_id,
+            device_id=self.device_id,
+            identity_key=self._identity_key(),
+        )
+
+    def _record_signed(self, store_path: Path) -> None:
+        record_signed(
+            store_path,
+            user_id=self.user_id,
+            device_id=self.device_id,
+            identity_key=self._identity_key(),
+        )
 
     async def _cross_sign(self, password: str | None, store_path: Path) -> CrossSigningState:
         return await ensure_cross_signed(

@@ -4,7 +4,9 @@
 room at a time in order. It sorts the entry out (invite, command, answer to a
 pending question, file, message for the agent, an edited question, a reaction
 answering a question) and hands it to the part that does the work. Each
-message it takes is marked read (an `m.read` receipt, best effort). A message
+message it takes is marked read (an `m.read` receipt, best effort; with `signals`,
+as the runtime wires it, noted and sent in the background once the bot is quiet:
+tasks/room_signals.py). A message
 written in a thread is answered in that thread; a rich reply gives the agent the
 quoted message (tasks/bot/quotes.py); an edit of the last question is asked again
 (tasks/bot/edits.py); ✅ / ❌ / 1️⃣ … 🔟 on the bot's question answer it
@@ -18,6 +20,7 @@ room already created for the same trigger.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import structlog
@@ -41,6 +44,7 @@ from tasks.catalogue import Catalogue
 from tasks.commands import Command, parse_command, usage_of
 from tasks.relations import annotation, replaced, replied_to, strip_reply_fallback, thread_root
 from tasks.replies import Replier
+from tasks.room_signals import RoomSignals
 from tasks.sequence import PlatformChatSequence
 from tasks.turns import TurnStreamer
 
@@ -74,8 +78,10 @@ class SurfaceBot:
         on_media: MediaHandler | None = None,
         take_attachments: AttachmentSource | None = None,
         streamer: TurnStreamer | None = None,
+        signals: RoomSignals | None = None,
     ) -> None:
         replier = Replier(matrix)
+        self._signals = signals
         chats = ChatRooms(
             store=store,
             matrix=matrix,
@@ -124,16 +130,20 @@ class SurfaceBot:
 
     async def handle(self, entry: LedgerEntry) -> None:
         """Handle one recorded event. Raises only for failures worth a retry (MatrixError)."""
-        if entry.is_invite:
-            await self.handle_invite(entry)
-        elif entry.type == "m.room.message":
-            await self.handle_message(entry)
-            if self._is_allowed(entry.sender) and replaced(entry.content) is None:
-                # Once handled: on the path of the answer, a receipt would delay it by
-                # a round trip to the homeserver.
-                await self.mark_read(entry)
-        elif entry.type == "m.reaction":
-            await self.handle_reaction(entry)
+        with self._handling():
+            if entry.is_invite:
+                await self.handle_invite(entry)
+            elif entry.type == "m.room.message":
+                await self.handle_message(entry)
+                if self._is_allowed(entry.sender) and replaced(entry.content) is None:
+                    # Once handled: on the path of the answer, a receipt would delay it by
+                    # a round trip to the homeserver.
+                    await self.mark_read(entry)
+            elif entry.type == "m.reaction":
+                await self.handle_reaction(entry)
+
+    def _handling(self) -> AbstractContextManager[None]:
+        return nullcontext() if self._signals is None else self._signals.handling()
 
     async def handle_invite(self, entry: LedgerEntry) -> None:
         """Onboard (or decline) the inviter; a returning user's direct chat invites them back."""
@@ -254,6 +264,9 @@ class SurfaceBot:
 
     async def mark_read(self, entry: LedgerEntry) -> None:
         """An `m.read` receipt for a message the bot took; cosmetic, so never a failure."""
+        if self._signals is not None:
+            self._signals.read(entry.room_id, entry.event_id)
+            return
         try:
             await self.services.matrix.send_receipt(entry.room_id, entry.event_id)
         except MatrixError as exc:

@@ -96,7 +96,7 @@ async def test_encrypted_onboarding_commands_and_a_turn(
 
 
 async def test_restart_keeps_the_device_and_reads_on(
-    make_bot: Callable[..., BotProcess], encrypted_alice: EncryptedUser
+    make_bot: Callable[..., BotProcess], encrypted_alice: EncryptedUser, synapse: LocalHomeserver
 ) -> None:
     bot = make_bot(extra_env=ENCRYPTED)
     alice = encrypted_alice
@@ -110,6 +110,11 @@ async def test_restart_keeps_the_device_and_reads_on(
     assert "two" in await alice.ask(chat_id, "two")
     assert bot_device(bot) == device
     assert alice.undecryptable() == []
+    # The store recorded the device as signed: the restart did not ask before ready.
+    assert '"on_record": true' in bot.log_text()
+    assert cross_signing_state(keys_of(synapse, bot), bot.bot.user_id, device) is (
+        CrossSigningState.SIGNED
+    )
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

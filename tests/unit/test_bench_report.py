@@ -71,3 +71,52 @@ def test_the_chart_draws_the_encrypted_round_trips(tmp_path: Path) -> None:
 
     assert chart(document, tmp_path / "latest.png")
     assert (tmp_path / "latest.png").stat().st_size > 0
+
+
+def test_the_concurrency_ratio_to_the_floor_is_a_headline_figure_with_its_row() -> None:
+    results: dict[str, Any] = {
+        "concurrency": {
+            "rooms": 50,
+            "bot_room_concurrency": 128,
+            "all_replies_s": _summary(2.0, 2.2),
+            "all_replies_from_first_send_s": _summary(2.5, 2.7),
+            "user_send_burst_s": _summary(0.75, 0.8),
+            "synapse_floor_s": 1.75,
+            "beyond_floor_s": 0.25,
+            "ratio_floor": 1.143,
+            "samples_s": [2.0],
+            "order": {
+                "messages_per_room": 5,
+                "all_replies_s": 6.0,
+                "in_order": True,
+                "messages": 250,
+                "answered": 250,
+                "duplicates": 0,
+                "rooms_out_of_order": 0,
+            },
+            "variant": None,
+        }
+    }
+    h = headline(results, QUICK)
+    document = {
+        **h,
+        "goals": goals(h),
+        "machine": {"cpu": "test", "cores": 2, "memory_gib": 1, "distro": "test"},
+        "versions": {"lambda-surface": {"commit": "abc", "dirty": False}},
+        "run": {"preset": "quick", "date": "today", "duration_s": 1.0},
+        "details": results,
+    }
+
+    assert goals(h)["concurrency_ratio_floor"] == {"value": 1.143, "goal": "<= 1.15x", "met": True}
+    [row] = [line for line in markdown(document).splitlines() if "bot / floor" in line]
+    assert "| 1.143 |" in row and "<= 1.15x | yes |" in row
+
+
+def test_request_endpoints_name_ids_as_placeholders() -> None:
+    from benchmarks.requests import endpoint
+
+    receipt = {"method": "POST", "path": "/_matrix/client/v3/rooms/!a:b/receipt/m.read/$e1"}
+    send = {"method": "PUT", "path": "/_matrix/client/v3/rooms/!a:b/send/m.room.message/t1"}
+
+    assert endpoint(receipt) == "POST /v3/rooms/{room}/receipt/m.read/{event}"
+    assert endpoint(send) == "PUT /v3/rooms/{room}/send/{type}/{txn}"

@@ -185,3 +185,25 @@ def test_check_config_lists_the_setting_warnings(
     out = capsys.readouterr().out
     assert "MATRIX_PLATFORM_BACKEND is no longer read" in out
     assert "SURFACE_LOCAL is not a setting of this bot; did you mean SURFACE_LOCALE?" in out
+
+
+def test_run_with_a_broken_registry_exits_2_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no homeserver configured: the embedded quick start
+    registry_file(tmp_path, monkeypatch, "agents: [unclosed\n")
+
+    assert main(["run"]) == EXIT_CONFIG
+    assert "agents.yaml" in capsys.readouterr().err
+
+
+def test_the_cli_module_leaves_the_registry_for_later() -> None:
+    """`run` sends its start-up snapshot request before the registry's imports (yaml)."""
+    import subprocess
+    import sys
+
+    probe = "import sys, runtime.cli; print('contracts.registry' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"

@@ -21,6 +21,7 @@ from runtime.platforms.echo import EchoPlatform
 from runtime.store import SqliteStore
 from tasks.bot import BotConfig, SurfaceBot
 from tasks.bot.pending import NO_KEY, NUMBER_KEYS, YES_KEY
+from tasks.room_signals import RoomSignals
 from tasks.sequence import PlatformChatSequence
 from tasks.turns import TurnStreamer
 
@@ -33,8 +34,14 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
         yield opened
 
 
-def make_surface(store: SqliteStore, *, edit_window: float = WINDOW) -> Surface:
-    matrix = FakeMatrix()
+def make_surface(
+    store: SqliteStore,
+    *,
+    edit_window: float = WINDOW,
+    signals: RoomSignals | None = None,
+    matrix: FakeMatrix | None = None,
+) -> Surface:
+    matrix = matrix or FakeMatrix()
     platform = EchoPlatform()
     bot = SurfaceBot(
         store=store,
@@ -44,7 +51,8 @@ def make_surface(store: SqliteStore, *, edit_window: float = WINDOW) -> Surface:
         sequence=PlatformChatSequence(store, matrix),
         catalogue=t,
         config=BotConfig(is_allowed=allowed, edit_window=edit_window),
-        streamer=TurnStreamer(matrix, platform, t, edit_interval=60.0),
+        streamer=TurnStreamer(matrix, platform, t, edit_interval=60.0, signals=signals),
+        signals=signals,
     )
     return Surface(matrix, store, platform, bot)
 
@@ -411,6 +419,21 @@ async def test_each_message_taken_is_marked_read(surface: Surface) -> None:
     second = await surface.send(room.room_id, "!help")
 
     assert surface.matrix.receipts == [(room.room_id, first), (room.room_id, second)]
+
+
+async def test_with_signals_the_receipt_waits_until_the_bot_is_quiet(store: SqliteStore) -> None:
+    matrix = FakeMatrix()
+    signals = RoomSignals(matrix)  # its sender not started: what is noted stays noted
+    surface = make_surface(store, signals=signals, matrix=matrix)
+    room = await surface.onboard()
+
+    first = await surface.send(room.room_id, "hello")
+    second = await surface.send(room.room_id, "!help")
+
+    assert surface.matrix.receipts == [], "noted, not sent while handling"
+    assert surface.answer(room.room_id, first) == "echo: hello"
+    await signals.flush()
+    assert surface.matrix.receipts == [(room.room_id, second)], "one per room, the latest"
 
 
 async def test_a_failed_receipt_does_not_fail_the_message(surface: Surface) -> None:

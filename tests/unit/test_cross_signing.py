@@ -12,6 +12,8 @@ import pytest
 
 from contracts.matrix import JsonDict, MatrixRequestError, MatrixUnreachable
 from runtime.matrix.cross_signing import (
+    CROSS_SIGNED_DEVICE_FILE,
+    CROSS_SIGNING_FILE,
     UPLOAD_ATTEMPTS,
     CrossSigningKeys,
     CrossSigningState,
@@ -20,6 +22,8 @@ from runtime.matrix.cross_signing import (
     cross_signing_state,
     ensure_cross_signed,
     read_keys,
+    record_signed,
+    signed_on_record,
     verify_signature,
     write_keys,
 )
@@ -66,6 +70,29 @@ def test_key_file_is_private_and_round_trips(tmp_path: Path) -> None:
     write_keys(path, keys)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert read_keys(path) == keys
+
+
+def test_a_device_recorded_signed_is_that_device_with_those_keys(tmp_path: Path) -> None:
+    write_keys(tmp_path / CROSS_SIGNING_FILE, CrossSigningKeys.generate())
+    mine = {"user_id": USER, "device_id": DEVICE, "identity_key": "ed-key"}
+    assert not signed_on_record(tmp_path, **mine), "no record yet"
+
+    record_signed(tmp_path, **mine)
+
+    assert signed_on_record(tmp_path, **mine)
+    assert not signed_on_record(tmp_path, **{**mine, "device_id": "OTHER"})
+    assert not signed_on_record(tmp_path, **{**mine, "identity_key": "a-new-account"})
+    write_keys(tmp_path / CROSS_SIGNING_FILE, CrossSigningKeys.generate())
+    assert not signed_on_record(tmp_path, **mine), "other keys on file"
+    (tmp_path / CROSS_SIGNING_FILE).unlink()
+    assert not signed_on_record(tmp_path, **mine), "no keys on file"
+
+
+def test_an_unreadable_record_is_no_record(tmp_path: Path) -> None:
+    write_keys(tmp_path / CROSS_SIGNING_FILE, CrossSigningKeys.generate())
+    (tmp_path / CROSS_SIGNED_DEVICE_FILE).write_text("{not json")
+
+    assert not signed_on_record(tmp_path, user_id=USER, device_id=DEVICE, identity_key="k")
 
 
 def test_unreadable_key_file_reads_as_none(tmp_path: Path) -> None:

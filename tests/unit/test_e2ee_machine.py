@@ -226,6 +226,32 @@ async def test_encrypted_rooms_are_tracked_with_joined_and_invited_members() -> 
     assert ALICE in bot.olm.users_for_key_query
 
 
+async def test_a_room_created_within_an_incremental_answer_is_known_plain_without_asking() -> None:
+    e2ee = e2ee_of(machine(BOT, "BOTDEV"))  # `never`: asking the server fails the test
+    create = MatrixEvent(
+        event_id="$c", room_id=ROOM, sender=BOT, type="m.room.create", content={}, state_key=""
+    )
+    new_room = JoinedRoom(room_id=ROOM, state=[create, member(BOT, "join")], timeline=[])
+
+    e2ee.absorb({}, empty_batch(**{ROOM: new_room}), complete_state=False)
+
+    assert not await e2ee.is_encrypted(ROOM)
+
+
+async def test_changed_device_lists_are_not_queried_after_a_sync() -> None:
+    bot = machine(BOT, "BOTDEV")
+    bot.olm.account.shared = True
+    e2ee = e2ee_of(bot)  # `never`: a request fails the test
+    state = [encryption(), member(BOT, "join"), member(ALICE, "join")]
+    batch = empty_batch(**{ROOM: JoinedRoom(room_id=ROOM, state=state, timeline=[])})
+    full = {"signed_curve25519": bot.olm.account.max_one_time_keys}
+    e2ee.absorb({"device_one_time_keys_count": full}, batch, complete_state=True)
+
+    await e2ee.housekeeping()  # before the next send instead (prepare_send)
+
+    assert ALICE in bot.olm.users_for_key_query
+
+
 def test_membership_changes_are_folded_in() -> None:
     room = nio.MatrixRoom(ROOM, BOT, encrypted=True)
     assert _apply_membership(room, member(ALICE, "invite"))

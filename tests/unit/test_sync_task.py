@@ -770,3 +770,50 @@ async def test_user_reactions_and_edits_are_recorded_but_not_the_bots_own(
         edit.event_id,
     ]
     assert not store.is_known(own.event_id)
+
+
+async def test_each_sync_that_came_back_is_reported(store: SqliteStore, matrix: FakeMatrix) -> None:
+    room_id = await joined_room(store, matrix)
+    synced: list[str] = []
+    recorder = Recorder(store)
+    task = SyncTask(
+        store=store,
+        matrix=matrix,
+        handler=recorder,
+        rng=NoJitter(),
+        on_synced=lambda: synced.append(store.checkpoint() or ""),
+    )
+
+    async with running(task):
+        assert len(synced) == 1, "the catch-up sync, before started"
+        matrix.add_message(room_id, ALICE, "hi")
+        await recorder.wait_for(1)
+        with anyio.fail_after(DEADLINE):
+            while True:
+                if len(synced) >= 2:
+                    break
+                await anyio.sleep(0.001)
+
+    assert synced[-1] == matrix.sync_token(), "reported once its batch was recorded"
+
+
+@pytest.mark.virtual_time
+async def test_what_follows_a_wake_up_comes_back_in_one_sync(
+    store: SqliteStore, matrix: FakeMatrix, time_is_virtual: bool
+) -> None:
+    coalesce = 1.0 if time_is_virtual else 0.2
+    room_id = await joined_room(store, matrix)
+    recorder = Recorder(store)
+    task = SyncTask(store=store, matrix=matrix, handler=recorder, coalesce=coalesce)
+
+    async with running(task):
+        matrix.add_message(room_id, ALICE, "first")
+        await recorder.wait_for(1)
+        calls = len(matrix.sync_calls)
+        matrix.add_message(room_id, ALICE, "second")  # within the pause
+        matrix.add_message(room_id, ALICE, "third")
+        await recorder.wait_for(3)
+
+    assert recorder.bodies == ["first", "second", "third"]
+    woken, next_call = matrix.sync_calls[calls - 1].at, matrix.sync_calls[calls].at
+    assert next_call - woken >= coalesce * 0.9, "the next long poll waited"

@@ -38,6 +38,7 @@ from tasks.answer_pacing import progress_interval
 from tasks.catalogue import Catalogue
 from tasks.failures import error_ref
 from tasks.replies import MAX_EVENT_BYTES, content_bytes, txn_id_for
+from tasks.room_signals import RoomSignals
 from tasks.turns import TurnStreamer
 
 ROOM = "!chat:example.org"
@@ -740,3 +741,40 @@ async def test_a_turn_in_a_thread_sends_its_answer_into_the_thread() -> None:
     assert message.content["m.relates_to"]["rel_type"] == "m.thread"
     assert message.content["m.relates_to"]["event_id"] == "$root"
     assert message.content["m.relates_to"]["m.in_reply_to"] == {"event_id": TRIGGER}
+
+
+@pytest.mark.virtual_time
+async def test_with_signals_typing_is_noted_not_awaited(time_is_virtual: bool) -> None:
+    scale = 1.0 if time_is_virtual else 0.01
+    matrix = FakeMatrix()
+    matrix.add_invite("@alice:example.org", room_id=ROOM)
+    matrix.user_joins(ROOM, matrix.user_id)
+    signals = RoomSignals(matrix)
+    script: list[PlatformEvent | float | Exception] = [1.0 * scale, TextDelta(text="hi")]
+    slow = streamer(matrix, ScriptedPlatform(script), typing_delay=0.3 * scale, signals=signals)
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(signals.run)
+        with signals.handling():
+            await slow.run(ROOM, turn())
+        with anyio.fail_after(5):
+            while True:
+                if len(matrix.typing) >= 2:
+                    break
+                await anyio.sleep(0.001)
+        tg.cancel_scope.cancel()
+
+    assert matrix.typing == [(ROOM, True), (ROOM, False)]
+    assert [m.content["body"] for m in matrix.sent] == ["hi"]
+
+
+async def test_with_signals_a_turn_over_before_its_typing_went_out_shows_none() -> None:
+    matrix = FakeMatrix()
+    signals = RoomSignals(matrix)  # its sender not started: nothing went out yet
+    script: list[PlatformEvent | float | Exception] = [StatusUpdate(status="thinking")]
+
+    await streamer(matrix, ScriptedPlatform(script), signals=signals).run(ROOM, turn())
+    await signals.flush()
+
+    assert matrix.typing == []
+    assert signals.statistics().typing_skipped == 1
