@@ -9,6 +9,13 @@ is new): within a process it never repeats, across processes it starts at random
 zero-timeout incremental sync adds none: a cached answer to it is old but harmless
 (its ``next_batch`` leads on to everything after it), while an offset would make the
 caught-up check wait for it.
+
+Snapshot syncs also ask for MSC4222 ``state_after`` (``USE_STATE_AFTER``): the rooms'
+state as of the end of their timelines, current even at a forked tip, whatever the
+window (tasks/reconcile.py). A server without it ignores the parameter (Synapse 1.163
+reads it only for users with its experimental feature ``msc4222`` on) and answers
+``state`` as before; runtime/matrix/parse.py reads either. Incremental syncs do not ask:
+their state sections keep the meaning the sync task expects.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import json
 from typing import Any, Final
 
 SNAPSHOT_TIMEOUT_SPREAD: Final = 1_000_000
+# MSC4222's query parameter (unstable prefix; Synapse 1.163 knows no stable name yet).
+USE_STATE_AFTER: Final = "org.matrix.msc4222.use_state_after"
 INCREMENTAL_TIMEOUT_SPREAD: Final = 250
 
 
@@ -63,6 +72,8 @@ def sync_query(
         query["since"] = since
     if full_state:
         query["full_state"] = "true"
+    if since is None or full_state:
+        query[USE_STATE_AFTER] = "true"
     if timeline_limit is not None:
         query["filter"] = sync_filter(timeline_limit)
     return query
