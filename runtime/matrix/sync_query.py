@@ -29,21 +29,37 @@ USE_STATE_AFTER: Final = "org.matrix.msc4222.use_state_after"
 INCREMENTAL_TIMEOUT_SPREAD: Final = 250
 
 
-def sync_filter(timeline_limit: int) -> str:
+# State the bot never reads (tasks/room_state.py, adoption.py, rebuild.py read markers,
+# names, create, members, Space links; the crypto side encryption and members): left out
+# of snapshot syncs, where every room's full state comes at once. Four of a chat room's
+# eleven state events, among them the largest (power levels).
+SNAPSHOT_NOT_TYPES: Final = (
+    "m.room.power_levels",
+    "m.room.join_rules",
+    "m.room.history_visibility",
+    "m.room.guest_access",
+)
+
+
+def sync_filter(timeline_limit: int, *, snapshot: bool = False) -> str:
     """The bot's /sync filter: rooms' state and timeline, global account data; no more.
 
     Presence, typing and receipts (ephemeral) and room account data are left out:
     each of them would wake the long poll (the bot's own typing notices too) for
     nothing, and computing them made the full-state sync of 1000 rooms take about
-    9 s instead of 5-7 s (benchmarks/README.md).
+    9 s instead of 5-7 s (benchmarks/README.md). A `snapshot` (full-state) sync also
+    leaves out `SNAPSHOT_NOT_TYPES`, in its state and its timeline: less for Synapse to
+    send and for the bot to hold (at 10,000 rooms the answer is tens of MB). Members
+    are never lazy-loaded: reconciliation and the crypto side read every member.
     """
+    not_types = {"not_types": list(SNAPSHOT_NOT_TYPES)} if snapshot else {}
     # Compact and stable: Synapse keys its sync response cache on the filter text.
     return json.dumps(
         {
             "presence": {"not_types": ["*"]},
             "room": {
-                "timeline": {"limit": timeline_limit},
-                "state": {"lazy_load_members": False},
+                "timeline": {"limit": timeline_limit, **not_types},
+                "state": {"lazy_load_members": False, **not_types},
                 "ephemeral": {"not_types": ["*"]},
                 "account_data": {"not_types": ["*"]},
             },
@@ -75,5 +91,5 @@ def sync_query(
     if since is None or full_state:
         query[USE_STATE_AFTER] = "true"
     if timeline_limit is not None:
-        query["filter"] = sync_filter(timeline_limit)
+        query["filter"] = sync_filter(timeline_limit, snapshot=since is None or full_state)
     return query

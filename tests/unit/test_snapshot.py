@@ -345,3 +345,16 @@ def test_state_after_is_remembered_per_server_and_account_and_can_be_turned_off(
     assert prefetch.state_after is True
     prefetch.remember_state_after(False)
     assert started(settings).timeline_limit == STATE_WINDOW
+
+
+def test_snapshot_syncs_leave_out_the_state_nobody_reads_and_incremental_ones_do_not() -> None:
+    full = sync_query(None, timeout_ms=0, full_state=True, timeline_limit=30, seq=1)
+    incremental = sync_query("s1", timeout_ms=30_000, full_state=False, timeline_limit=10, seq=1)
+
+    snapshot_room = json.loads(full["filter"])["room"]
+    incremental_room = json.loads(incremental["filter"])["room"]
+    for section in ("state", "timeline"):
+        assert "m.room.power_levels" in snapshot_room[section]["not_types"]
+        assert "m.room.member" not in snapshot_room[section]["not_types"]
+        assert "not_types" not in incremental_room[section]
+    assert snapshot_room["state"]["lazy_load_members"] is False
