@@ -358,3 +358,7 @@ def test_snapshot_syncs_leave_out_the_state_nobody_reads_and_incremental_ones_do
         assert "m.room.member" not in snapshot_room[section]["not_types"]
         assert "not_types" not in incremental_room[section]
     assert snapshot_room["state"]["lazy_load_members"] is False
+    fields = json.loads(full["filter"])["event_fields"]
+    assert {"content", "event_id", "sender", "type", "state_key"} <= set(fields)
+    assert "unsigned.prev_content" in fields and "unsigned.m\\.relations" in fields
+    assert "event_fields" not in json.loads(incremental["filter"])
