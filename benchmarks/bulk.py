@@ -91,16 +91,17 @@ class BulkRooms:
             owner.chats += 1
             plan.append((owner, owner.chats, self._next_platform_chat))
             self._next_platform_chat += 1
+        limiter = anyio.CapacityLimiter(self.concurrency)
+        await self._register_owners(limiter)
         # Reserve first, as the bot's PlatformChatSequence does: Matrix before use.
         await self.matrix.set_account_data(
             SEQUENCE_ACCOUNT_DATA_TYPE,
             SequenceHighWater(reserved_through=self._next_platform_chat - 1).model_dump(),
         )
-        await self._create_spaces()
+        await self._create_spaces(limiter)
         by_owner: dict[str, list[tuple[_Owner, int, int]]] = {}
         for item in plan:
             by_owner.setdefault(item[0].user.matrix_user_id, []).append(item)
-        limiter = anyio.CapacityLimiter(self.concurrency)
 
         async def create_for_owner(items: list[tuple[_Owner, int, int]]) -> None:
             # One owner's chats in index order, as the bot's per-user lock does.
@@ -119,19 +120,35 @@ class BulkRooms:
     def _owner_with_room(self) -> _Owner:
         if self.owners and self.owners[-1].chats < self.rooms_per_owner:
             return self.owners[-1]
-        number = len(self.owners) + 1
-        registered = self.register(f"bulk-owner-{number}-{secrets.token_hex(3)}")
-        owner = _Owner(UserRecord(matrix_user_id=registered.user_id, selected_agent_id=AGENT_ID))
+        owner = _Owner(UserRecord(matrix_user_id="", selected_agent_id=AGENT_ID))
         self.owners.append(owner)
         return owner
 
-    async def _create_spaces(self) -> None:
-        for owner in self.owners:
-            if owner.user.space_id is None:
+    async def _register_owners(self, limiter: anyio.CapacityLimiter) -> None:
+        """Register the owners planned but not yet registered, several at a time."""
+
+        async def register(number: int, owner: _Owner) -> None:
+            name = f"bulk-owner-{number}-{secrets.token_hex(3)}"
+            registered = await anyio.to_thread.run_sync(self.register, name, limiter=limiter)
+            owner.user = owner.user.model_copy(update={"matrix_user_id": registered.user_id})
+
+        async with anyio.create_task_group() as tg:
+            for number, owner in enumerate(self.owners, start=1):
+                if not owner.user.matrix_user_id:
+                    tg.start_soon(register, number, owner)
+
+    async def _create_spaces(self, limiter: anyio.CapacityLimiter) -> None:
+        async def create(owner: _Owner) -> None:
+            async with limiter:
                 name = f"Lambda — {owner.user.matrix_user_id}"
                 space_id = await create_space(self.matrix, owner.user, name)
-                owner.user = owner.user.model_copy(update={"space_id": space_id})
-                self.spaces += 1
+            owner.user = owner.user.model_copy(update={"space_id": space_id})
+            self.spaces += 1
+
+        async with anyio.create_task_group() as tg:
+            for owner in self.owners:
+                if owner.user.space_id is None:
+                    tg.start_soon(create, owner)
 
     async def _create_chat(self, owner: _Owner, index: int, platform_chat_id: int) -> None:
         record = RoomRecord(

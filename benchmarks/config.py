@@ -27,11 +27,13 @@ class BenchConfig:
     concurrency_repeats: int = 5
     order_messages: int = 5
     agent_delay_s: float = 1.0
-    reconcile_sizes: tuple[int, ...] = (100, 500, 1000)
+    reconcile_sizes: tuple[int, ...] = (100, 1000, 10000)
     reconcile_repeats: int = 3
     restart_repeats: int = 3
     rooms_per_owner: int = 20
-    create_concurrency: int = 4
+    create_concurrency: int = 16
+    # Synapse's data dir on /dev/shm (benchmarks/__main__.py: synapse_data_dir).
+    synapse_tmpfs: bool = True
     scenarios: tuple[str, ...] = SCENARIOS
     concurrency_variant_limit: int = 0
     out_dir: Path = RESULTS_DIR

@@ -17,6 +17,15 @@ delivery of the answer to the user.
 
 Memory: VmRSS (and VmHWM, the peak) of the bot process idle with no rooms, at ready
 after each reconciliation, and after the restarts with the largest size.
+
+MSC4222: at each size, after the runs with the database deleted, starts with it intact,
+first as Synapse is configured (the bot asks its state window, 10 events), then with
+Synapse's per-user experimental feature `msc4222` on for the bot's account (admin API):
+the bot learns from one answer that `state_after` comes back and then asks a timeline
+of 0. Both against the same timeline-0 reference. With the database deleted the bot
+asks its catch-up window either way (tasks/reconcile.py), so those runs are not repeated.
+
+`scale_chart` draws time and memory against rooms (latest-scale.png).
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from benchmarks.requests import between, busy_seconds, summary
 from benchmarks.stats import summarize
 from runtime.dev.accounts import RegisteredUser
 from runtime.dev.user import onboard
+from runtime.matrix.snapshot import STATE_AFTER_FILE
 from runtime.matrix.sync_query import sync_filter
 from tasks.reconcile import CATCH_UP_WINDOW
 
@@ -106,6 +116,9 @@ async def run_reconcile_and_restart(ctx: BenchContext, config: BenchConfig) -> d
         ctx.synapse.register_user, localpart, bot_user.password
     )
     user = await ctx.register_async("restart-user")
+    admin = await anyio.to_thread.run_sync(
+        lambda: ctx.synapse.register_user("bench-admin", "bench-admin-password", admin=True)
+    )
     bot_proxy, bot_proxy_url = await start_proxy(
         ctx.base_url, workdir / "bot-requests.jsonl", workdir
     )
@@ -115,7 +128,9 @@ async def run_reconcile_and_restart(ctx: BenchContext, config: BenchConfig) -> d
     bot_log = workdir / "bot-requests.jsonl"
     bot = BenchBot(ctx.synapse, bot_user, workdir / "bot", homeserver_url=bot_proxy_url)
     reference = ReferenceSync(ref_proxy_url, ref_device)
-    same_as_bot = ReferenceSync(ref_proxy_url, ref_device, sync_filter(CATCH_UP_WINDOW))
+    same_as_bot = ReferenceSync(
+        ref_proxy_url, ref_device, sync_filter(CATCH_UP_WINDOW, snapshot=True)
+    )
     bulk: BulkRooms | None = None
     out: dict[str, Any] = {}
     memory: dict[str, Any] = {}
@@ -152,7 +167,8 @@ async def run_reconcile_and_restart(ctx: BenchContext, config: BenchConfig) -> d
             bot_runs: list[dict[str, Any]] = []
             ref_runs: list[dict[str, Any]] = []
             same_runs: list[dict[str, Any]] = []
-            for _ in range(config.reconcile_repeats):
+            repeats = config.reconcile_repeats
+            for _ in range(repeats):
                 ref_runs.append(await reference.once())
                 bot_runs.append(await _fresh_start(bot, bot_log))
                 await bot.stop_async()
@@ -191,6 +207,22 @@ async def run_reconcile_and_restart(ctx: BenchContext, config: BenchConfig) -> d
                 "runs": bot_runs,
             }
             memory[f"ready_{size}"] = round(max(r["rss_mb"] for r in bot_runs), 1)
+            memory[f"peak_{size}_vmhwm"] = round(max(r["peak_rss_mb"] for r in bot_runs), 1)
+            # The database intact (the last start left it so): MSC4222 off, then on.
+            ref_median = ref_s.median
+            steps[str(size)]["intact"] = _intact_summary(
+                await _intact_runs(ctx, admin, bot, bot_log, repeats, msc4222=False), ref_median
+            )
+            steps[str(size)]["intact_state_after"] = _intact_summary(
+                await _intact_runs(ctx, admin, bot, bot_log, repeats, msc4222=True), ref_median
+            )
+            off, on = steps[str(size)]["intact"], steps[str(size)]["intact_state_after"]
+            say(
+                f"reconcile {size}, database intact: timeline {off['timeline_limit']} "
+                f"{off['bot_start_to_ready_s']['median']:.2f}s ({off['ratio_p50']:.2f}x); "
+                f"MSC4222 on, timeline {on['timeline_limit']} "
+                f"{on['bot_start_to_ready_s']['median']:.2f}s ({on['ratio_p50']:.2f}x)"
+            )
             say(
                 f"reconcile {size}: bot start->ready p50 {bot_s.median:.2f}s, reference sync "
                 f"p50 {ref_s.median:.2f}s, ratio {ratio:.2f}, "
@@ -214,9 +246,66 @@ async def run_reconcile_and_restart(ctx: BenchContext, config: BenchConfig) -> d
     return out
 
 
-async def _fresh_start(bot: BenchBot, bot_log: Any) -> dict[str, Any]:
-    """Delete the database, start, wait for /ready; what it took and what it asked."""
-    bot.delete_database()
+async def set_msc4222(ctx: BenchContext, admin: RegisteredUser, user_id: str, on: bool) -> None:
+    """Turn Synapse's per-user experimental feature `msc4222` (`state_after`) on or off."""
+    async with httpx.AsyncClient(timeout=30.0, trust_env=False) as http:
+        response = await http.put(
+            f"{ctx.base_url}/_synapse/admin/v1/experimental_features/{user_id}",
+            json={"features": {"msc4222": on}},
+            headers={"Authorization": f"Bearer {admin.access_token}"},
+        )
+    response.raise_for_status()
+
+
+async def _intact_runs(
+    ctx: BenchContext,
+    admin: RegisteredUser,
+    bot: BenchBot,
+    bot_log: Any,
+    repeats: int,
+    *,
+    msc4222: bool,
+) -> list[dict[str, Any]]:
+    """Starts with the database intact, MSC4222 off or on for the bot's account.
+
+    With it on, one unmeasured start first: the bot learns from its answer that the
+    server answers `state_after` and asks a timeline of 0 from the next start on. After
+    the runs the feature is turned off and the bot's note of it deleted again.
+    """
+    if msc4222:
+        await set_msc4222(ctx, admin, bot.bot.user_id, True)
+        await _fresh_start(bot, bot_log, delete=False)
+        await bot.stop_async()
+    runs = []
+    for _ in range(repeats):
+        runs.append(await _fresh_start(bot, bot_log, delete=False))
+        await bot.stop_async()
+    if msc4222:
+        await set_msc4222(ctx, admin, bot.bot.user_id, False)
+        (bot.store_path / STATE_AFTER_FILE).unlink(missing_ok=True)
+    return runs
+
+
+def _intact_summary(runs: list[dict[str, Any]], reference_median: float) -> dict[str, Any]:
+    start = summarize([r["start_to_ready_s"] for r in runs])
+    return {
+        "bot_start_to_ready_s": start.as_dict(),
+        "ratio_p50": round(start.median / reference_median, 3),
+        "timeline_limit": runs[-1]["timeline_limit"],
+        "bot_full_state_sync_s": summarize(
+            [r["requests"]["full_state_sync_s"] or 0.0 for r in runs]
+        ).as_dict(),
+        "requests": runs[-1]["requests"]["total"],
+        "per_room": runs[-1]["requests"]["per_room"],
+        "rss_mb": round(max(r["rss_mb"] for r in runs), 1),
+        "runs": runs,
+    }
+
+
+async def _fresh_start(bot: BenchBot, bot_log: Any, *, delete: bool = True) -> dict[str, Any]:
+    """Delete the database (unless not `delete`), start, wait for /ready; what it took and asked."""
+    if delete:
+        bot.delete_database()
     offset = len(bot.log_text())
     start_to_ready = await bot.start_ready()
     ready_at = bot.started_at + start_to_ready
@@ -227,7 +316,9 @@ async def _fresh_start(bot: BenchBot, bot_log: Any) -> dict[str, Any]:
     sync_done = full[0]["t1"] if full else ready_at
     reports = _log_events(bot, offset, "reconcile.done")
     report = reports[-1] if reports else {}
+    prefetched = _log_events(bot, offset, "snapshot.prefetched")
     return {
+        "timeline_limit": prefetched[-1].get("timeline_limit") if prefetched else None,
         "start_to_ready_s": round(start_to_ready, 3),
         "process_start_to_first_request_s": round(first_request - bot.started_at, 3),
         "synapse_busy_s": round(busy_seconds(records, bot.started_at, ready_at), 3),
@@ -239,6 +330,7 @@ async def _fresh_start(bot: BenchBot, bot_log: Any) -> dict[str, Any]:
         },
         "conflicts": len(report.get("conflicts", []) or []),
         "rss_mb": round(rss, 1),
+        "peak_rss_mb": round(bot.peak_rss_mb(), 1),
     }
 
 
@@ -297,3 +389,57 @@ async def _restarts(
         "rss_mb": round(rss, 1),
         "peak_rss_mb": round(peak, 1),
     }
+
+
+def scale_chart(doc: dict[str, Any], path: Any) -> bool:
+    """Start -> ready and RSS against chat rooms (log-log); False without data or matplotlib."""
+    rec = doc.get("details", {}).get("reconcile")
+    memory = doc.get("details", {}).get("memory", {})
+    if not rec or len(rec["sizes"]) < 2:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    sizes = [int(size) for size in rec["sizes"]]
+    steps = list(rec["sizes"].values())
+    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(13, 5))
+    series = [
+        ("bot, database deleted", [s["bot_start_to_ready_s"]["median"] for s in steps], "o-"),
+        ("sync, timeline 0 (reference)", [s["reference_sync_s"]["median"] for s in steps], "s--"),
+    ]
+    for key, label in (
+        ("intact", "bot, database intact"),
+        ("intact_state_after", "bot, intact, MSC4222 (timeline 0)"),
+    ):
+        if all(key in s for s in steps):
+            series.append((label, [s[key]["bot_start_to_ready_s"]["median"] for s in steps], "^-"))
+    for label, values, style in series:
+        ax_time.plot(sizes, values, style, label=label)
+    linear = [steps[0]["reference_sync_s"]["median"] * n / sizes[0] for n in sizes]
+    ax_time.plot(sizes, linear, ":", color="gray", label="linear from the smallest reference")
+    ax_time.set_xscale("log")
+    ax_time.set_yscale("log")
+    ax_time.set_xlabel("chat rooms")
+    ax_time.set_ylabel("s (p50)")
+    ax_time.set_title("Reconciliation: start -> ready")
+    ax_time.legend(fontsize=8)
+    ready = [memory.get(f"ready_{n}") for n in sizes]
+    peak = [memory.get(f"peak_{n}_vmhwm") for n in sizes]
+    if all(v is not None for v in ready):
+        ax_mem.plot(sizes, ready, "o-", label="RSS at ready")
+    if all(v is not None for v in peak):
+        ax_mem.plot(sizes, peak, "s--", label="peak (VmHWM)")
+    ax_mem.axhline(200, color="tab:red", linestyle="--", label="goal 200 MiB at 10,000")
+    ax_mem.set_xscale("log")
+    ax_mem.set_xlabel("chat rooms")
+    ax_mem.set_ylabel("MiB")
+    ax_mem.set_title("Bot memory")
+    ax_mem.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -21,6 +21,9 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "reconcile_per_room_requests_1000": ("<=", 0, ""),
     "restart_beyond_synapse_s": ("<=", 0.5, "s"),  # issue 16 (was 2 s)
     "rss_mb_1000": ("<=", 150.0, "MiB"),
+    "reconcile_ratio_10000": ("<=", 1.2, "x"),
+    "reconcile_per_room_requests_10000": ("<=", 0, ""),
+    "rss_mb_10000": ("<=", 200.0, "MiB"),
     **LOAD_GOALS,  # throughput and soak (benchmarks/load_report.py)
 }
 
@@ -56,6 +59,9 @@ def headline(results: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
                 h[f"reconcile_{same[0].removesuffix('_p50')}_{size}"] = step[same[0]]
             h[f"reconcile_requests_{size}"] = last["total"]
             h[f"reconcile_per_room_requests_{size}"] = last["per_room"]
+            for kind in ("intact", "intact_state_after"):
+                if kind in step:
+                    h[f"reconcile_{kind}_ratio_{size}"] = step[kind]["ratio_p50"]
     if restart := results.get("restart"):
         h["restart_first_reply_s"] = restart["first_reply_s"]["median"]
         h["restart_beyond_synapse_s"] = restart["beyond_synapse_s"]["median"]
@@ -119,6 +125,10 @@ def write_results(
     load_png = config.out_dir / "latest-load.png"
     if load_chart(document, load_png):
         paths.append(load_png)
+    from benchmarks.reconcile import scale_chart
+
+    if scale_chart(document, config.out_dir / "latest-scale.png"):
+        paths.append(config.out_dir / "latest-scale.png")
     return paths
 
 
@@ -253,6 +263,22 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"| reconcile {size}: requests to ready | 1 | | {req['total']} | | | requests | "
                 f"no per-room | {_met(req['per_room'] == 0)} ({req['per_room']} per-room) |",
             ]
+            for kind, label in (
+                ("intact", "database intact"),
+                ("intact_state_after", "database intact, MSC4222 on"),
+            ):
+                if intact := step.get(kind):
+                    lines += [
+                        _row(
+                            f"reconcile {size}, {label}: start -> ready "
+                            f"(timeline {intact['timeline_limit']})",
+                            intact["bot_start_to_ready_s"],
+                            "s",
+                        ),
+                        f"|   ratio to the timeline-0 sync (p50) | | | {intact['ratio_p50']:.2f} "
+                        f"| | | x | | {intact['requests']} requests, "
+                        f"{intact['per_room']} per-room |",
+                    ]
     if restart := d.get("restart"):
         goal, met = goal_of("restart_beyond_synapse_s")
         lines.append(
@@ -262,7 +288,7 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(_row("  beyond Synapse", restart["beyond_synapse_s"], "s", goal, met))
     if memory := d.get("memory"):
         for key, value in memory.items():
-            goal, met = goal_of("rss_mb_1000") if key.endswith("_1000") else ("", "")
+            goal, met = goal_of(f"rss_mb_{key.rsplit('_', 1)[-1]}")
             label = key.replace("_", " ")
             lines.append(
                 f"| bot RSS, {label} | 1 | | {value:.1f} | | | MiB | {goal} | "

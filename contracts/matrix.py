@@ -101,6 +101,9 @@ class SyncBatch:
     invited: Mapping[str, InvitedRoom]
     left: Sequence[str] = ()
     account_data: Mapping[str, JsonDict] = field(default_factory=dict)
+    # The homeserver answered MSC4222 `state_after` (the joined rooms' state as of the end
+    # of their timelines): their state is current whatever the timeline window.
+    state_after: bool = False
 
 
 @dataclass(frozen=True, slots=True)

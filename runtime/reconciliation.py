@@ -7,7 +7,9 @@ for, and the hand-off to the sync task. ``task_status.started(batch)`` passes on
 snapshot's batch when the store has no checkpoint (a fresh or wiped database: the sync
 task catches up from it instead of asking for a second full sync), and None otherwise
 (the sync task goes on from its checkpoint). The supervisor gives that value to the sync
-task's first run (``TaskSpec.takes_from``).
+task's first run (``TaskSpec.takes_from``). Whether the snapshot came with MSC4222
+``state_after`` is remembered through the prefetch (a window of 0 next time, see
+tasks/reconcile.py).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Reconciliation:
     ) -> None:
         snapshot = await self._prefetched_snapshot()
         migration = self.migration
+        prefetch = self.prefetch
         _report, batch = await reconcile(
             self.store,
             self.matrix,
@@ -48,7 +51,10 @@ class Reconciliation:
             default_agent_id=self.default_agent_id,
             migrated=migration.migrated if migration else 0,
             unmapped=migration.imported.unmapped if migration else (),
+            state_after=prefetch is not None and prefetch.state_after,
         )
+        if prefetch is not None and batch.joined:
+            prefetch.remember_state_after(batch.state_after)
         task_status.started(batch if self.store.checkpoint() is None else None)
 
     async def _prefetched_snapshot(self) -> SyncBatch | None:
@@ -59,7 +65,9 @@ class Reconciliation:
         prefetch = self.prefetch
         if prefetch is None:
             return None
-        window = snapshot_window(fresh=self.store.checkpoint() is None)
+        window = snapshot_window(
+            fresh=self.store.checkpoint() is None, state_after=prefetch.state_after
+        )
         user_id = self.matrix.user_id
         body = await anyio.to_thread.run_sync(
             lambda: prefetch.take(user_id=user_id, timeline_limit=window),

@@ -208,10 +208,11 @@ def plan_rebuild(
 
     # Users: one per owner of a Space or of a chat.
     owners = set(space_of) | {room.matrix_user_id for room in accepted.values()}
+    indexes_of: dict[str, list[int]] = {}
+    for r in accepted.values():
+        indexes_of.setdefault(r.matrix_user_id, []).append(chat_index(r.chat_id or "") or 0)
     for owner in sorted(owners):
-        indexes = [
-            chat_index(r.chat_id or "") or 0 for r in accepted.values() if r.matrix_user_id == owner
-        ]
+        indexes = indexes_of.get(owner, [])
         local_user = local.users.get(owner)
         user_space = space_of.get(owner) or (local_user.space_id if local_user else None)
         space_entry = spaces.get(user_space or "")

@@ -21,6 +21,18 @@ sections in stream order (tasks/room_state.current_state) gives the current stat
 When the local checkpoint is gone (fresh or wiped database), the same sync asks
 for a longer window, so the sync task can catch up on unanswered messages
 without another full sync.
+
+MSC4222: the sync always asks for `state_after` (runtime/matrix/sync_query.py). A
+server that honours it returns the state as of the end of the timeline, current at
+a forked tip too, so the window is not needed for the state. Once the server is
+known to honour it (`state_after=True`: the last snapshot said so, see
+runtime/matrix/snapshot.py), a store with its checkpoint asks a window of 0: the sync
+task goes on from the checkpoint and needs no events from here. A store without its
+checkpoint still asks the catch-up window: those events are the messages sent while
+the bot was down, which it answers from this sync (state_after keeps the state right
+there too). If a window-0 answer comes without state_after (the server turned the
+feature off), the state may miss a fork's branch: the sync is asked again with the
+state window.
 """
 
 from __future__ import annotations
@@ -52,9 +64,15 @@ def local_state(store: Store) -> LocalState:
     )
 
 
-def snapshot_window(*, fresh: bool) -> int:
-    """The timeline window of the full-state sync: longer when the checkpoint is gone."""
-    return CATCH_UP_WINDOW if fresh else STATE_WINDOW
+def snapshot_window(*, fresh: bool, state_after: bool = False) -> int:
+    """The timeline window of the full-state sync (see the module doc).
+
+    Longer when the checkpoint is gone; 0 with the checkpoint when the server is known
+    to answer MSC4222 `state_after`.
+    """
+    if fresh:
+        return CATCH_UP_WINDOW
+    return 0 if state_after else STATE_WINDOW
 
 
 def high_water_of(batch: SyncBatch) -> int:
@@ -124,6 +142,10 @@ async def _guarded(report: ReconcileReport, room_id: str, write: Awaitable[objec
         report.conflicts.append(Conflict(room_id, f"could not write state: {exc}"))
 
 
+async def _snapshot(matrix: MatrixPort, window: int) -> SyncBatch:
+    return await matrix.sync(None, timeout_ms=0, full_state=True, timeline_limit=window)
+
+
 async def reconcile(
     store: Store,
     matrix: MatrixPort,
@@ -134,6 +156,7 @@ async def reconcile(
     sequence: PlatformChatSequence | None = None,
     migrated: int = 0,
     unmapped: Sequence[str] = (),
+    state_after: bool = False,
 ) -> tuple[ReconcileReport, SyncBatch]:
     """Rebuild missing or disagreeing records from the bot's markers; returns report and batch.
 
@@ -142,14 +165,15 @@ async def reconcile(
     `default_agent_id` binds adopted rooms without a legacy record; `sequence` fills
     missing platform_chat_ids (one is made on the store when not given). `migrated` and
     `unmapped` (a legacy database migrated at this start) only go into the report.
-    With dry_run nothing is written or sent. Raises MatrixError when the sync fails.
+    `state_after`: the server is known to answer MSC4222 `state_after` (see
+    `snapshot_window`). With dry_run nothing is written or sent. Raises MatrixError when
+    the sync fails.
     """
-    batch = snapshot or await matrix.sync(
-        None,
-        timeout_ms=0,
-        full_state=True,
-        timeline_limit=snapshot_window(fresh=store.checkpoint() is None),
-    )
+    window = snapshot_window(fresh=store.checkpoint() is None, state_after=state_after)
+    batch = snapshot or await _snapshot(matrix, window)
+    if window < STATE_WINDOW and batch.joined and not batch.state_after:
+        log.warning("reconcile.state_after_missing", window=window)
+        batch = await _snapshot(matrix, STATE_WINDOW)
     rooms = {room_id: room.state for room_id, room in batch.joined.items()}
     plan = plan_rebuild(
         rooms,

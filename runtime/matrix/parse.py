@@ -28,6 +28,7 @@ from contracts.matrix import (
 
 __all__ = [
     "DEFAULT_RATE_LIMIT_WAIT_S",
+    "STATE_AFTER_KEYS",
     "as_dict",
     "error_for",
     "error_from_body",
@@ -35,10 +36,13 @@ __all__ = [
     "events_from_section",
     "json_or_none",
     "split_mxc",
+    "state_after_section",
     "sync_batch_from_json",
 ]
 
 DEFAULT_RATE_LIMIT_WAIT_S: Final = 5.0
+# MSC4222's section of a joined room in /sync, stable name first.
+STATE_AFTER_KEYS: Final = ("state_after", "org.matrix.msc4222.state_after")
 
 _AUTH_ERRCODES: Final = frozenset({"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"})
 _LOGIN_REFUSED_ERRCODES: Final = frozenset({"M_FORBIDDEN", "M_USER_DEACTIVATED"})
@@ -140,24 +144,43 @@ def events_from_section(section: Any, room_id: str) -> list[MatrixEvent]:
     return [event for event in parsed if event is not None]
 
 
+def state_after_section(room: dict[str, Any]) -> Any | None:
+    """A joined room's MSC4222 ``state_after`` (stable or unstable name), None without."""
+    for key in STATE_AFTER_KEYS:
+        if key in room:
+            return room[key]
+    return None
+
+
 def sync_batch_from_json(body: Any, own_user_id: str) -> SyncBatch:
     """Convert a raw ``/sync`` response body into a SyncBatch.
 
     A joined room's ``state`` holds the ``state`` section first, then the state events
     found in the timeline, in order: folding it into a dict keyed by (type, state_key)
-    gives the current state. Raises MatrixUnreachable for a body without next_batch.
+    gives the current state. With MSC4222 (the query asked for it and the server
+    honours it) the room has ``state_after`` instead of ``state``: the state as of the
+    end of the timeline, so it comes after the timeline's state events, and the batch
+    says so (``SyncBatch.state_after``). Raises MatrixUnreachable for a body without
+    next_batch.
     """
     if not isinstance(body, dict) or not isinstance(body.get("next_batch"), str):
         raise MatrixUnreachable("sync answer without next_batch", status=200)
     rooms = as_dict(body.get("rooms"))
 
     joined: dict[str, JoinedRoom] = {}
+    answered_after = False
     for room_id, room in as_dict(rooms.get("join")).items():
         room = as_dict(room)
         timeline_section = as_dict(room.get("timeline"))
         timeline = events_from_section(timeline_section, room_id)
-        state = events_from_section(room.get("state"), room_id)
-        state.extend(event for event in timeline if event.is_state)
+        after = state_after_section(room)
+        if after is not None:
+            answered_after = True
+            state = [event for event in timeline if event.is_state]
+            state.extend(events_from_section(after, room_id))
+        else:
+            state = events_from_section(room.get("state"), room_id)
+            state.extend(event for event in timeline if event.is_state)
         prev_batch = timeline_section.get("prev_batch")
         joined[room_id] = JoinedRoom(
             room_id=room_id,
@@ -197,4 +220,5 @@ def sync_batch_from_json(body: Any, own_user_id: str) -> SyncBatch:
         invited=invited,
         left=list(as_dict(rooms.get("leave"))),
         account_data=account_data,
+        state_after=answered_after,
     )

@@ -14,6 +14,12 @@ then: the user the bot logged in as, the timeline window for the store it opened
 session, a revoked token, a network error, a timeout, another window) is logged
 and reconciliation asks as it always does; nothing is lost but the head start. The
 token never reaches a log line.
+
+Whether the homeserver answers MSC4222 `state_after` is remembered next to the session
+(`STATE_AFTER_FILE`, written by `remember_state_after` after each reconciliation): with
+it and an intact store the sync asks a timeline of 0 (tasks/reconcile.snapshot_window).
+The file is about the server and the account, so it survives a lost database; an
+answer without `state_after` turns it off again.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -35,11 +42,38 @@ from runtime.settings import Settings
 from runtime.store import read_checkpoint
 from tasks.reconcile import snapshot_window
 
-__all__ = ["SNAPSHOT_TIMEOUT_S", "SnapshotPrefetch"]
+__all__ = ["SNAPSHOT_TIMEOUT_S", "STATE_AFTER_FILE", "SnapshotPrefetch"]
 
 log = structlog.get_logger(__name__)
 
 SNAPSHOT_TIMEOUT_S: Final = 120.0  # the same bound as NioMatrix's initial_sync_timeout
+STATE_AFTER_FILE: Final = "state_after.json"
+
+
+def read_state_after(path: Path, *, homeserver: str, user_id: str) -> bool:
+    """True if the file says this server answered `state_after` for this account."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(data, dict)
+        and data.get("homeserver") == homeserver
+        and data.get("user_id") == user_id
+        and data.get("state_after") is True
+    )
+
+
+def write_state_after(path: Path, *, homeserver: str, user_id: str, state_after: bool) -> None:
+    """Remember whether the server answered `state_after` (atomically; errors are logged)."""
+    text = json.dumps({"homeserver": homeserver, "user_id": user_id, "state_after": state_after})
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("snapshot.state_after_not_saved", error=type(exc).__name__)
 
 
 class SnapshotPrefetch:
@@ -53,9 +87,15 @@ class SnapshotPrefetch:
         access_token: str,
         timeline_limit: int,
         timeout: float = SNAPSHOT_TIMEOUT_S,
+        state_after: bool = False,
+        state_after_file: Path | None = None,
     ) -> None:
         self.user_id = user_id
         self.timeline_limit = timeline_limit
+        self.homeserver = homeserver
+        # Known before this start: the server answered `state_after` last time.
+        self.state_after = state_after
+        self._state_after_file = state_after_file
         self._timeout = timeout
         query = sync_query(
             None,
@@ -87,14 +127,33 @@ class SnapshotPrefetch:
                 return None
             token = stored.access_token
         fresh = read_checkpoint(settings.matrix_db_path) is None
+        state_after_file = settings.matrix_store_path / STATE_AFTER_FILE
+        state_after = read_state_after(
+            state_after_file, homeserver=settings.matrix_homeserver, user_id=settings.matrix_user_id
+        )
         prefetch = cls(
             homeserver=settings.matrix_homeserver,
             user_id=settings.matrix_user_id,
             access_token=token,
-            timeline_limit=snapshot_window(fresh=fresh),
+            timeline_limit=snapshot_window(fresh=fresh, state_after=state_after),
+            state_after=state_after,
+            state_after_file=state_after_file,
         )
         prefetch._thread.start()
         return prefetch
+
+    def remember_state_after(self, answered: bool) -> None:
+        """After reconciliation: whether its snapshot came with `state_after`."""
+        if answered == self.state_after or self._state_after_file is None:
+            return
+        write_state_after(
+            self._state_after_file,
+            homeserver=self.homeserver,
+            user_id=self.user_id,
+            state_after=answered,
+        )
+        self.state_after = answered
+        log.info("snapshot.state_after", answered=answered)
 
     def take(self, *, user_id: str, timeline_limit: int) -> Any | None:
         """The answer's JSON if it is the sync asked for; None otherwise. Blocks; once only."""

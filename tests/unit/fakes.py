@@ -142,7 +142,9 @@ class FakeMatrix:
       envelope of `envelope_bytes`) is larger is refused with M_TOO_LARGE.
     - `lose_answer` queues errors raised *after* the call took effect (the server
       did it, its answer was lost: a timeout, a 5xx from a proxy);
-    - `gates` hold matching calls until the test opens them (see `Gate`).
+    - `gates` hold matching calls until the test opens them (see `Gate`);
+    - `state_after`: full-state answers say they hold MSC4222 `state_after` (the fake's
+      state is always the current state, so only the flag differs).
     """
 
     user_id: str = "@bot:example.org"
@@ -170,6 +172,7 @@ class FakeMatrix:
     sync_calls: list[SyncCall] = field(default_factory=list)
     max_event_bytes: int = 65_536
     envelope_bytes: int = 1_200
+    state_after: bool = False
     _by_txn: dict[tuple[str, str, str], str] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count())
     _position: int = 0
@@ -377,6 +380,7 @@ class FakeMatrix:
             next_batch=self.sync_token(),
             joined=joined,
             invited=invited,
+            state_after=full_state and self.state_after,
             left=left,
             account_data=account_data,
         )

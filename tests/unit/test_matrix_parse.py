@@ -104,6 +104,33 @@ def test_joined_room_state_is_the_state_section_then_the_timelines_state_events(
     assert {e.room_id for e in room.timeline} == {ROOM}  # filled in from the room key
 
 
+@pytest.mark.parametrize("key", ["state_after", "org.matrix.msc4222.state_after"])
+def test_state_after_comes_after_the_timelines_state_events(key: str) -> None:
+    # MSC4222: state_after is the state at the end of the timeline. At a forked tip the
+    # timeline's last name event can be on the branch that lost; state_after has the winner.
+    timeline_name = _event("m.room.name", state_key="", name="in the timeline")
+    current = _event("m.room.name", state_key="", name="current")
+    body = {
+        "next_batch": "s1",
+        "rooms": {
+            "join": {ROOM: {key: {"events": [current]}, "timeline": {"events": [timeline_name]}}}
+        },
+    }
+
+    batch = sync_batch_from_json(body, BOT)
+
+    assert batch.state_after is True
+    folded = {(e.type, e.state_key): e.content["name"] for e in batch.joined[ROOM].state}
+    assert folded == {("m.room.name", ""): "current"}
+    assert [e.content["name"] for e in batch.joined[ROOM].timeline] == ["in the timeline"]
+
+
+def test_an_answer_with_state_sections_is_not_state_after() -> None:
+    body = {"next_batch": "s1", "rooms": {"join": {ROOM: {"state": {"events": []}}}}}
+
+    assert sync_batch_from_json(body, BOT).state_after is False
+
+
 def test_invite_takes_inviter_and_is_direct_from_the_bots_own_member_event() -> None:
     own_invite = _event("m.room.member", state_key=BOT, membership="invite", is_direct=True)
     own_invite["sender"] = "@carol:localhost"

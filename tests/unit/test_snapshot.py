@@ -22,7 +22,8 @@ from structlog.testing import capture_logs
 
 from contracts.matrix import SyncBatch
 from runtime.matrix.session import SESSION_FILE, StoredSession, write_session
-from runtime.matrix.snapshot import SnapshotPrefetch
+from runtime.matrix.snapshot import STATE_AFTER_FILE, SnapshotPrefetch
+from runtime.matrix.sync_query import USE_STATE_AFTER, sync_query
 from runtime.settings import Settings, load_settings
 from runtime.store import SqliteStore, read_checkpoint
 from tasks.reconcile import CATCH_UP_WINDOW, STATE_WINDOW, reconcile, snapshot_window
@@ -277,3 +278,87 @@ def test_the_snapshot_module_loads_no_http_client_or_nio() -> None:
     ).stdout
 
     assert loaded.strip() == "[]"
+
+
+# -- MSC4222 state_after -----------------------------------------------------------------------
+
+
+def test_snapshot_syncs_ask_for_state_after_and_incremental_ones_do_not() -> None:
+    full = sync_query(None, timeout_ms=0, full_state=True, timeline_limit=0, seq=1)
+    incremental = sync_query("s1", timeout_ms=30_000, full_state=False, timeline_limit=10, seq=1)
+
+    assert full[USE_STATE_AFTER] == "true"
+    assert USE_STATE_AFTER not in incremental
+
+
+@pytest.mark.parametrize(
+    ("fresh", "state_after", "window"),
+    [
+        (True, False, CATCH_UP_WINDOW),
+        (True, True, CATCH_UP_WINDOW),
+        (False, False, STATE_WINDOW),
+        (False, True, 0),
+    ],
+)
+def test_the_window_is_0_only_with_the_checkpoint_and_a_server_answering_state_after(
+    fresh: bool, state_after: bool, window: int
+) -> None:
+    assert snapshot_window(fresh=fresh, state_after=state_after) == window
+
+
+def test_a_remembered_state_after_asks_window_0_on_an_intact_store(
+    homeserver: FakeHomeserver, tmp_path: Path
+) -> None:
+    settings = settings_for(homeserver, tmp_path)
+    store_session(settings)
+    with SqliteStore(settings.matrix_db_path) as store:
+        store.record_batch([], "s1")
+    first = started(settings)
+    first.take(user_id=BOT, timeline_limit=STATE_WINDOW)
+
+    first.remember_state_after(True)
+    second = started(settings)
+
+    assert (first.timeline_limit, second.timeline_limit) == (STATE_WINDOW, 0)
+    assert second.take(user_id=BOT, timeline_limit=0) == ANSWER
+    [*_, (_, query, _)] = homeserver.requests
+    assert query[USE_STATE_AFTER] == ["true"]
+    assert json.loads(query["filter"][0])["room"]["timeline"]["limit"] == 0
+
+
+def test_state_after_is_remembered_per_server_and_account_and_can_be_turned_off(
+    homeserver: FakeHomeserver, tmp_path: Path
+) -> None:
+    settings = settings_for(homeserver, tmp_path)
+    store_session(settings)
+    with SqliteStore(settings.matrix_db_path) as store:
+        store.record_batch([], "s1")
+    started(settings).remember_state_after(True)
+    path = settings.matrix_store_path / STATE_AFTER_FILE
+    remembered = json.loads(path.read_text())
+    path.write_text(json.dumps({**remembered, "homeserver": "https://elsewhere.example"}))
+
+    assert started(settings).state_after is False  # another server: not known
+
+    path.write_text(json.dumps(remembered))
+    prefetch = started(settings)
+    assert prefetch.state_after is True
+    prefetch.remember_state_after(False)
+    assert started(settings).timeline_limit == STATE_WINDOW
+
+
+def test_snapshot_syncs_leave_out_the_state_nobody_reads_and_incremental_ones_do_not() -> None:
+    full = sync_query(None, timeout_ms=0, full_state=True, timeline_limit=30, seq=1)
+    incremental = sync_query("s1", timeout_ms=30_000, full_state=False, timeline_limit=10, seq=1)
+
+    snapshot_room = json.loads(full["filter"])["room"]
+    incremental_room = json.loads(incremental["filter"])["room"]
+    for section in ("state", "timeline"):
+        assert "m.room.power_levels" in snapshot_room[section]["not_types"]
+        assert "m.room.member" not in snapshot_room[section]["not_types"]
+        assert "not_types" not in incremental_room[section]
+    assert snapshot_room["state"]["lazy_load_members"] is False
+    fields = json.loads(full["filter"])["event_fields"]
+    assert {"content", "event_id", "sender", "type", "state_key"} <= set(fields)
+    assert "unsigned.prev_content" in fields and "unsigned.m\\.relations" in fields
+    assert "event_fields" not in json.loads(incremental["filter"])
