@@ -24,6 +24,7 @@ from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import HomeserverConfig, LocalHomeserver
 from runtime.dev.user import UserClient
 from tests.e2e.js_person import JsClientUnavailable, JsPerson, ensure_installed
+from tests.e2e.platform_service import PlatformProcess, running_platform
 
 E2E_DIR = Path(__file__).parent
 
@@ -152,6 +153,13 @@ async def alice(
     user = await UserClient.login(synapse.base_url, register("alice"))
     yield user
     await user.close()
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[PlatformProcess]:
+    """The reference platform-agent (echo backend), healthy; killed at the end of the test."""
+    with running_platform(tmp_path / "platform") as service:
+        yield service
 
 
 @pytest.fixture(scope="session")

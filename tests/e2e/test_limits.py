@@ -10,7 +10,7 @@ command).
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
 from runtime.dev.user import UserClient, onboard
 from tests.e2e.harness import STREAM_AT_ONCE, override_ratelimit
-from tests.e2e.platform_service import PlatformProcess, running_platform
+from tests.e2e.platform_service import PlatformProcess
 
 Register = Callable[..., RegisteredUser]
 
@@ -79,12 +79,6 @@ def reference_bot(
     return BotProcess(
         synapse, account, workdir / "bot", registry=registry, extra_env=STREAM_AT_ONCE
     )
-
-
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[PlatformProcess]:
-    with running_platform(tmp_path / "platform") as service:
-        yield service
 
 
 @pytest.mark.timeout(180)

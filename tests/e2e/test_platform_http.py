@@ -31,14 +31,6 @@ AGENT = "ref"
 TIMEOUT = 10.0  # the http agent's timeout_seconds
 
 
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[PlatformProcess]:
-    service = PlatformProcess(tmp_path / "platform")
-    service.start_healthy()
-    yield service
-    service.kill()
-
-
 def write_registry(path: Path, platform: PlatformProcess, *, timeout: float = TIMEOUT) -> Path:
     path.write_text(
         "agents:\n"
