@@ -36,6 +36,22 @@ def long_text(chars: int) -> str:
     return text[:chars]
 
 
+async def whole_answer(
+    alice: UserClient, asked: str, expected: str, *, timeout: float, logs: Callable[[], str]
+) -> None:
+    """Until the parts of the answer to `asked` join to `expected`; else fails with the
+    parts' lengths and `logs()`."""
+    try:
+        await alice.wait_for(
+            lambda: "".join(alice.reply_texts(asked)) == expected,
+            timeout=timeout,
+            what="the whole answer",
+        )
+    except TimeoutError:
+        got = [t if len(t) < 300 else len(t) for t in alice.reply_texts(asked)]
+        raise AssertionError(f"parts {got} of {len(expected)}\n{logs()}") from None
+
+
 async def test_a_40000_character_answer_arrives_whole(bot: BotProcess, alice: UserClient) -> None:
     _, chat = await onboard(alice, bot.bot.user_id)
     text = long_text(40_000)
@@ -43,15 +59,7 @@ async def test_a_40000_character_answer_arrives_whole(bot: BotProcess, alice: Us
     asked = await alice.send(chat, text)
 
     expected = f"echo: {text}"
-    try:
-        await alice.wait_for(
-            lambda: "".join(alice.reply_texts(asked)) == expected,
-            timeout=60,
-            what="the whole answer",
-        )
-    except TimeoutError:
-        got = [t if len(t) < 300 else len(t) for t in alice.reply_texts(asked)]
-        raise AssertionError(f"parts {got} of {len(expected)}\n{bot.log_tail(20)}") from None
+    await whole_answer(alice, asked, expected, timeout=60, logs=lambda: bot.log_tail(20))
     assert len(alice.replies_to(asked)) >= 2
     assert "M_TOO_LARGE" not in bot.log_text()
 
@@ -98,17 +106,13 @@ async def test_a_streamed_40000_character_answer_arrives_whole(
         asked = await alice.send(chat, text)
 
         expected = f"echo: {text}"
-        try:
-            await alice.wait_for(
-                lambda: "".join(alice.reply_texts(asked)) == expected,
-                timeout=90,
-                what="the whole streamed answer",
-            )
-        except TimeoutError:
-            got = [t if len(t) < 300 else len(t) for t in alice.reply_texts(asked)]
-            raise AssertionError(
-                f"parts {got} of {len(expected)}\n{bot.log_tail(20)}\n{platform.log_tail(10)}"
-            ) from None
+        await whole_answer(
+            alice,
+            asked,
+            expected,
+            timeout=90,
+            logs=lambda: f"{bot.log_tail(20)}\n{platform.log_tail(10)}",
+        )
         replies = alice.replies_to(asked)
         assert len(replies) >= 2
         # Streamed: the first part was posted before it was whole, and edited to it.
