@@ -1,5 +1,9 @@
 """End-to-end fixtures: one real Synapse per test session, on a free loopback port.
 
+Under pytest-xdist (`just test`) each worker is a session of its own: it starts the
+Synapses (`synapse`, `limited_synapse`, `encrypting_synapse`) that its test files ask
+for, so users, rooms and rate limits never cross workers.
+
 Without matrix-synapse installed these tests are skipped, unless SURFACE_REQUIRE_E2E=1
 (CI sets it) turns the skip into a failure so a broken environment cannot pass silently.
 The same holds for Node.js, which runs the matrix-js-sdk person (`make_person`); its npm
