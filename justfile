@@ -6,9 +6,13 @@ set dotenv-load := false
 run *ARGS:
     uv run surface run {{ARGS}}
 
-# Unit tests, then e2e tests against a real Synapse (installed by `uv sync`).
+# Unit and e2e tests against a real Synapse (installed by `uv sync`) on pytest-xdist workers
+# (a test file stays on one worker; each worker starts the Synapses its files need), then
+# the Docker Compose tests alone: their timing must not compete with the other tests.
+# (Exit 5 is "no test selected", e.g. when ARGS select no compose test.)
 test *ARGS:
-    uv run pytest tests/unit tests/e2e {{ARGS}}
+    uv run pytest tests/unit tests/e2e -m "not compose" -n auto --maxprocesses 4 --dist loadfile {{ARGS}}
+    uv run pytest tests/e2e -m compose {{ARGS}} || [ $? -eq 5 ]
 
 # Only the fast unit tests.
 unit *ARGS:

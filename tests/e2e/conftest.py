@@ -1,5 +1,9 @@
 """End-to-end fixtures: one real Synapse per test session, on a free loopback port.
 
+Under pytest-xdist (`just test`) each worker is a session of its own: it starts the
+Synapses (`synapse`, `limited_synapse`, `encrypting_synapse`) that its test files ask
+for, so users, rooms and rate limits never cross workers.
+
 Without matrix-synapse installed these tests are skipped, unless SURFACE_REQUIRE_E2E=1
 (CI sets it) turns the skip into a failure so a broken environment cannot pass silently.
 The same holds for Node.js, which runs the matrix-js-sdk person (`make_person`); its npm
@@ -24,6 +28,7 @@ from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import HomeserverConfig, LocalHomeserver
 from runtime.dev.user import UserClient
 from tests.e2e.js_person import JsClientUnavailable, JsPerson, ensure_installed
+from tests.e2e.platform_service import PlatformProcess, running_platform
 
 E2E_DIR = Path(__file__).parent
 
@@ -152,6 +157,13 @@ async def alice(
     user = await UserClient.login(synapse.base_url, register("alice"))
     yield user
     await user.close()
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[PlatformProcess]:
+    """The reference platform-agent (echo backend), healthy; killed at the end of the test."""
+    with running_platform(tmp_path / "platform") as service:
+        yield service
 
 
 @pytest.fixture(scope="session")

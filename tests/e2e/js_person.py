@@ -17,6 +17,7 @@ needs no network.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import itertools
 import json
@@ -106,6 +107,16 @@ def ensure_installed(directory: Path = JSCLIENT_DIR, *, timeout: float = 600.0) 
     installed = directory / "node_modules" / ".package-lock.json"
     if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
         return directory
+    # pytest-xdist workers may get here at once: one installs, the others wait and see it done.
+    with (directory / ".install.lock").open("w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
+            return directory
+        _npm_ci(npm, directory, installed, timeout)
+    return directory
+
+
+def _npm_ci(npm: str, directory: Path, installed: Path, timeout: float) -> None:
     result = subprocess.run(
         [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
         cwd=directory,
@@ -117,7 +128,6 @@ def ensure_installed(directory: Path = JSCLIENT_DIR, *, timeout: float = 600.0) 
     if result.returncode != 0:
         raise RuntimeError(f"npm ci in {directory} failed:\n{result.stdout}{result.stderr}")
     installed.touch()  # newer than the lock even if npm kept an old timestamp
-    return directory
 
 
 class JsPerson:

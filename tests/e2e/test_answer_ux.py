@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,9 @@ from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
 from runtime.dev.user import UserClient, onboard
 from tests.e2e.harness import download, upload_file
-from tests.e2e.platform_service import PlatformProcess, running_platform
+from tests.e2e.platform_service import PlatformProcess
 
 Register = Callable[..., RegisteredUser]
-
-
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[PlatformProcess]:
-    with running_platform(tmp_path / "platform") as service:
-        yield service
 
 
 def notifications(synapse: LocalHomeserver, user: UserClient, room_id: str) -> list[Any]:

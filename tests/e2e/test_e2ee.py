@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import anyio
@@ -102,14 +102,6 @@ async def test_onboarding_in_an_encrypted_dm_and_commands_in_encrypted_rooms(
 
 
 # -- a turn with streamed edits ------------------------------------------------------------------
-
-
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[PlatformProcess]:
-    service = PlatformProcess(tmp_path / "platform")
-    service.start_healthy()
-    yield service
-    service.kill()
 
 
 async def test_streamed_turn_is_edited_to_the_full_text_in_an_encrypted_room(

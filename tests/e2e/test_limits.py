@@ -10,7 +10,7 @@ command).
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
 from runtime.dev.user import UserClient, onboard
 from tests.e2e.harness import STREAM_AT_ONCE, override_ratelimit
-from tests.e2e.platform_service import PlatformProcess, running_platform
+from tests.e2e.platform_service import PlatformProcess
 
 Register = Callable[..., RegisteredUser]
 
@@ -36,6 +36,22 @@ def long_text(chars: int) -> str:
     return text[:chars]
 
 
+async def whole_answer(
+    alice: UserClient, asked: str, expected: str, *, timeout: float, logs: Callable[[], str]
+) -> None:
+    """Until the parts of the answer to `asked` join to `expected`; else fails with the
+    parts' lengths and `logs()`."""
+    try:
+        await alice.wait_for(
+            lambda: "".join(alice.reply_texts(asked)) == expected,
+            timeout=timeout,
+            what="the whole answer",
+        )
+    except TimeoutError:
+        got = [t if len(t) < 300 else len(t) for t in alice.reply_texts(asked)]
+        raise AssertionError(f"parts {got} of {len(expected)}\n{logs()}") from None
+
+
 async def test_a_40000_character_answer_arrives_whole(bot: BotProcess, alice: UserClient) -> None:
     _, chat = await onboard(alice, bot.bot.user_id)
     text = long_text(40_000)
@@ -43,15 +59,7 @@ async def test_a_40000_character_answer_arrives_whole(bot: BotProcess, alice: Us
     asked = await alice.send(chat, text)
 
     expected = f"echo: {text}"
-    try:
-        await alice.wait_for(
-            lambda: "".join(alice.reply_texts(asked)) == expected,
-            timeout=60,
-            what="the whole answer",
-        )
-    except TimeoutError:
-        got = [t if len(t) < 300 else len(t) for t in alice.reply_texts(asked)]
-        raise AssertionError(f"parts {got} of {len(expected)}\n{bot.log_tail(20)}") from None
+    await whole_answer(alice, asked, expected, timeout=60, logs=lambda: bot.log_tail(20))
     assert len(alice.replies_to(asked)) >= 2
     assert "M_TOO_LARGE" not in bot.log_text()
 
@@ -81,12 +89,6 @@ def reference_bot(
     )
 
 
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[PlatformProcess]:
-    with running_platform(tmp_path / "platform") as service:
-        yield service
-
-
 @pytest.mark.timeout(180)
 async def test_a_streamed_40000_character_answer_arrives_whole(
     synapse: LocalHomeserver,
@@ -104,17 +106,13 @@ async def test_a_streamed_40000_character_answer_arrives_whole(
         asked = await alice.send(chat, text)
 
         expected = f"echo: {text}"
-        try:
-            await alice.wait_for(
-                lambda: "".join(alice.reply_texts(asked)) == expected,
-                timeout=90,
-                what="the whole streamed answer",
-            )
-        except TimeoutError:
-            got = [t if len(t) < 300 else len(t) for t in alice.reply_texts(asked)]
-            raise AssertionError(
-                f"parts {got} of {len(expected)}\n{bot.log_tail(20)}\n{platform.log_tail(10)}"
-            ) from None
+        await whole_answer(
+            alice,
+            asked,
+            expected,
+            timeout=90,
+            logs=lambda: f"{bot.log_tail(20)}\n{platform.log_tail(10)}",
+        )
         replies = alice.replies_to(asked)
         assert len(replies) >= 2
         # Streamed: the first part was posted before it was whole, and edited to it.

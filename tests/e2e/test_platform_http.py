@@ -31,14 +31,6 @@ AGENT = "ref"
 TIMEOUT = 10.0  # the http agent's timeout_seconds
 
 
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[PlatformProcess]:
-    service = PlatformProcess(tmp_path / "platform")
-    service.start_healthy()
-    yield service
-    service.kill()
-
-
 def write_registry(path: Path, platform: PlatformProcess, *, timeout: float = TIMEOUT) -> Path:
     path.write_text(
         "agents:\n"
@@ -278,19 +270,27 @@ async def test_hung_platform_answers_with_a_timeout_message(
 # -- crashes during a turn -------------------------------------------------------------------
 
 
-async def test_turn_in_flight_when_the_bot_is_killed_is_answered_once(
-    bot: BotProcess, platform: PlatformProcess, alice: UserClient
-) -> None:
+async def slow_turn_on_the_platform(
+    bot: BotProcess, platform: PlatformProcess, alice: UserClient, text: str
+) -> tuple[str, str, str]:
+    """Alice onboards and asks `text` (a `!slow` turn); returns (chat, platform chat,
+    trigger) once the turn is live on the platform."""
     _, chat = await onboard(alice, bot.bot.user_id)
     platform_chat, _ = await context_of(alice, chat)
-    text = "think hard !slow 2"
-
     trigger = await alice.send(chat, text)
     await wait_until(
         lambda: platform.context(AGENT, platform_chat).details["session"] == "live",
         timeout=30,
         what="the turn reached the platform",
     )
+    return chat, platform_chat, trigger
+
+
+async def test_turn_in_flight_when_the_bot_is_killed_is_answered_once(
+    bot: BotProcess, platform: PlatformProcess, alice: UserClient
+) -> None:
+    text = "think hard !slow 2"
+    chat, platform_chat, trigger = await slow_turn_on_the_platform(bot, platform, alice, text)
     bot.kill()
     bot.start_ready()
 
@@ -305,16 +305,8 @@ async def test_turn_in_flight_when_the_bot_is_killed_is_answered_once(
 async def test_sigterm_mid_turn_lets_the_answer_finish_and_the_agent_runs_it_once(
     bot: BotProcess, platform: PlatformProcess, alice: UserClient
 ) -> None:
-    _, chat = await onboard(alice, bot.bot.user_id)
-    platform_chat, _ = await context_of(alice, chat)
     text = "think hard !slow 3"
-
-    trigger = await alice.send(chat, text)
-    await wait_until(
-        lambda: platform.context(AGENT, platform_chat).details["session"] == "live",
-        timeout=30,
-        what="the turn reached the platform",
-    )
+    chat, platform_chat, trigger = await slow_turn_on_the_platform(bot, platform, alice, text)
     # Two SIGTERMs at once, as a process-group kill through `uv run` delivers them:
     # one graceful stop, not a forced one.
     bot.send_signal(signal.SIGTERM)
@@ -336,16 +328,8 @@ async def test_sigterm_mid_turn_lets_the_answer_finish_and_the_agent_runs_it_onc
 async def test_turn_the_platform_finished_before_the_crash_is_replayed_not_redone(
     bot: BotProcess, platform: PlatformProcess, alice: UserClient
 ) -> None:
-    _, chat = await onboard(alice, bot.bot.user_id)
-    platform_chat, _ = await context_of(alice, chat)
     text = "think hard !slow 1"
-
-    trigger = await alice.send(chat, text)
-    await wait_until(
-        lambda: platform.context(AGENT, platform_chat).details["session"] == "live",
-        timeout=30,
-        what="the turn reached the platform",
-    )
+    chat, platform_chat, trigger = await slow_turn_on_the_platform(bot, platform, alice, text)
     assert bot.proc is not None
     bot.proc.send_signal(signal.SIGSTOP)  # the bot hangs, its socket stays open
     await wait_until(

@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 import structlog
+from surfaces import Surface, make_surface
 from trio.testing import MockClock
+
+from runtime.store import SqliteStore
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -77,3 +80,16 @@ def restore_logging() -> Iterator[None]:
     root.handlers[:] = handlers
     root.setLevel(level)
     structlog.configure(**config)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    """The bot's real SQLite store in this test's tmp_path, closed afterwards."""
+    with SqliteStore(tmp_path / "bot.db") as opened:
+        yield opened
+
+
+@pytest.fixture
+def surface(store: SqliteStore) -> Surface:
+    """A bot with the default options on `store` (tests/unit/surfaces.py)."""
+    return make_surface(store)

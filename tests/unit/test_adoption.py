@@ -7,10 +7,8 @@ created by the bot's own account, linked with `m.space.child` (and not always a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fakes import FakeMatrix
 
 from contracts.markers import ROOM_MARKER_TYPE, SPACE_MARKER_TYPE
@@ -24,12 +22,6 @@ from tests.legacy_fixtures import alice_rows, write_legacy_db
 BOT = "@bot:example.org"
 ALICE = "@alice:example.org"
 BOB = "@bob:example.org"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "bot.db") as opened:
-        yield opened
 
 
 async def old_bot_space(

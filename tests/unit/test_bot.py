@@ -1,121 +1,24 @@
-"""SurfaceBot against a fake homeserver, the real SQLite store and the echo platform."""
+"""SurfaceBot against a fake homeserver, the real SQLite store and the echo platform.
+
+The bot, its fakes and the `store`/`surface` fixtures: tests/unit/surfaces.py, conftest.py.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
-from fakes import FakeMatrix
+from surfaces import ALICE, BOB, ECHO, EVE, Surface, t
 
-from contracts.markers import REPLY_TO_FIELD, ROOM_MARKER_TYPE, SPACE_MARKER_TYPE
+from contracts.markers import ROOM_MARKER_TYPE, SPACE_MARKER_TYPE
 from contracts.matrix import JsonDict, MatrixUnreachable
-from contracts.registry import AgentEntry, AgentRegistry
-from contracts.state import RoomRecord, UserRecord
+from contracts.registry import AgentRegistry
+from contracts.state import UserRecord
 from contracts.store import INVITE_ENTRY_TYPE, LedgerEntry
-from runtime.platforms.echo import EchoPlatform
 from runtime.store import SqliteStore
-from tasks.bot import BotConfig, SurfaceBot
 from tasks.bot.table import COMMANDS
-from tasks.catalogue import Catalogue
 from tasks.commands import help_text
-from tasks.sequence import PlatformChatSequence
-from tasks.turns import TurnStreamer
-
-ALICE = "@alice:example.org"
-BOB = "@bob:example.org"
-EVE = "@eve:elsewhere.net"
-ECHO = AgentEntry(id="echo", name="Echo", description="Repeats you", default=True)
-HELPER = AgentEntry(id="helper", name="Helper", description="Helps")
-REGISTRY = AgentRegistry([ECHO, HELPER])
-t = Catalogue("en")
-
-
-def allowed(user_id: str) -> bool:
-    return user_id.endswith(":example.org")
-
-
-def make_bot(
-    store: SqliteStore,
-    matrix: FakeMatrix,
-    platform: EchoPlatform,
-    registry: AgentRegistry = REGISTRY,
-) -> SurfaceBot:
-    return SurfaceBot(
-        store=store,
-        matrix=matrix,
-        platform=platform,
-        registry=registry,
-        sequence=PlatformChatSequence(store, matrix),
-        catalogue=t,
-        config=BotConfig(is_allowed=allowed),
-        # Long enough that a turn is one message: streaming has its own tests.
-        streamer=TurnStreamer(matrix, platform, t, edit_interval=60.0),
-    )
-
-
-@dataclass
-class Surface:
-    matrix: FakeMatrix
-    store: SqliteStore
-    platform: EchoPlatform
-    bot: SurfaceBot
-
-    async def invite(self, user_id: str = ALICE) -> LedgerEntry:
-        """`user_id` invites the bot to a DM; the bot handles the invite."""
-        room_id = self.matrix.add_invite(user_id)
-        entry = LedgerEntry.invite(room_id, inviter=user_id, is_direct=True)
-        await self.bot.handle(entry)
-        return entry
-
-    async def onboard(self, user_id: str = ALICE) -> RoomRecord:
-        """Invite, then join the first chat as the user would; returns the chat room."""
-        await self.invite(user_id)
-        room = self.chat(user_id, "C1")
-        self.matrix.user_joins(room.room_id, user_id)
-        return room
-
-    async def send(self, room_id: str, text: str, *, sender: str = ALICE, **extra: Any) -> str:
-        """A user message arrives and is handled; returns its event id."""
-        event = self.matrix.add_message(room_id, sender, text, **extra)
-        await self.bot.handle(LedgerEntry.of_event(event))
-        return event.event_id
-
-    def chat(self, user_id: str, chat_id: str) -> RoomRecord:
-        room = self.store.find_chat_room(user_id, chat_id)
-        assert room is not None, f"no {chat_id} for {user_id}"
-        return room
-
-    def room(self, room_id: str) -> RoomRecord:
-        room = self.store.get_room(room_id)
-        assert room is not None
-        return room
-
-    def answers(self, room_id: str, event_id: str) -> list[JsonDict]:
-        return [c for c in self.matrix.messages_in(room_id) if c.get(REPLY_TO_FIELD) == event_id]
-
-    def answer(self, room_id: str, event_id: str) -> str:
-        [content] = self.answers(room_id, event_id)
-        body = content["body"]
-        assert isinstance(body, str)
-        return body
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "bot.db") as opened:
-        yield opened
-
-
-@pytest.fixture
-def surface(store: SqliteStore) -> Surface:
-    matrix = FakeMatrix()
-    matrix.display_names[ALICE] = "Alice"
-    platform = EchoPlatform()
-    return Surface(matrix, store, platform, make_bot(store, matrix, platform))
-
 
 # -- onboarding ---------------------------------------------------------------------------
 
@@ -593,13 +496,10 @@ async def test_an_edit_is_not_a_new_turn(surface: Surface) -> None:
     assert surface.platform.turns_seen == []
 
 
-async def test_a_removed_agent_gets_the_reselection_prompt(
-    surface: Surface, store: SqliteStore
-) -> None:
+async def test_a_removed_agent_gets_the_reselection_prompt(surface: Surface) -> None:
     room = await surface.onboard()
     await surface.send(room.room_id, "!agent helper")
-    restarted = make_bot(store, surface.matrix, surface.platform, AgentRegistry([ECHO]))
-    surface.bot = restarted
+    surface.restart(registry=AgentRegistry([ECHO]))
     turns_before = len(surface.platform.turns_seen)
 
     said = await surface.send(room.room_id, "are you there?")
@@ -618,8 +518,7 @@ async def test_a_forgotten_room_with_a_bot_marker_is_repaired_and_answered(
 ) -> None:
     room = await surface.onboard()
     with SqliteStore(tmp_path / "wiped.db") as wiped:
-        surface.store = wiped
-        surface.bot = make_bot(wiped, surface.matrix, surface.platform)
+        surface.restart(store=wiped)
 
         said = await surface.send(room.room_id, "still there?")
 
@@ -635,8 +534,7 @@ async def test_new_after_a_repair_does_not_reuse_the_repaired_chat_id(
 ) -> None:
     room = await surface.onboard()
     with SqliteStore(tmp_path / "wiped.db") as wiped:
-        surface.store = wiped
-        surface.bot = make_bot(wiped, surface.matrix, surface.platform)
+        surface.restart(store=wiped)
         await surface.send(room.room_id, "still there?")
 
         await surface.send(room.room_id, "!new")
@@ -681,12 +579,10 @@ async def test_an_unmanaged_room_ignores_users_not_allowed(surface: Surface) -> 
     assert surface.answers(stray, said) == []
 
 
-async def test_new_with_a_removed_selected_agent_asks_to_pick_one(
-    surface: Surface, store: SqliteStore
-) -> None:
+async def test_new_with_a_removed_selected_agent_asks_to_pick_one(surface: Surface) -> None:
     room = await surface.onboard()
     await surface.send(room.room_id, "!agent helper")
-    surface.bot = make_bot(store, surface.matrix, surface.platform, AgentRegistry([ECHO]))
+    surface.restart(registry=AgentRegistry([ECHO]))
     created = len(surface.matrix.created)
 
     said = await surface.send(room.room_id, "!new")

@@ -1,40 +1,20 @@
 """Issue 14, items 4, 5, 9 and 10: races on a user's record, lost createRoom answers,
 `!load` choices that are not small numbers, the chat cap, names with control characters.
 
-Against the fake homeserver and the real SQLite store, as tests/unit/test_bot.py.
+Against the fake homeserver and the real SQLite store (tests/unit/surfaces.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import anyio
 import pytest
-from fakes import FakeMatrix, Gate
-from test_bot import ALICE, REGISTRY, Surface, make_bot, t
+from fakes import Gate
+from surfaces import ALICE, Surface, make_surface, t
 
 from contracts.markers import SPACE_MARKER_TYPE
 from contracts.matrix import MatrixUnreachable
 from contracts.store import LedgerEntry
-from runtime.platforms.echo import EchoPlatform
 from runtime.store import SqliteStore
-from tasks.bot import BotConfig, SurfaceBot
-from tasks.sequence import PlatformChatSequence
-from tasks.turns import TurnStreamer
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "bot.db") as opened:
-        yield opened
-
-
-@pytest.fixture
-def surface(store: SqliteStore) -> Surface:
-    matrix = FakeMatrix()
-    platform = EchoPlatform()
-    return Surface(matrix, store, platform, make_bot(store, matrix, platform))
 
 
 def chat_ids(surface: Surface) -> list[str]:
@@ -212,26 +192,10 @@ async def test_a_load_answer_with_leading_zeros_picks_by_its_number(surface: Sur
 # -- item 10: the chat cap; names without control characters -----------------------------
 
 
-def capped_surface(store: SqliteStore, limit: int) -> Surface:
-    matrix = FakeMatrix()
-    platform = EchoPlatform()
-    bot = SurfaceBot(
-        store=store,
-        matrix=matrix,
-        platform=platform,
-        registry=REGISTRY,
-        sequence=PlatformChatSequence(store, matrix),
-        catalogue=t,
-        config=BotConfig(max_chats_per_user=limit),
-        streamer=TurnStreamer(matrix, platform, t, edit_interval=60.0),
-    )
-    return Surface(matrix, store, platform, bot)
-
-
 async def test_new_past_the_chat_limit_is_refused_naming_the_limit_until_one_is_archived(
     store: SqliteStore,
 ) -> None:
-    surface = capped_surface(store, 2)
+    surface = make_surface(store, max_chats_per_user=2)
     room = await surface.onboard()
     await surface.send(room.room_id, "!new")
     created = len(surface.matrix.created)

@@ -1,67 +1,22 @@
 """SurfaceBot in rooms that are not (or no longer) a user's chats: foreign rooms, the
 user's direct chat with the bot, users taken off the allow list, rooms a user left.
 
-Against the fake homeserver, the real SQLite store and the echo platform.
+Against the fake homeserver, the real SQLite store and the echo platform
+(tests/unit/surfaces.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
 import pytest
-from fakes import FakeMatrix
-from test_bot import ALICE, BOB, REGISTRY, Surface, allowed, t
+from surfaces import ALICE, BOB, Surface, allowed, t
 
 from contracts.matrix import MatrixEvent, MatrixUnreachable
 from contracts.store import LedgerEntry
-from runtime.platforms.echo import EchoPlatform
-from runtime.store import SqliteStore
-from tasks.bot import BotConfig, SurfaceBot
 from tasks.bot.repair import FOREIGN, RoomKind, Unmanaged, unmanaged_kind
 from tasks.bot.table import COMMANDS
 from tasks.commands import help_text
-from tasks.sequence import PlatformChatSequence
-from tasks.turns import TurnStreamer
 
 SPACE = "Lambda — Alice"
-
-
-def build(
-    store: SqliteStore,
-    matrix: FakeMatrix,
-    platform: EchoPlatform,
-    is_allowed: Callable[[str], bool] = allowed,
-) -> SurfaceBot:
-    return SurfaceBot(
-        store=store,
-        matrix=matrix,
-        platform=platform,
-        registry=REGISTRY,
-        sequence=PlatformChatSequence(store, matrix),
-        catalogue=t,
-        config=BotConfig(is_allowed=is_allowed),
-        streamer=TurnStreamer(matrix, platform, t, edit_interval=60.0),
-    )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "bot.db") as opened:
-        yield opened
-
-
-@pytest.fixture
-def surface(store: SqliteStore) -> Surface:
-    matrix = FakeMatrix()
-    matrix.display_names[ALICE] = "Alice"
-    platform = EchoPlatform()
-    return Surface(matrix, store, platform, build(store, matrix, platform))
-
-
-def restart(surface: Surface, is_allowed: Callable[[str], bool] = allowed) -> None:
-    """A new bot process on the same database (nothing in memory survives)."""
-    surface.bot = build(surface.store, surface.matrix, surface.platform, is_allowed)
 
 
 async def group_room(surface: Surface, *, history: int = 0) -> str:
@@ -139,7 +94,7 @@ async def test_a_restart_does_not_announce_a_foreign_room_again(surface: Surface
     await surface.send(room_id, "hello bot?")
     surface.matrix.fail["room_state"] = [MatrixUnreachable("down")]
 
-    restart(surface)
+    surface.restart()
     await surface.send(room_id, "after the restart")
 
     assert len(surface.matrix.messages_in(room_id)) == 1
@@ -239,7 +194,7 @@ async def test_a_user_taken_off_the_allow_list_gets_one_notice_and_no_answers(
     surface: Surface,
 ) -> None:
     room = await surface.onboard()
-    restart(surface, allowed_without_alice)
+    surface.restart(is_allowed=allowed_without_alice)
 
     first = await surface.send(room.room_id, "hello?")
     await surface.send(room.room_id, "!new")
@@ -256,11 +211,11 @@ async def test_a_user_taken_off_the_allow_list_gets_one_notice_and_no_answers(
 
 async def test_the_not_allowed_notice_is_not_repeated_after_a_restart(surface: Surface) -> None:
     room = await surface.onboard()
-    restart(surface, allowed_without_alice)
+    surface.restart(is_allowed=allowed_without_alice)
     await surface.send(room.room_id, "hello?")
     sent = len(surface.matrix.sent)
 
-    restart(surface, allowed_without_alice)
+    surface.restart(is_allowed=allowed_without_alice)
     await surface.send(room.room_id, "still nothing?")
 
     assert len(surface.matrix.sent) == sent
@@ -271,7 +226,7 @@ async def test_a_user_taken_off_the_allow_list_gets_one_notice_in_the_direct_cha
 ) -> None:
     dm = await surface.invite()
     await surface.send(dm.room_id, "hi")
-    restart(surface, allowed_without_alice)
+    surface.restart(is_allowed=allowed_without_alice)
 
     first = await surface.send(dm.room_id, "!help")
     second = await surface.send(dm.room_id, "!chats")
@@ -284,12 +239,12 @@ async def test_a_user_let_back_in_is_answered_and_told_again_after_another_remov
     surface: Surface,
 ) -> None:
     room = await surface.onboard()
-    restart(surface, allowed_without_alice)
+    surface.restart(is_allowed=allowed_without_alice)
     await surface.send(room.room_id, "hello?")
 
-    restart(surface)
+    surface.restart()
     back = await surface.send(room.room_id, "back?")
-    restart(surface, allowed_without_alice)
+    surface.restart(is_allowed=allowed_without_alice)
     again = await surface.send(room.room_id, "and now?")
 
     assert surface.answer(room.room_id, back) == "echo: back?"
@@ -304,7 +259,7 @@ async def test_a_user_taken_off_the_allow_list_gets_nothing_in_a_foreign_room(
     await surface.send(room_id, "hello bot?")
     sent = len(surface.matrix.sent)
 
-    restart(surface, allowed_without_alice)
+    surface.restart(is_allowed=allowed_without_alice)
     await surface.send(room_id, "hello again")
 
     assert len(surface.matrix.sent) == sent

@@ -1,65 +1,22 @@
 """Issue 18, items 3 to 6: threads, rich replies, edited questions, reaction answers,
-read receipts. Against the fake homeserver and the real SQLite store, as test_bot.py.
+read receipts. Against the fake homeserver and the real SQLite store (surfaces.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from fakes import FakeMatrix
-from test_bot import ALICE, REGISTRY, Surface, allowed, t
+from surfaces import ALICE, Surface, make_surface, t
 
 from contracts.markers import REPLY_TO_FIELD, ROOM_MARKER_TYPE
 from contracts.matrix import JsonDict, MatrixRequestError
 from contracts.platform import QuotedMessage
 from contracts.state import RoomRecord
 from contracts.store import LedgerEntry
-from runtime.platforms.echo import EchoPlatform
 from runtime.store import SqliteStore
-from tasks.bot import BotConfig, SurfaceBot
 from tasks.bot.pending import NO_KEY, NUMBER_KEYS, YES_KEY
 from tasks.room_signals import RoomSignals
-from tasks.sequence import PlatformChatSequence
-from tasks.turns import TurnStreamer
-
-WINDOW = 600.0
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "bot.db") as opened:
-        yield opened
-
-
-def make_surface(
-    store: SqliteStore,
-    *,
-    edit_window: float = WINDOW,
-    signals: RoomSignals | None = None,
-    matrix: FakeMatrix | None = None,
-) -> Surface:
-    matrix = matrix or FakeMatrix()
-    platform = EchoPlatform()
-    bot = SurfaceBot(
-        store=store,
-        matrix=matrix,
-        platform=platform,
-        registry=REGISTRY,
-        sequence=PlatformChatSequence(store, matrix),
-        catalogue=t,
-        config=BotConfig(is_allowed=allowed, edit_window=edit_window),
-        streamer=TurnStreamer(matrix, platform, t, edit_interval=60.0, signals=signals),
-        signals=signals,
-    )
-    return Surface(matrix, store, platform, bot)
-
-
-@pytest.fixture
-def surface(store: SqliteStore) -> Surface:
-    return make_surface(store)
 
 
 def in_thread(root: str, latest: str) -> JsonDict:
@@ -193,23 +150,13 @@ async def test_a_reply_gives_the_agent_the_quoted_text_without_the_fallback(
 
 
 async def test_a_reply_to_the_bots_streamed_answer_quotes_its_whole_text(
-    store: SqliteStore,
+    surface: Surface,
 ) -> None:
-    surface = make_surface(store)
     room = await surface.onboard()
     answered = await surface.send(room.room_id, "hello")
     answer_id = event_id_of_answer(surface, room.room_id, answered)
     # A restart: nothing at hand, the quote is fetched (with its latest edit).
-    bot = SurfaceBot(
-        store=store,
-        matrix=surface.matrix,
-        platform=surface.platform,
-        registry=REGISTRY,
-        sequence=PlatformChatSequence(store, surface.matrix),
-        catalogue=t,
-        config=BotConfig(is_allowed=allowed),
-    )
-    restarted = Surface(surface.matrix, store, surface.platform, bot)
+    surface.restart()
     surface.matrix.add_event(
         room.room_id,
         surface.matrix.user_id,
@@ -222,9 +169,9 @@ async def test_a_reply_to_the_bots_streamed_answer_quotes_its_whole_text(
         },
     )
 
-    await restarted.send(room.room_id, "why?", **reply_to(answer_id))
+    await surface.send(room.room_id, "why?", **reply_to(answer_id))
 
-    quoted = restarted.platform.turns_seen[-1].quoted
+    quoted = surface.platform.turns_seen[-1].quoted
     assert quoted == QuotedMessage(
         event_id=answer_id, sender=surface.matrix.user_id, text="echo: hello, and more"
     )

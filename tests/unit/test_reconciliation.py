@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
 from fakes import FakeMatrix
 
 from contracts.matrix import SyncBatch
@@ -35,12 +32,6 @@ class FakePrefetch:
         self.asked.append((user_id, timeline_limit))
         body, self.body = self.body, None
         return body
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "bot.db") as opened:
-        yield opened
 
 
 async def started_value(reconciliation: Reconciliation) -> SyncBatch | None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import anyio
 import pytest
@@ -22,12 +20,6 @@ def _entry(event_id: str, room_id: str) -> LedgerEntry:
         type="m.room.message",
         content={"msgtype": "m.text", "body": "hi"},
     )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "bot.db") as opened:
-        yield opened
 
 
 def test_entries_done_longer_ago_than_the_retention_are_pruned(store: SqliteStore) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fakes import FakeMatrix
+from surfaces import build_bot
 
 from contracts.matrix import MatrixRequestError
 from contracts.registry import AgentEntry, AgentRegistry
@@ -14,11 +14,8 @@ from contracts.state import RoomRecord
 from contracts.store import LedgerEntry
 from runtime.platforms.echo import EchoPlatform
 from runtime.store import SqliteStore
-from tasks.bot import BotConfig, SurfaceBot
 from tasks.catalogue import Catalogue
 from tasks.room_face import AVATARS_ACCOUNT_DATA, RoomFace, room_topic
-from tasks.sequence import PlatformChatSequence
-from tasks.turns import TurnStreamer
 
 ALICE = "@alice:example.org"
 ECHO = AgentEntry(id="echo", name="Echo", default=True)
@@ -30,16 +27,12 @@ class Chat:
     def __init__(self, store: SqliteStore, registry: AgentRegistry) -> None:
         self.matrix = FakeMatrix()
         self.store = store
-        platform = EchoPlatform()
-        self.bot = SurfaceBot(
-            store=store,
-            matrix=self.matrix,
-            platform=platform,
+        self.bot = build_bot(
+            store,
+            self.matrix,
+            EchoPlatform(),
             registry=registry,
-            sequence=PlatformChatSequence(store, self.matrix),
-            catalogue=t,
-            config=BotConfig(is_allowed=lambda user_id: user_id == ALICE),
-            streamer=TurnStreamer(self.matrix, platform, t, edit_interval=60.0),
+            is_allowed=lambda user_id: user_id == ALICE,
         )
         self.room_id = ""
 
@@ -71,12 +64,6 @@ class Chat:
         content = self.matrix.room(self.room_id).state_content("m.room.member", self.matrix.user_id)
         assert content is not None
         return content
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "bot.db") as opened:
-        yield opened
 
 
 @pytest.fixture

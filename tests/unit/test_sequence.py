@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -18,12 +17,6 @@ from tasks.sequence import PlatformChatSequence
 @pytest.fixture
 def matrix() -> FakeMatrix:
     return FakeMatrix()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "bot.db") as opened:
-        yield opened
 
 
 def high_water(matrix: FakeMatrix) -> int:

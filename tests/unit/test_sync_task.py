@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -74,12 +74,6 @@ class Recorder:
 class NoJitter(random.Random):
     def uniform(self, a: float, b: float) -> float:
         return (a + b) / 2  # the middle of a jitter range is no jitter
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "bot.db") as opened:
-        yield opened
 
 
 @pytest.fixture
