@@ -30,6 +30,7 @@ class BenchConfig:
     reconcile_sizes: tuple[int, ...] = (100, 1000, 10000)
     reconcile_repeats: int = 3
     restart_repeats: int = 3
+    restart_rooms: int = 1000
     rooms_per_owner: int = 20
     create_concurrency: int = 16
     # Synapse's data dir on /dev/shm (benchmarks/__main__.py: synapse_data_dir).
@@ -56,6 +57,12 @@ class BenchConfig:
     def max_rooms(self) -> int:
         return max(self.reconcile_sizes)
 
+    @property
+    def restart_size(self) -> int:
+        """The reconcile size the restarts run at: the largest up to `restart_rooms`."""
+        fitting = [size for size in self.reconcile_sizes if size <= self.restart_rooms]
+        return max(fitting) if fitting else min(self.reconcile_sizes)
+
 
 QUICK = BenchConfig(
     preset="quick",
@@ -67,6 +74,7 @@ QUICK = BenchConfig(
     reconcile_sizes=(100,),
     reconcile_repeats=2,
     restart_repeats=2,
+    restart_rooms=100,
     concurrency_variant_limit=0,
     throughput_rooms=20,
     throughput_step_s=5.0,

@@ -229,13 +229,15 @@ async def run_reconcile_and_restart(ctx: BenchContext, config: BenchConfig) -> d
                 f"requests {bot_runs[-1]['requests']['total']} "
                 f"(per-room {bot_runs[-1]['requests']['per_room']})"
             )
+            if "restart" in config.scenarios and size == config.restart_size:
+                restart = await _restarts(ctx, config, bot, bot_log, client.client, chat_room)
+                restart["rooms"] = size
+                restart["reference_sync_s"] = steps[str(size)]["reference_sync_s"]
+                out["restart"] = restart
+                memory[f"after_restarts_{size}"] = restart["rss_mb"]
+                memory["peak_vmhwm"] = restart["peak_rss_mb"]
+                await bot.stop_async()
         out["reconcile"] = {"sizes": steps, "rooms_created_s": round(bulk.seconds, 1)}
-
-        if "restart" in config.scenarios:
-            out["restart"] = await _restarts(ctx, config, bot, bot_log, client.client, chat_room)
-            out["restart"]["reference_sync_s"] = steps[str(config.max_rooms)]["reference_sync_s"]
-            memory[f"after_restarts_{config.max_rooms}"] = out["restart"]["rss_mb"]
-            memory["peak_vmhwm"] = out["restart"]["peak_rss_mb"]
         out["memory"] = memory
     finally:
         if bulk is not None:
@@ -380,7 +382,6 @@ async def _restarts(
     rss = bot.rss_mb()
     peak = bot.peak_rss_mb()
     return {
-        "rooms": config.max_rooms,
         "intact_start_to_ready_s": round(intact_ready, 3),
         "first_reply_s": summarize([r["first_reply_s"] for r in runs]).as_dict(),
         "beyond_synapse_s": summarize([r["beyond_synapse_s"] for r in runs]).as_dict(),

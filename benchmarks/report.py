@@ -66,10 +66,14 @@ def headline(results: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
         h["restart_first_reply_s"] = restart["first_reply_s"]["median"]
         h["restart_beyond_synapse_s"] = restart["beyond_synapse_s"]["median"]
     if memory := results.get("memory"):
-        size = config.max_rooms
-        at_size = [v for k, v in memory.items() if k.endswith(f"_{size}") and isinstance(v, float)]
-        if at_size:
-            h[f"rss_mb_{size}"] = max(at_size)
+        for size in config.reconcile_sizes:
+            at_size = [
+                v
+                for k, v in memory.items()
+                if k in (f"ready_{size}", f"after_restarts_{size}") and isinstance(v, float)
+            ]
+            if at_size:
+                h[f"rss_mb_{size}"] = max(at_size)
         h.setdefault("rss_mb_idle", memory.get("idle_no_rooms"))
     h.update(load_headline(results))
     return h

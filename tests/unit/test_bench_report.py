@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks.config import QUICK
+from benchmarks.config import QUICK, BenchConfig
 from benchmarks.report import chart, goals, headline, markdown
 
 
@@ -120,3 +121,26 @@ def test_request_endpoints_name_ids_as_placeholders() -> None:
 
     assert endpoint(receipt) == "POST /v3/rooms/{room}/receipt/m.read/{event}"
     assert endpoint(send) == "PUT /v3/rooms/{room}/send/{type}/{txn}"
+
+
+def test_restarts_run_at_the_largest_reconcile_size_up_to_restart_rooms() -> None:
+    full = BenchConfig()
+    assert (full.reconcile_sizes, full.restart_rooms) == ((100, 1000, 10000), 1000)
+    assert full.restart_size == 1000
+    assert replace(full, reconcile_sizes=(100, 500, 2000)).restart_size == 500
+    assert replace(full, reconcile_sizes=(2000, 5000)).restart_size == 2000
+    assert QUICK.restart_size == 100
+
+
+def test_memory_is_a_headline_figure_at_every_reconcile_size() -> None:
+    config = replace(BenchConfig(), reconcile_sizes=(1000, 10000))
+    memory = {
+        "idle_no_rooms": 77.0,
+        "ready_1000": 101.5,
+        "after_restarts_1000": 96.0,
+        "peak_1000_vmhwm": 120.0,
+        "ready_10000": 230.4,
+    }
+    h = headline({"memory": memory}, config)
+    assert (h["rss_mb_1000"], h["rss_mb_10000"], h["rss_mb_idle"]) == (101.5, 230.4, 77.0)
+    assert goals(h)["rss_mb_1000"]["met"] and not goals(h)["rss_mb_10000"]["met"]
