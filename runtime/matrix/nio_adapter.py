@@ -118,7 +118,7 @@ from runtime.matrix.parse import (
 )
 from runtime.matrix.request import TRANSPORT_ERRORS, RawRequests
 from runtime.matrix.session import SESSION_FILE, StoredSession, read_session, write_session
-from runtime.matrix.sync_query import SNAPSHOT_TIMEOUT_SPREAD, sync_query
+from runtime.matrix.sync_query import SNAPSHOT_TIMEOUT_S, SNAPSHOT_TIMEOUT_SPREAD, sync_query
 
 __all__ = ["NioMatrix"]
 
@@ -215,7 +215,7 @@ class NioMatrix:
         device_name: str,
         store_passphrase: str | None = None,
         request_timeout: float = 30.0,
-        initial_sync_timeout: float = 120.0,
+        initial_sync_timeout: float = SNAPSHOT_TIMEOUT_S,
         media_timeout: float = 120.0,
     ) -> NioMatrix:
         """Log in (or resume the stored session) and verify the token with whoami.

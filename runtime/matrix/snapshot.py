@@ -37,16 +37,15 @@ from typing import Any, Final
 import structlog
 
 from runtime.matrix.session import SESSION_FILE, read_session
-from runtime.matrix.sync_query import SNAPSHOT_TIMEOUT_SPREAD, sync_query
+from runtime.matrix.sync_query import SNAPSHOT_TIMEOUT_S, SNAPSHOT_TIMEOUT_SPREAD, sync_query
 from runtime.settings import Settings
 from runtime.store import read_checkpoint
 from tasks.reconcile import snapshot_window
 
-__all__ = ["SNAPSHOT_TIMEOUT_S", "STATE_AFTER_FILE", "SnapshotPrefetch"]
+__all__ = ["STATE_AFTER_FILE", "SnapshotPrefetch"]
 
 log = structlog.get_logger(__name__)
 
-SNAPSHOT_TIMEOUT_S: Final = 120.0  # the same bound as NioMatrix's initial_sync_timeout
 STATE_AFTER_FILE: Final = "state_after.json"
 
 
