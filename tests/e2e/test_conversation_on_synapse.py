@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -34,13 +35,21 @@ def bot_reactions(user: UserClient, target: str) -> list[str]:
     ]
 
 
+_receipt_reads = itertools.count()
+
+
 async def read_receipt(user: UserClient, room_id: str, reader: str) -> str | None:
-    """The event `reader`'s m.read receipt is on, from an initial /sync of the room."""
+    """The event `reader`'s m.read receipt is on, from an initial /sync of the room.
+
+    Each call asks with another `timeout` (an initial sync does not wait on it): Synapse
+    keeps an identical sync's answer for two minutes, so a poll repeating one query
+    would see the first answer, from before the receipt, again and again.
+    """
     room_filter = {"room": {"rooms": [room_id], "timeline": {"limit": 1}}}
     async with httpx.AsyncClient(trust_env=False) as http:
         response = await http.get(
             f"{user.client.homeserver}/_matrix/client/v3/sync",
-            params={"filter": json.dumps(room_filter), "timeout": "0"},
+            params={"filter": json.dumps(room_filter), "timeout": str(next(_receipt_reads))},
             headers={"Authorization": f"Bearer {user.user.access_token}"},
         )
     response.raise_for_status()
