@@ -1,7 +1,10 @@
 """In-process echo platform: the embedded default and the unit/e2e test agent.
 
 Replies contain the user's text verbatim, streamed in a few deltas. Memory,
-snapshots and turn de-duplication live in this process only.
+snapshots and turn de-duplication live in this process only. What it records for
+inspection (`turns_seen`) and its replies by idempotency key keep the newest
+`RECENT_TURNS` (up to twice that between trims): the embedded default runs for days,
+and unbounded they grew the process by about 1 KiB per message (the benchmark soak).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class _Chat:
     turns: list[tuple[str, str]] = field(default_factory=list)  # (user text, reply)
 
 
+RECENT_TURNS = 10_000
+
 EMIT = re.compile(r"!emit ([A-Za-z0-9_.-]{1,64})")
 RETURN = "!return"
 
@@ -64,6 +69,8 @@ class EchoPlatform:
 
     async def send_turn(self, turn: UserTurn) -> AsyncIterator[PlatformEvent]:
         self.turns_seen.append(turn)
+        if len(self.turns_seen) > 2 * RECENT_TURNS:
+            del self.turns_seen[:-RECENT_TURNS]
         reply = self._replies.get(turn.idempotency_key)
         if reply is None:
             if self.delay:
@@ -74,6 +81,9 @@ class EchoPlatform:
                 reply += "\n\nattachments: " + ", ".join(turn.attachments)
             chat.turns.append((turn.text, reply))
             self._replies[turn.idempotency_key] = reply
+            if len(self._replies) > 2 * RECENT_TURNS:  # insertion order: oldest first
+                for key in list(itertools.islice(self._replies, RECENT_TURNS)):
+                    del self._replies[key]
         step = max(1, -(-len(reply) // self.chunks))
         for start in range(0, len(reply), step):
             yield TextDelta(text=reply[start : start + step])

@@ -19,7 +19,7 @@ import nio
 from runtime.dev.accounts import RegisteredUser
 from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
-from runtime.dev.user import UserClient
+from runtime.dev.user import UserClient, onboard
 
 
 def joined_rooms(synapse: LocalHomeserver, user: RegisteredUser) -> set[str]:
@@ -100,6 +100,20 @@ def binding(text: str) -> dict[str, str]:
                 fields[key.strip()] = value.strip()
     assert len(fields) == 3, text
     return fields
+
+
+async def chat_at_a_forked_tip(alice: UserClient, bot: BotProcess) -> tuple[str, dict[str, str]]:
+    """A chat whose Space's DAG forks at its tip, answered in; returns it and its binding.
+
+    Onboarding links the chat into the Space while the user joins: the Space's DAG forks
+    at its tip, and Synapse's full-sync `state` alone (timeline 0) would miss the link.
+    """
+    _, chat = await onboard(alice, bot.bot.user_id)
+    await alice.ask(chat, "!clear", expect="!yes")
+    await alice.send(chat, "!yes")  # the marker is rewritten as the user writes on
+    await alice.send(chat, "typing on")
+    await alice.wait_for(lambda: len(alice.bot_messages(chat)) >= 4, what="answers")
+    return chat, binding(await alice.ask(chat, "!context", expect="platform chat"))
 
 
 def override_ratelimit(

@@ -11,7 +11,7 @@ import pytest
 from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
 from runtime.dev.user import UserClient, onboard
-from tests.e2e.harness import binding, joined_rooms, surface_cli
+from tests.e2e.harness import binding, chat_at_a_forked_tip, joined_rooms, surface_cli
 
 
 def _wipe_database(bot: BotProcess) -> None:
@@ -143,14 +143,7 @@ async def test_reset_dry_run_touches_nothing_and_reset_forgets_everything(
 async def test_reconcile_sees_state_written_while_the_user_was_acting(
     bot: BotProcess, alice: UserClient
 ) -> None:
-    # Onboarding links the chat into the Space while the user joins: the room DAG
-    # forks, and Synapse's full-sync `state` alone would miss the link.
-    _, chat = await onboard(alice, bot.bot.user_id)
-    await alice.ask(chat, "!clear", expect="!yes")
-    await alice.send(chat, "!yes")  # the marker is rewritten as the user writes on
-    await alice.send(chat, "typing on")
-    await alice.wait_for(lambda: len(alice.bot_messages(chat)) >= 4, what="answers")
-    context = binding(await alice.ask(chat, "!context", expect="platform chat"))
+    chat, context = await chat_at_a_forked_tip(alice, bot)
     bot.stop()
 
     report = json.loads(surface_cli(bot, "reconcile", "--dry-run").stdout)

@@ -16,9 +16,9 @@ import httpx
 from runtime.dev.accounts import RegisteredUser
 from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
-from runtime.dev.user import UserClient, onboard
+from runtime.dev.user import UserClient
 from runtime.matrix.snapshot import STATE_AFTER_FILE
-from tests.e2e.harness import binding
+from tests.e2e.harness import binding, chat_at_a_forked_tip
 
 
 def enable_msc4222(synapse: LocalHomeserver, admin: RegisteredUser, user_id: str) -> None:
@@ -46,14 +46,7 @@ async def test_an_intact_restart_asks_timeline_0_with_state_after_and_sees_a_for
     register: Callable[..., RegisteredUser],
 ) -> None:
     enable_msc4222(synapse, register("admin", admin=True), bot.bot.user_id)
-    # Onboarding links the chat into the Space while the user joins: the Space's DAG
-    # forks at its tip, and a timeline-0 `state` alone would miss the link.
-    _, chat = await onboard(alice, bot.bot.user_id)
-    await alice.ask(chat, "!clear", expect="!yes")
-    await alice.send(chat, "!yes")  # the marker is rewritten as the user writes on
-    await alice.send(chat, "typing on")
-    await alice.wait_for(lambda: len(alice.bot_messages(chat)) >= 4, what="answers")
-    context = binding(await alice.ask(chat, "!context", expect="platform chat"))
+    chat, context = await chat_at_a_forked_tip(alice, bot)
     bot.stop()
     bot.start_ready()  # intact, not yet known: the state window, and it learns state_after
     assert json.loads((bot.store_path / STATE_AFTER_FILE).read_text())["state_after"] is True
