@@ -37,7 +37,7 @@ class _Chat:
     turns: list[tuple[str, str]] = field(default_factory=list)  # (user text, reply)
 
 
-RECENT_TURNS = 10_000
+RECENT_TURNS = 1_000
 
 EMIT = re.compile(r"!emit ([A-Za-z0-9_.-]{1,64})")
 RETURN = "!return"
