@@ -11,8 +11,9 @@ from runtime.platforms.echo import EchoPlatform
 
 async def answer(platform: EchoPlatform, key: str, text: str) -> str:
     turn = UserTurn(agent_id="echo", platform_chat_id="1", text=text, idempotency_key=key)
-    done = [event async for event in platform.send_turn(turn) if isinstance(event, TurnDone)]
-    return done[0].text
+    [done] = [event async for event in platform.send_turn(turn) if isinstance(event, TurnDone)]
+    assert done.text is not None
+    return done.text
 
 
 async def test_what_it_records_keeps_the_newest_turns_and_replays_recent_keys(
