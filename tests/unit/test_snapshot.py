@@ -97,6 +97,15 @@ def store_session(settings: Settings, *, user_id: str = BOT, homeserver: str | N
     )
 
 
+def intact_bot(homeserver: FakeHomeserver, tmp_path: Path) -> Settings:
+    """Settings of a bot with its stored session and a database with its checkpoint."""
+    settings = settings_for(homeserver, tmp_path)
+    store_session(settings)
+    with SqliteStore(settings.matrix_db_path) as store:
+        store.record_batch([], "s1")
+    return settings
+
+
 def started(settings: Settings) -> SnapshotPrefetch:
     prefetch = SnapshotPrefetch.start(settings)
     assert prefetch is not None
@@ -126,10 +135,7 @@ def test_a_fresh_store_asks_the_catch_up_window_with_the_stored_token(
 def test_a_store_with_a_checkpoint_asks_the_state_window(
     homeserver: FakeHomeserver, tmp_path: Path
 ) -> None:
-    settings = settings_for(homeserver, tmp_path)
-    store_session(settings)
-    with SqliteStore(settings.matrix_db_path) as store:
-        store.record_batch([], "s1")
+    settings = intact_bot(homeserver, tmp_path)
 
     prefetch = started(settings)
 
@@ -309,10 +315,7 @@ def test_the_window_is_0_only_with_the_checkpoint_and_a_server_answering_state_a
 def test_a_remembered_state_after_asks_window_0_on_an_intact_store(
     homeserver: FakeHomeserver, tmp_path: Path
 ) -> None:
-    settings = settings_for(homeserver, tmp_path)
-    store_session(settings)
-    with SqliteStore(settings.matrix_db_path) as store:
-        store.record_batch([], "s1")
+    settings = intact_bot(homeserver, tmp_path)
     first = started(settings)
     first.take(user_id=BOT, timeline_limit=STATE_WINDOW)
 
@@ -329,10 +332,7 @@ def test_a_remembered_state_after_asks_window_0_on_an_intact_store(
 def test_state_after_is_remembered_per_server_and_account_and_can_be_turned_off(
     homeserver: FakeHomeserver, tmp_path: Path
 ) -> None:
-    settings = settings_for(homeserver, tmp_path)
-    store_session(settings)
-    with SqliteStore(settings.matrix_db_path) as store:
-        store.record_batch([], "s1")
+    settings = intact_bot(homeserver, tmp_path)
     started(settings).remember_state_after(True)
     path = settings.matrix_store_path / STATE_AFTER_FILE
     remembered = json.loads(path.read_text())
