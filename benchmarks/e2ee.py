@@ -27,21 +27,10 @@ from benchmarks.observer import Observer, answers
 from benchmarks.processes import BenchBot
 from benchmarks.stats import summarize
 from runtime.dev.accounts import RegisteredUser
-from runtime.dev.user import UserClient, onboard
+from runtime.dev.user import UserClient, crypto_housekeeping, onboard
 
 TIMEOUT_S = 30.0
 STORE_ENV = {"MATRIX_STORE_PASSPHRASE": "benchmark store passphrase, not a real secret"}
-
-
-async def crypto_housekeeping(client: nio.AsyncClient) -> None:
-    """What nio's own sync loop does after a sync: keys up, devices queried, to-device out."""
-    if client.should_upload_keys:
-        await client.keys_upload()
-    if client.should_query_keys:
-        await client.keys_query()
-    if client.should_claim_keys:
-        await client.keys_claim(client.get_users_for_key_claiming())
-    await client.send_to_device_messages()
 
 
 def encrypting_client(base_url: str, user: RegisteredUser, store: Path) -> nio.AsyncClient:

@@ -30,6 +30,17 @@ REPLY_TO = "lambda.surface.reply_to"
 TEST_FILTER = {"room": {"timeline": {"limit": 1000}}}
 
 
+async def crypto_housekeeping(client: nio.AsyncClient) -> None:
+    """What nio's own sync loop does after a sync: keys up, devices queried, to-device out."""
+    if client.should_upload_keys:
+        await client.keys_upload()
+    if client.should_query_keys:
+        await client.keys_query()
+    if client.should_claim_keys:
+        await client.keys_claim(client.get_users_for_key_claiming())
+    await client.send_to_device_messages()
+
+
 @dataclass
 class Seen:
     events: list[dict[str, Any]] = field(default_factory=list)  # with "room_id" added

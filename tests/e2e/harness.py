@@ -19,7 +19,7 @@ import nio
 from runtime.dev.accounts import RegisteredUser
 from runtime.dev.bot import BotProcess
 from runtime.dev.homeserver import LocalHomeserver
-from runtime.dev.user import UserClient, onboard
+from runtime.dev.user import UserClient, crypto_housekeeping, onboard
 
 
 def joined_rooms(synapse: LocalHomeserver, user: RegisteredUser) -> set[str]:
@@ -175,14 +175,7 @@ class EncryptedUser(UserClient):
 
     async def sync(self, timeout_ms: int = 1000) -> None:
         await super().sync(timeout_ms)
-        client = self.client
-        if client.should_upload_keys:
-            await client.keys_upload()
-        if client.should_query_keys:
-            await client.keys_query()
-        if client.should_claim_keys:
-            await client.keys_claim(client.get_users_for_key_claiming())
-        await client.send_to_device_messages()
+        await crypto_housekeeping(self.client)
 
     async def send(self, room_id: str, text: str) -> str:
         if room_id not in self.client.rooms:  # just joined: nio must see it to encrypt
