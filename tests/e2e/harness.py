@@ -6,6 +6,8 @@ The bot process (``BotProcess``), the test user (``UserClient``) and ``onboard``
 
 from __future__ import annotations
 
+import itertools
+import json
 import sqlite3
 import subprocess
 import sys
@@ -114,6 +116,31 @@ async def chat_at_a_forked_tip(alice: UserClient, bot: BotProcess) -> tuple[str,
     await alice.send(chat, "typing on")
     await alice.wait_for(lambda: len(alice.bot_messages(chat)) >= 4, what="answers")
     return chat, binding(await alice.ask(chat, "!context", expect="platform chat"))
+
+
+_receipt_reads = itertools.count()
+
+
+async def read_receipt(http: httpx.AsyncClient, room_id: str, reader: str) -> str | None:
+    """The event `reader`'s m.read receipt is on, from an initial /sync of the room by the
+    user `http` is authorised as (its base URL is the homeserver's).
+
+    Each call asks with another `timeout` (an initial sync does not wait on it): Synapse
+    keeps an identical sync's answer for two minutes, so a poll repeating one query
+    would see the first answer, from before the receipt, again and again.
+    """
+    room_filter = {"room": {"rooms": [room_id], "timeline": {"limit": 1}}}
+    query = {"filter": json.dumps(room_filter), "timeout": str(next(_receipt_reads))}
+    response = await http.get("/_matrix/client/v3/sync", params=query)
+    response.raise_for_status()
+    room = response.json().get("rooms", {}).get("join", {}).get(room_id, {})
+    for event in room.get("ephemeral", {}).get("events", []):
+        if event.get("type") != "m.receipt":
+            continue
+        for event_id, kinds in event.get("content", {}).items():
+            if reader in kinds.get("m.read", {}):
+                return str(event_id)
+    return None
 
 
 def override_ratelimit(

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import itertools
-import json
 from typing import Any
 
 import anyio
@@ -13,6 +11,7 @@ import nio
 
 from runtime.dev.bot import BotProcess
 from runtime.dev.user import UserClient, onboard
+from tests.e2e.harness import read_receipt as harness_read_receipt
 
 REPLY_TO = "lambda.surface.reply_to"
 
@@ -35,31 +34,13 @@ def bot_reactions(user: UserClient, target: str) -> list[str]:
     ]
 
 
-_receipt_reads = itertools.count()
-
-
 async def read_receipt(user: UserClient, room_id: str, reader: str) -> str | None:
-    """The event `reader`'s m.read receipt is on, from an initial /sync of the room.
-
-    Each call asks with another `timeout` (an initial sync does not wait on it): Synapse
-    keeps an identical sync's answer for two minutes, so a poll repeating one query
-    would see the first answer, from before the receipt, again and again.
-    """
-    room_filter = {"room": {"rooms": [room_id], "timeline": {"limit": 1}}}
-    async with httpx.AsyncClient(trust_env=False) as http:
-        response = await http.get(
-            f"{user.client.homeserver}/_matrix/client/v3/sync",
-            params={"filter": json.dumps(room_filter), "timeout": str(next(_receipt_reads))},
-            headers={"Authorization": f"Bearer {user.user.access_token}"},
-        )
-    response.raise_for_status()
-    room = response.json().get("rooms", {}).get("join", {}).get(room_id, {})
-    for event in room.get("ephemeral", {}).get("events", []):
-        if event.get("type") == "m.receipt":
-            for event_id, kinds in event.get("content", {}).items():
-                if reader in kinds.get("m.read", {}):
-                    return str(event_id)
-    return None
+    """The event `reader`'s m.read receipt is on, as `user` sees it."""
+    headers = {"Authorization": f"Bearer {user.user.access_token}"}
+    async with httpx.AsyncClient(
+        base_url=user.client.homeserver, headers=headers, trust_env=False
+    ) as http:
+        return await harness_read_receipt(http, room_id, reader)
 
 
 async def test_a_question_in_a_thread_is_answered_in_that_thread(

@@ -8,7 +8,6 @@ is on the peer's side.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from runtime.dev.accounts import RegisteredUser
 from runtime.dev.homeserver import LocalHomeserver
 from runtime.matrix.nio_adapter import NioMatrix
 from tests.contract.matrix_port import MatrixPortContract, World
+from tests.e2e.harness import read_receipt as harness_read_receipt
 
 _txn_ids = itertools.count()
 
@@ -75,18 +75,7 @@ class HttpPeer:
 
     async def read_receipt(self, room_id: str, user_id: str) -> str | None:
         """From an initial /sync of that room: its receipts are ephemeral events."""
-        room_filter = {"room": {"rooms": [room_id], "timeline": {"limit": 1}}}
-        query = {"filter": json.dumps(room_filter), "timeout": "0"}
-        response = await self._http.get("/_matrix/client/v3/sync", params=query)
-        response.raise_for_status()
-        room = response.json().get("rooms", {}).get("join", {}).get(room_id, {})
-        for event in room.get("ephemeral", {}).get("events", []):
-            if event.get("type") != "m.receipt":
-                continue
-            for event_id, kinds in event.get("content", {}).items():
-                if user_id in kinds.get("m.read", {}):
-                    return str(event_id)
-        return None
+        return await harness_read_receipt(self._http, room_id, user_id)
 
 
 @pytest.fixture
