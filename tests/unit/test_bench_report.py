@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_documents import report_document
 
 from benchmarks.config import QUICK, BenchConfig
 from benchmarks.report import chart, goals, headline, markdown
@@ -42,15 +43,7 @@ def test_the_encrypted_echo_ratio_is_a_headline_figure_with_its_goal() -> None:
 
 def test_latest_md_shows_both_round_trips_and_the_ratio_row() -> None:
     results = _results(1.05)
-    h = headline(results, QUICK)
-    document = {
-        **h,
-        "goals": goals(h),
-        "machine": {"cpu": "test", "cores": 2, "memory_gib": 1, "distro": "test"},
-        "versions": {"lambda-surface": {"commit": "abc", "dirty": False}},
-        "run": {"preset": "quick", "date": "today", "duration_s": 1.0},
-        "details": results,
-    }
+    document = report_document(results, QUICK)
 
     lines = markdown(document).splitlines()
 
@@ -98,17 +91,13 @@ def test_the_concurrency_ratio_to_the_floor_is_a_headline_figure_with_its_row() 
             "variant": None,
         }
     }
-    h = headline(results, QUICK)
-    document = {
-        **h,
-        "goals": goals(h),
-        "machine": {"cpu": "test", "cores": 2, "memory_gib": 1, "distro": "test"},
-        "versions": {"lambda-surface": {"commit": "abc", "dirty": False}},
-        "run": {"preset": "quick", "date": "today", "duration_s": 1.0},
-        "details": results,
-    }
+    document = report_document(results, QUICK)
 
-    assert goals(h)["concurrency_ratio_floor"] == {"value": 1.143, "goal": "<= 1.15x", "met": True}
+    assert document["goals"]["concurrency_ratio_floor"] == {
+        "value": 1.143,
+        "goal": "<= 1.15x",
+        "met": True,
+    }
     [row] = [line for line in markdown(document).splitlines() if "bot / floor" in line]
     assert "| 1.143 |" in row and "<= 1.15x | yes |" in row
 

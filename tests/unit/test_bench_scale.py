@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_documents import report_document
 
 from benchmarks.config import BenchConfig
 from benchmarks.reconcile import scale_chart
@@ -76,15 +77,7 @@ def test_the_10000_room_figures_are_headline_keys_with_their_goals() -> None:
 
 def test_latest_md_has_the_intact_rows_and_the_memory_goal_at_10000() -> None:
     results = _results()
-    h = headline(results, CONFIG)
-    document = {
-        **h,
-        "goals": goals(h),
-        "machine": {"cpu": "test", "cores": 2, "memory_gib": 1, "distro": "test"},
-        "versions": {"lambda-surface": {"commit": "abc", "dirty": False}},
-        "run": {"preset": "full", "date": "today", "duration_s": 1.0},
-        "details": results,
-    }
+    document = report_document(results, CONFIG)
 
     lines = markdown(document).splitlines()
 
