@@ -221,9 +221,26 @@ async def test_encrypted_rooms_are_tracked_with_joined_and_invited_members() -> 
 
     assert await e2ee.is_encrypted(ROOM)
     assert not await e2ee.is_encrypted("!plain:example.org")
-    room = bot.rooms[ROOM]
+    assert ROOM not in bot.rooms and ALICE not in bot.olm.users_for_key_query, "until a send"
+    room = e2ee._nio_room(ROOM)  # as the first send into the room does
+    assert bot.rooms[ROOM] is room
     assert set(room.users) == {BOT, ALICE} and room.members_synced
+    assert room.users[ALICE].invited
     assert ALICE in bot.olm.users_for_key_query
+
+
+async def test_members_change_before_the_first_send_too() -> None:
+    bot = machine(BOT, "BOTDEV")
+    e2ee = e2ee_of(bot)
+    carol = "@carol:example.org"
+    state = [encryption(), member(BOT, "join"), member(ALICE, "join"), member(carol, "join")]
+    e2ee.absorb({}, empty_batch(**{ROOM: JoinedRoom(ROOM, state, [])}), complete_state=True)
+    later = [member(carol, "leave"), member(ALICE, "join")]
+    e2ee.absorb({}, empty_batch(**{ROOM: JoinedRoom(ROOM, later, [])}), complete_state=False)
+
+    room = e2ee._nio_room(ROOM)
+
+    assert set(room.users) == {BOT, ALICE} and room.members_synced
 
 
 async def test_a_room_created_within_an_incremental_answer_is_known_plain_without_asking() -> None:
@@ -246,8 +263,9 @@ async def test_changed_device_lists_are_not_queried_after_a_sync() -> None:
     batch = empty_batch(**{ROOM: JoinedRoom(room_id=ROOM, state=state, timeline=[])})
     full = {"signed_curve25519": bot.olm.account.max_one_time_keys}
     e2ee.absorb({"device_one_time_keys_count": full}, batch, complete_state=True)
+    e2ee._nio_room(ROOM)  # a first send begins: Alice's devices are to be queried
 
-    await e2ee.housekeeping()  # before the next send instead (prepare_send)
+    await e2ee.housekeeping()  # before the send instead (prepare_send)
 
     assert ALICE in bot.olm.users_for_key_query
 
