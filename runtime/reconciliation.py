@@ -23,7 +23,7 @@ from anyio.abc import TaskStatus
 from contracts.matrix import MatrixPort, SyncBatch
 from contracts.store import Store
 from runtime.legacy_db import MigrationResult
-from runtime.matrix.parse import sync_batch_from_json
+from runtime.matrix.parse import sync_batch
 from runtime.matrix.snapshot import SnapshotPrefetch
 from tasks.reconcile import reconcile, snapshot_window
 
@@ -69,16 +69,16 @@ class Reconciliation:
             fresh=self.store.checkpoint() is None, state_after=prefetch.state_after
         )
         user_id = self.matrix.user_id
-        body = await anyio.to_thread.run_sync(
+        loaded = await anyio.to_thread.run_sync(
             lambda: prefetch.take(user_id=user_id, timeline_limit=window),
             abandon_on_cancel=True,
         )
-        if body is None:
+        if loaded is None:
             return None
         # Through the adapter when it has a crypto side: the snapshot's to-device
         # messages and key counts must reach the crypto store before any checkpoint
         # moves past them.
         batch_from_sync = getattr(self.matrix, "batch_from_sync", None)
         if batch_from_sync is not None:
-            return cast(SyncBatch, await batch_from_sync(body))
-        return sync_batch_from_json(body, user_id)
+            return cast(SyncBatch, await batch_from_sync(loaded))
+        return sync_batch(loaded, user_id)

@@ -108,13 +108,16 @@ from runtime.matrix.cross_signing import (
 )
 from runtime.matrix.e2ee import E2ee
 from runtime.matrix.parse import (
+    LoadedSync,
     as_dict,
     error_for,
     event_from_json,
     events_from_section,
     json_or_none,
+    load_sync,
     split_mxc,
-    sync_batch_from_json,
+    sync_batch,
+    sync_text,
 )
 from runtime.matrix.request import TRANSPORT_ERRORS, RawRequests
 from runtime.matrix.session import SESSION_FILE, StoredSession, read_session, write_session
@@ -603,26 +606,30 @@ class NioMatrix:
         else:
             transport_timeout = timeout_ms / 1000 + self._request_timeout
         try:
-            body = await self._raw.json(
-                "GET", _path("sync", query=query), timeout=transport_timeout
+            text = sync_text(
+                await self._raw.read("GET", _path("sync", query=query), timeout=transport_timeout)
             )
         except MatrixRequestError as exc:
             if since is None or exc.status != 400:
                 raise
             # Our query is fixed; a 400 on it is about the token (Synapse: M_UNKNOWN).
             raise MatrixSyncTokenInvalid(str(exc), errcode=exc.errcode, status=400) from exc
-        return await self.batch_from_sync(body, complete_state=snapshot)
+        loaded = load_sync(text)
+        del text  # tens of MB for a full-state answer: not held while the batch is used
+        return await self.batch_from_sync(loaded, complete_state=snapshot)
 
-    async def batch_from_sync(self, body: Any, *, complete_state: bool = True) -> SyncBatch:
+    async def batch_from_sync(
+        self, loaded: LoadedSync, *, complete_state: bool = True
+    ) -> SyncBatch:
         """A sync answer as a SyncBatch, its crypto content absorbed (persisted) first.
 
         Every sync answer goes through here, also one fetched elsewhere (the start-up
         snapshot, runtime/matrix/snapshot.py): its to-device messages and key counts
         must reach the crypto store before the caller stores its token.
         """
-        batch = sync_batch_from_json(body, self.user_id)
+        batch = sync_batch(loaded, self.user_id)
         if self._e2ee is not None:
-            self._e2ee.absorb(body, batch, complete_state=complete_state)
+            self._e2ee.absorb(loaded.body, batch, complete_state=complete_state)
             await self._e2ee.housekeeping()
         return batch
 

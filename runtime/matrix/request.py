@@ -66,6 +66,18 @@ class RawRequests:
         except TRANSPORT_ERRORS as exc:
             raise MatrixUnreachable(f"homeserver unreachable: {exc!r}") from exc
 
+    async def read(
+        self,
+        method: str,
+        path: str,
+        data: str | bytes | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-request transport timeout
+    ) -> bytes:
+        """The raw 2xx body of a JSON request (``/sync`` parses it room by room)."""
+        async with self.open(method, path, data, timeout=timeout) as response:
+            return await response.read()
+
     async def json(
         self,
         method: str,

@@ -32,10 +32,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import structlog
 
+from contracts.matrix import MatrixUnreachable
+from runtime.matrix.parse import LoadedSync, load_sync, sync_text
 from runtime.matrix.session import SESSION_FILE, read_session
 from runtime.matrix.sync_query import SNAPSHOT_TIMEOUT_S, SNAPSHOT_TIMEOUT_SPREAD, sync_query
 from runtime.settings import Settings
@@ -107,7 +109,7 @@ class SnapshotPrefetch:
             homeserver.rstrip("/") + "/_matrix/client/v3/sync?" + urllib.parse.urlencode(query),
             headers={"Authorization": f"Bearer {access_token}"},
         )
-        self._body: Any = None
+        self._loaded: LoadedSync | None = None
         self._taken = False
         self._thread = threading.Thread(target=self._fetch, name="snapshot-prefetch", daemon=True)
 
@@ -154,8 +156,8 @@ class SnapshotPrefetch:
         self.state_after = answered
         log.info("snapshot.state_after", answered=answered)
 
-    def take(self, *, user_id: str, timeline_limit: int) -> Any | None:
-        """The answer's JSON if it is the sync asked for; None otherwise. Blocks; once only."""
+    def take(self, *, user_id: str, timeline_limit: int) -> LoadedSync | None:
+        """The answer if it is the sync asked for; None otherwise. Blocks; once only."""
         if self._taken:
             return None
         self._taken = True
@@ -167,27 +169,32 @@ class SnapshotPrefetch:
                 reason="logged in as another user" if user_id != self.user_id else "window",
             )
             return None
-        body, self._body = self._body, None
-        return body
+        loaded, self._loaded = self._loaded, None
+        return loaded
 
     def _fetch(self) -> None:
         started = time.monotonic()
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # as aiohttp
         try:
             with opener.open(self._request, timeout=self._timeout) as response:
-                body = json.loads(response.read())
+                size = int(response.headers.get("Content-Length") or 0)
+                text = sync_text(response.read())
         except urllib.error.HTTPError as exc:
             log.info("snapshot.prefetch_failed", status=exc.code)
             return
-        except (OSError, ValueError) as exc:  # URLError, timeouts and bad JSON among them
+        except (OSError, MatrixUnreachable) as exc:  # URLError, timeouts, not UTF-8
             log.info("snapshot.prefetch_failed", error=type(exc).__name__)
             return
-        if not isinstance(body, dict) or not isinstance(body.get("next_batch"), str):
+        answered = time.monotonic()
+        try:  # here, not when taken: the main thread is still importing
+            self._loaded = load_sync(text)
+        except MatrixUnreachable:
             log.info("snapshot.prefetch_failed", error="not a sync answer")
             return
-        self._body = body
         log.info(
             "snapshot.prefetched",
             timeline_limit=self.timeline_limit,
-            seconds=round(time.monotonic() - started, 3),
+            seconds=round(answered - started, 3),
+            parse_seconds=round(time.monotonic() - answered, 3),
+            bytes=size or len(text),
         )

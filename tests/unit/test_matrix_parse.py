@@ -5,6 +5,7 @@ The adapter against a real Synapse is tested in tests/e2e/test_matrix_nio.py.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,9 +15,10 @@ from contracts.matrix import (
     MatrixRateLimited,
     MatrixRequestError,
     MatrixUnreachable,
+    SyncBatch,
 )
 from runtime.matrix import nio_adapter
-from runtime.matrix.parse import error_for, sync_batch_from_json
+from runtime.matrix.parse import error_for, load_sync, sync_batch, sync_batch_from_json
 
 BOT = "@bot:localhost"
 ROOM = "!room:localhost"
@@ -72,7 +74,15 @@ def test_public_api_is_pinned() -> None:
     assert nio_adapter.__all__ == ["NioMatrix"]
 
 
-# --- sync_batch_from_json --------------------------------------------------------------
+# --- sync_batch_from_json, load_sync ----------------------------------------------------
+
+
+def convert(body: Any) -> SyncBatch:
+    """Both readers of a sync answer agree: parsed whole, and room by room from its text."""
+    whole = sync_batch_from_json(body, BOT)
+    assert sync_batch(load_sync(json.dumps(body, indent=1)), BOT) == whole
+    assert sync_batch(load_sync(json.dumps(body, separators=(",", ":")).encode()), BOT) == whole
+    return whole
 
 
 def test_joined_room_state_is_the_state_section_then_the_timelines_state_events() -> None:
@@ -95,7 +105,7 @@ def test_joined_room_state_is_the_state_section_then_the_timelines_state_events(
         },
     }
 
-    room = sync_batch_from_json(body, BOT).joined[ROOM]
+    room = convert(body).joined[ROOM]
 
     assert [e.content.get("name") for e in room.state] == ["old", "new"]
     assert [e.type for e in room.timeline] == ["m.room.message", "m.room.name"]
@@ -117,7 +127,7 @@ def test_state_after_comes_after_the_timelines_state_events(key: str) -> None:
         },
     }
 
-    batch = sync_batch_from_json(body, BOT)
+    batch = convert(body)
 
     assert batch.state_after is True
     folded = {(e.type, e.state_key): e.content["name"] for e in batch.joined[ROOM].state}
@@ -128,7 +138,7 @@ def test_state_after_comes_after_the_timelines_state_events(key: str) -> None:
 def test_an_answer_with_state_sections_is_not_state_after() -> None:
     body = {"next_batch": "s1", "rooms": {"join": {ROOM: {"state": {"events": []}}}}}
 
-    assert sync_batch_from_json(body, BOT).state_after is False
+    assert convert(body).state_after is False
 
 
 def test_invite_takes_inviter_and_is_direct_from_the_bots_own_member_event() -> None:
@@ -140,7 +150,7 @@ def test_invite_takes_inviter_and_is_direct_from_the_bots_own_member_event() -> 
         "rooms": {"invite": {ROOM: {"invite_state": {"events": [own_invite, someone_else]}}}},
     }
 
-    invite = sync_batch_from_json(body, BOT).invited[ROOM]
+    invite = convert(body).invited[ROOM]
 
     assert invite.inviter == "@carol:localhost"
     assert invite.is_direct is True
@@ -150,7 +160,7 @@ def test_invite_takes_inviter_and_is_direct_from_the_bots_own_member_event() -> 
 def test_invite_without_the_bots_member_event_has_no_inviter_and_is_not_direct() -> None:
     body = {"next_batch": "s1", "rooms": {"invite": {ROOM: {}}}}
 
-    invite = sync_batch_from_json(body, BOT).invited[ROOM]
+    invite = convert(body).invited[ROOM]
 
     assert (invite.inviter, invite.is_direct) == (None, False)
 
@@ -162,7 +172,7 @@ def test_left_rooms_and_global_account_data() -> None:
         "account_data": {"events": [_event("lambda.surface.sequence", reserved_through=7)]},
     }
 
-    batch = sync_batch_from_json(body, BOT)
+    batch = convert(body)
 
     assert batch.next_batch == "s2"
     assert sorted(batch.left) == ["!other:localhost", ROOM]
@@ -189,7 +199,7 @@ def test_garbage_inside_a_valid_answer_is_skipped_not_fatal() -> None:
         },
     }
 
-    batch = sync_batch_from_json(body, BOT)
+    batch = convert(body)
 
     room = batch.joined[ROOM]
     assert room.state == []
@@ -204,3 +214,43 @@ def test_garbage_inside_a_valid_answer_is_skipped_not_fatal() -> None:
 def test_an_answer_without_next_batch_is_refused(body: Any) -> None:
     with pytest.raises(MatrixUnreachable, match="next_batch"):
         sync_batch_from_json(body, BOT)
+    with pytest.raises(MatrixUnreachable, match=r"next_batch|not a JSON object"):
+        load_sync(json.dumps(body))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"",
+        b"\xff\xfe{}",
+        "{",
+        '{"next_batch": "s1",}',
+        '{"next_batch": "s1" "rooms": {}}',
+        '{"next_batch": "s1", 5: 1}',
+        '{"next_batch": "s1", "rooms": {"join": {"!a:x": }}}',
+        '{"next_batch": "s1", "rooms": {"join": {"!a:x": {}}}',
+        '{"next_batch": "s1"} {}',
+    ],
+)
+def test_a_sync_answer_that_is_not_json_is_refused_with_where(text: str | bytes) -> None:
+    with pytest.raises(MatrixUnreachable, match="not JSON"):
+        load_sync(text)
+
+
+def test_room_by_room_reading_keeps_everything_but_the_joined_rooms_as_json() -> None:
+    body = {
+        "next_batch": "s1",
+        "to_device": {"events": [{"type": "m.room_key", "content": {"k": 1}}]},
+        "device_one_time_keys_count": {"signed_curve25519": 7},
+        "rooms": {
+            "join": {ROOM: {"timeline": {"events": [_event("m.room.message", body="hi")]}}},
+            "leave": {"!gone:localhost": {}},
+        },
+    }
+
+    loaded = load_sync(json.dumps(body))
+
+    assert loaded.body["to_device"] == body["to_device"]
+    assert loaded.body["device_one_time_keys_count"] == {"signed_curve25519": 7}
+    assert loaded.body["rooms"] == {"join": {}, "leave": {"!gone:localhost": {}}}
+    assert [e.content for e in loaded.joined[ROOM].timeline] == [{"body": "hi"}]

@@ -8,6 +8,7 @@ import anyio
 from fakes import FakeMatrix
 
 from contracts.matrix import SyncBatch
+from runtime.matrix.parse import LoadedSync
 from runtime.reconciliation import Reconciliation
 from runtime.store import SqliteStore
 from tasks.reconcile import CATCH_UP_WINDOW, STATE_WINDOW
@@ -19,7 +20,7 @@ class FakePrefetch:
     """SnapshotPrefetch's `take`: answers once, records what it was asked."""
 
     def __init__(self, body: Any, *, state_after: bool = False) -> None:
-        self.body = body
+        self.loaded = None if body is None else LoadedSync.from_json(body)
         self.asked: list[tuple[str, int]] = []
         self.state_after = state_after
         self.remembered: list[bool] = []
@@ -28,10 +29,10 @@ class FakePrefetch:
         self.remembered.append(answered)
         self.state_after = answered
 
-    def take(self, *, user_id: str, timeline_limit: int) -> Any | None:
+    def take(self, *, user_id: str, timeline_limit: int) -> LoadedSync | None:
         self.asked.append((user_id, timeline_limit))
-        body, self.body = self.body, None
-        return body
+        loaded, self.loaded = self.loaded, None
+        return loaded
 
 
 async def started_value(reconciliation: Reconciliation) -> SyncBatch | None:
