@@ -3,7 +3,9 @@ modules of the project that import nio).
 
 The pure conversions (raw JSON to contracts values, error answers to exceptions) are
 in :mod:`runtime.matrix.parse`; raw HTTP requests go through the one helper in
-:mod:`runtime.matrix.request`; this module holds the login and nio's typed calls.
+:mod:`runtime.matrix.request`; logging the device in (session file, crypto store on
+disk, stale devices) is :mod:`runtime.matrix.login`; this module holds the connection,
+the crypto identity and nio's typed calls.
 
 nio *returns* errors (``RoomSendResponse | RoomSendError``); every call here turns an
 error response into one of the exceptions of :mod:`contracts.matrix`::
@@ -73,9 +75,7 @@ Olm and Megolm sessions in the store keep working) and is cross-signed again.
 
 from __future__ import annotations
 
-import os
 import secrets
-import stat
 from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -87,8 +87,6 @@ import structlog
 
 from contracts.matrix import (
     JsonDict,
-    MatrixAuthError,
-    MatrixError,
     MatrixEvent,
     MatrixRequestError,
     MatrixSyncTokenInvalid,
@@ -102,11 +100,11 @@ from runtime.matrix.cross_signing import (
     CROSS_SIGNING_FILE,
     CrossSigningState,
     ensure_cross_signed,
-    query_own_keys,
     record_signed,
     signed_on_record,
 )
 from runtime.matrix.e2ee import E2ee
+from runtime.matrix.login import DeviceLogin, private_files, store_pickle_key
 from runtime.matrix.parse import (
     LoadedSync,
     as_dict,
@@ -120,7 +118,6 @@ from runtime.matrix.parse import (
     sync_text,
 )
 from runtime.matrix.request import TRANSPORT_ERRORS, RawRequests
-from runtime.matrix.session import SESSION_FILE, StoredSession, read_session, write_session
 from runtime.matrix.sync_query import SNAPSHOT_TIMEOUT_S, SNAPSHOT_TIMEOUT_SPREAD, sync_query
 
 __all__ = ["NioMatrix"]
@@ -132,53 +129,10 @@ _DOWNLOAD_CHUNK: Final = 64 * 1024
 _CLIENT_V3: Final = "/_matrix/client/v3"
 _CLIENT_V1: Final = "/_matrix/client/v1"
 _MEDIA_V3: Final = "/_matrix/media/v3"
-STORE_KEY_FILE: Final = "store.key"
-
-
-def crypto_store_file(store_path: Path, user_id: str, device_id: str) -> Path:
-    """nio's crypto database for this device (DefaultStore's naming)."""
-    return store_path / f"{user_id}_{device_id}.db"
-
-
-def private_files(store_path: Path) -> None:
-    """Make the store's files (nio creates its database with the umask) readable by us only."""
-    for path in store_path.iterdir():
-        if path.is_file() and stat.S_IMODE(path.stat().st_mode) != 0o600:
-            path.chmod(0o600)
-
-
-def store_pickle_key(store_path: Path, passphrase: str | None) -> str:
-    """The key that encrypts the crypto store: the passphrase, else a random kept one (0600)."""
-    store_path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if passphrase:
-        return passphrase
-    key_file = store_path / STORE_KEY_FILE
-    try:
-        return key_file.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        pass
-    key = secrets.token_urlsafe(32)
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(key)
-        out.flush()
-        os.fsync(out.fileno())
-    log.info("e2ee.store_key_created", path=str(key_file))
-    return key
 
 
 def _path(*parts: str, base: str = _CLIENT_V3, query: Mapping[str, Any] | None = None) -> str:
     return str(nio.Api._build_path(list(parts), dict(query) if query else None, base))
-
-
-def _store_error(store_path: Path, error: Exception) -> Exception:
-    """A crypto store that does not open: a wrong passphrase is fatal configuration."""
-    if "pickle" in type(error).__name__.lower() or "pickle" in str(error).lower():
-        return MatrixAuthError(
-            f"MATRIX_STORE_PASSPHRASE does not open the crypto store in {store_path}: set "
-            "the passphrase it was created with"
-        )
-    return error
 
 
 # --- the adapter ----------------------------------------------------------------------
@@ -253,7 +207,8 @@ class NioMatrix:
             media_timeout=media_timeout,
         )
         try:
-            resumed = await matrix._log_in(
+            login = DeviceLogin(client, matrix._raw, matrix._call, _path)
+            resumed = await login.log_in(
                 homeserver=homeserver,
                 user_id=user_id,
                 password=password,
@@ -266,162 +221,6 @@ class NioMatrix:
             await matrix.close()
             raise
         return matrix
-
-    async def _log_in(
-        self,
-        *,
-        homeserver: str,
-        user_id: str,
-        password: str | None,
-        access_token: str | None,
-        store_path: Path,
-        device_name: str,
-    ) -> bool:
-        """True when the stored (or configured) session was resumed without a login."""
-        client = self._client
-        session_path = store_path / SESSION_FILE
-        if access_token:
-            client.user_id, client.access_token = user_id, access_token
-            device_id = await self._verify_whoami(user_id)
-            if await self._store_lost(store_path, user_id, device_id):
-                log.error(
-                    "e2ee.store_lost_token_only",
-                    user_id=user_id,
-                    device_id=device_id,
-                    fix="set MATRIX_PASSWORD (the bot then logs in as a new device) or "
-                    "configure an access token of a new device",
-                )
-            self._open_store(store_path, user_id, device_id, access_token)
-            log.info("matrix.login.token", user_id=user_id, device_id=device_id)
-            return True
-
-        stored = await anyio.to_thread.run_sync(read_session, session_path)
-        device_id = ""
-        old_device: str | None = None
-        if stored is not None and stored.matches(user_id=user_id, homeserver=homeserver):
-            device_id = stored.device_id
-            client.user_id, client.access_token = user_id, stored.access_token
-            try:
-                await self._verify_whoami(user_id)
-            except MatrixAuthError as exc:
-                if password is None or exc.errcode != "M_UNKNOWN_TOKEN":
-                    raise
-                log.warning("matrix.session.token_rejected", user_id=user_id, device_id=device_id)
-            else:
-                lost = await self._store_lost(store_path, user_id, device_id)
-                if not lost or password is None:
-                    if lost:
-                        log.error(
-                            "e2ee.store_lost_no_password",
-                            user_id=user_id,
-                            device_id=device_id,
-                            fix="set MATRIX_PASSWORD so the bot can log in as a new device",
-                        )
-                    self._open_store(store_path, user_id, device_id, stored.access_token)
-                    log.info("matrix.session.restored", user_id=user_id, device_id=device_id)
-                    return True
-                log.warning(
-                    "e2ee.store_lost",
-                    user_id=user_id,
-                    device_id=device_id,
-                    action="logging in as a new device; old encrypted history stays unreadable",
-                )
-                old_device, device_id = device_id, ""
-
-        if password is None:
-            raise MatrixAuthError(
-                f"no usable session in {session_path} and no password or access token "
-                f"configured for {user_id}"
-            )
-        if device_id and not crypto_store_file(store_path, user_id, device_id).exists():
-            # The old device's token was revoked and its store is gone too: it cannot be
-            # reused once it has keys on the server, and we cannot ask without a token.
-            old_device, device_id = device_id, ""
-        # Without a token in the header, and with the old device id so the device (and
-        # the transaction ids the server remembers for it) stays the same. nio opens
-        # the crypto store when the login answer arrives.
-        client.access_token = ""
-        client.device_id = device_id
-        try:
-            response = await self._call(client.login(password, device_name=device_name), login=True)
-        except MatrixError:
-            raise
-        except Exception as exc:
-            raise _store_error(store_path, exc) from exc
-        if response.user_id != user_id:
-            raise MatrixAuthError(f"logged in as {response.user_id}, expected {user_id}")
-        session = StoredSession(
-            user_id=user_id,
-            device_id=str(response.device_id),
-            access_token=str(response.access_token),
-            homeserver=homeserver,
-        )
-        await anyio.to_thread.run_sync(write_session, session_path, session)
-        log.info("matrix.login.password", user_id=user_id, device_id=session.device_id)
-        stale = await self._stale_devices(
-            session.device_id, device_name=device_name, known=old_device
-        )
-        for device in stale:
-            await self._delete_device(device, user_id=user_id, password=password)
-        return False
-
-    def _open_store(self, store_path: Path, user_id: str, device_id: str, token: str) -> None:
-        """Load (or create) the device's crypto store; a wrong passphrase is fatal."""
-        try:
-            self._client.restore_login(user_id, device_id, token)
-        except Exception as exc:
-            raise _store_error(store_path, exc) from exc
-
-    async def _store_lost(self, store_path: Path, user_id: str, device_id: str) -> bool:
-        """The device has keys on the server but no crypto store here (it cannot be reused)."""
-        if crypto_store_file(store_path, user_id, device_id).exists():
-            return False
-        query = await query_own_keys(self._raw, user_id)
-        devices = as_dict(as_dict(query.get("device_keys")).get(user_id))
-        return device_id in devices
-
-    async def _stale_devices(
-        self, current: str, *, device_name: str, known: str | None
-    ) -> list[str]:
-        """Earlier devices of this bot that a new login leaves behind.
-
-        The device whose store was lost (`known`), and, when ``session.json`` was lost
-        too, the other devices with the bot's device name: their keys are gone with the
-        store, and clients would keep encrypting for them.
-        """
-        stale = [known] if known and known != current else []
-        try:
-            body = as_dict(await self._raw.json("GET", _path("devices")))
-        except MatrixError as exc:
-            log.info("matrix.devices_unlisted", error=str(exc))
-            return stale
-        for device in body.get("devices") or ():
-            device = as_dict(device)
-            device_id = device.get("device_id")
-            if (
-                isinstance(device_id, str)
-                and device_id not in (current, known)
-                and device.get("display_name") == device_name
-            ):
-                stale.append(device_id)
-        return stale
-
-    async def _delete_device(self, device_id: str, *, user_id: str, password: str) -> None:
-        """Delete the bot's old device (password UIA); a failure is logged, not fatal."""
-        body: JsonDict = {
-            "devices": [device_id],
-            "auth": {
-                "type": "m.login.password",
-                "identifier": {"type": "m.id.user", "user": user_id},
-                "password": password,
-            },
-        }
-        try:
-            await self._raw.json("POST", _path("delete_devices"), body)
-        except MatrixError as exc:
-            log.warning("matrix.old_device_not_deleted", device_id=device_id, error=str(exc))
-        else:
-            log.info("matrix.old_device_deleted", device_id=device_id)
 
     async def _start_e2ee(self, *, password: str | None, store_path: Path, resumed: bool) -> None:
         """Keys uploaded if they never were, then the device cross-signed by the bot.
@@ -515,13 +314,6 @@ class NioMatrix:
             password=password,
             key_file=store_path / CROSS_SIGNING_FILE,
         )
-
-    async def _verify_whoami(self, user_id: str) -> str:
-        """Check the token is the bot's; returns the token's device id."""
-        response = await self._call(self._client.whoami())
-        if response.user_id != user_id:
-            raise MatrixAuthError(f"the access token belongs to {response.user_id}, not {user_id}")
-        return str(response.device_id or "")
 
     async def close(self) -> None:
         """Close the HTTP session. Never logs out: the device must survive restarts."""

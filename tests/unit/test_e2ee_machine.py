@@ -26,7 +26,7 @@ from contracts.matrix import (
     Undecryptable,
 )
 from runtime.matrix.e2ee import E2ee, _apply_membership
-from runtime.matrix.nio_adapter import _store_error, store_pickle_key
+from runtime.matrix.login import store_error, store_pickle_key
 
 BOT, ALICE, ROOM = "@bot:example.org", "@alice:example.org", "!room:example.org"
 
@@ -378,11 +378,11 @@ def test_a_wrong_store_passphrase_is_a_fatal_configuration_error(tmp_path: Path)
     open_store("the passphrase it was created with")
     with pytest.raises(ValueError, match="pickle") as caught:
         open_store("another passphrase")
-    error = _store_error(tmp_path, caught.value)
+    error = store_error(tmp_path, caught.value)
     assert isinstance(error, MatrixAuthError)
     assert "MATRIX_STORE_PASSPHRASE" in str(error)
     assert "another passphrase" not in str(error)
-    assert type(_store_error(tmp_path, OSError("disk"))) is OSError
+    assert type(store_error(tmp_path, OSError("disk"))) is OSError
 
 
 async def test_a_failed_key_share_stays_unshared_and_the_retry_sends_it() -> None:
