@@ -39,7 +39,6 @@ import hashlib
 import json
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -56,7 +55,7 @@ from contracts.matrix import (
     Undecryptable,
 )
 from runtime.matrix.parse import as_dict
-from runtime.matrix.request import RawRequests
+from runtime.matrix.request import Call, PathOf, RawRequests
 
 __all__ = ["E2ee"]
 
@@ -64,9 +63,6 @@ log = structlog.get_logger(__name__)
 
 MEGOLM: Final = "m.megolm.v1.aes-sha2"
 _SEEN_TO_DEVICE_MAX: Final = 10_000
-
-Call = Callable[[Awaitable[Any]], Awaitable[Any]]
-PathOf = Callable[..., str]
 
 
 @dataclass(slots=True)

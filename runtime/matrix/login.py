@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -18,7 +17,7 @@ import structlog
 from contracts.matrix import JsonDict, MatrixAuthError, MatrixError
 from runtime.matrix.cross_signing import query_own_keys
 from runtime.matrix.parse import as_dict
-from runtime.matrix.request import RawRequests
+from runtime.matrix.request import Call, PathOf, RawRequests
 from runtime.matrix.session import SESSION_FILE, StoredSession, read_session, write_session
 
 __all__ = ["DeviceLogin", "crypto_store_file", "private_files", "store_error", "store_pickle_key"]
@@ -26,9 +25,6 @@ __all__ = ["DeviceLogin", "crypto_store_file", "private_files", "store_error", "
 log = structlog.get_logger(__name__)
 
 STORE_KEY_FILE: Final = "store.key"
-
-Call = Callable[..., Awaitable[Any]]  # NioMatrix._call: a nio call's response, or the mapped error
-PathOf = Callable[..., str]
 
 
 def crypto_store_file(store_path: Path, user_id: str, device_id: str) -> Path:

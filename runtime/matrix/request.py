@@ -13,7 +13,7 @@ also while the body is read, is MatrixUnreachable; a non-2xx answer is the error
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -22,9 +22,14 @@ import aiohttp
 from contracts.matrix import JsonDict, MatrixUnreachable
 from runtime.matrix.parse import error_from_body, json_or_none
 
-__all__ = ["TRANSPORT_ERRORS", "RawRequests"]
+__all__ = ["TRANSPORT_ERRORS", "Call", "PathOf", "RawRequests"]
 
 TRANSPORT_ERRORS: Final = (aiohttp.ClientError, TimeoutError)
+
+# The adapter's helpers handed to its collaborators (runtime/matrix/login.py, e2ee.py):
+# NioMatrix._call (a nio call's success response, or the mapped error) and _path.
+Call = Callable[..., Awaitable[Any]]
+PathOf = Callable[..., str]
 
 
 class RawRequests:
